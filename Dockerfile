@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1.7
+#
+# pass-status consumer image.
+#
+#   docker build -t pass-status:dev --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+#
+# The builder stage installs the exact dependency set of uv.lock (no dev group) and the
+# project itself (not editable, so the JSON Schemas ship inside the package as
+# consumer/_schemas) into /app/.venv. The final stage holds only the Python runtime and that
+# virtual environment, runs as the numeric non-root user 10001, and needs no writable path
+# but /tmp (the Helm chart mounts an emptyDir there and sets readOnlyRootFilesystem).
+#
+# Every dependency has a binary wheel for CPython 3.11 on manylinux, so no compiler is
+# installed in either stage. Keep both FROM lines on the same pinned tag: the venv's
+# interpreter is a symlink to /usr/local/bin/python3.11 of the base image.
+
+FROM python:3.11.14-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+
+RUN pip install "uv==0.13.9"
+
+WORKDIR /src
+
+# Dependencies first (cached while only the source changes), exactly as locked.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-editable --no-install-project
+
+# Then the project itself, built as a wheel from the package and its schemas.
+COPY consumer/ consumer/
+COPY schemas/ schemas/
+RUN uv sync --frozen --no-dev --no-editable \
+    && /app/.venv/bin/python -c "import consumer.cli"
+
+
+FROM python:3.11.14-slim-bookworm
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+
+LABEL org.opencontainers.image.title="pass-status" \
+      org.opencontainers.image.description="Keeps cached Bytemark pass statuses true in near real time (Kafka consumer)." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Proprietary" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin app
+
+COPY --from=builder /app/.venv /app/.venv
+
+ENV PATH=/app/.venv/bin:$PATH \
+    VIRTUAL_ENV=/app/.venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# No source tree here: ``python -m consumer`` resolves to the installed package.
+WORKDIR /app
+USER 10001:10001
+
+# Prometheus metrics, /healthz and /readyz (PASS_STATUS_HTTP_PORT).
+EXPOSE 8080
+
+ENTRYPOINT ["python", "-m", "consumer"]
+CMD ["run"]

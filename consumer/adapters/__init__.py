@@ -1,0 +1,1 @@
+"""Thin adapters around I/O: Kafka, MongoDB, metrics and HTTP."""

@@ -1,0 +1,165 @@
+"""Prometheus metrics, registered on an injected registry.
+
+Label values are bounded sets (topics, statuses, reason codes, operation names); no user
+or pass identifier ever becomes a label.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer import __version__
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+_SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class Metrics:
+    """Every metric of the service; one instance per process, on the registry it is given."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "pass_status_"
+        self.build_info = Gauge(
+            p + "build_info",
+            "Build information; the value is always 1.",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.events_consumed = Counter(
+            p + "events_consumed_total",
+            "Input events consumed, by topic and outcome (applied, no_change, dead_lettered).",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            p + "transitions_total",
+            "Pass status transitions written, by from/to status and cause "
+            "(ticket_used, tick_due, tick_full, check).",
+            ["from_status", "to_status", "cause"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters_total",
+            "Input events sent to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            p + "batch_size_events",
+            "Number of records in one fetched batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_duration = Histogram(
+            p + "batch_duration_seconds",
+            "Time from receiving a batch to committing its offsets.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            p + "end_to_end_latency_seconds",
+            "Time from an input event's timestamp to its status change being published.",
+            ["cause"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            p + "consumer_lag_messages",
+            "Messages between the committed position and the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            p + "assigned_partitions",
+            "Partitions currently assigned to this consumer.",
+            registry=registry,
+        )
+        self.sweep_duration = Histogram(
+            p + "sweep_duration_seconds",
+            "Duration of one tick sweep, by mode (due, full).",
+            ["mode"],
+            buckets=_SWEEP_BUCKETS,
+            registry=registry,
+        )
+        self.sweep_documents_read = Counter(
+            p + "sweep_documents_read_total",
+            "Cache documents read by tick sweeps, by mode.",
+            ["mode"],
+            registry=registry,
+        )
+        self.sweep_documents_changed = Counter(
+            p + "sweep_documents_changed_total",
+            "Cache documents changed by tick sweeps, by mode.",
+            ["mode"],
+            registry=registry,
+        )
+        self.last_sweep_completed = Gauge(
+            p + "last_sweep_completed_timestamp_seconds",
+            "Unix time at which the last sweep of each mode completed.",
+            ["mode"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            p + "outbox_backlog_events",
+            "Status-change events durably queued in MongoDB and not yet published.",
+            registry=registry,
+        )
+        self.outbox_published = Counter(
+            p + "outbox_published_total",
+            "Status-change events published from the outbox (re-publications included).",
+            registry=registry,
+        )
+        self.write_conflicts = Counter(
+            p + "write_conflicts_total",
+            "Conditional writes that found the document changed and were re-evaluated.",
+            registry=registry,
+        )
+        self.mongodb_duration = Histogram(
+            p + "mongodb_operation_duration_seconds",
+            "MongoDB operation latency, by operation.",
+            ["operation"],
+            buckets=_OP_BUCKETS,
+            registry=registry,
+        )
+        self.mongodb_errors = Counter(
+            p + "mongodb_errors_total",
+            "MongoDB operations that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.kafka_duration = Histogram(
+            p + "kafka_operation_duration_seconds",
+            "Kafka operation latency, by operation (publish, commit, fetch).",
+            ["operation"],
+            buckets=_OP_BUCKETS,
+            registry=registry,
+        )
+        self.kafka_errors = Counter(
+            p + "kafka_errors_total",
+            "Kafka operations that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            p + "retries_total",
+            "Retries after transient faults, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            p + "ready",
+            "1 when the consumer is ready (assigned, stores reachable, not backing off).",
+            registry=registry,
+        )
+        self.check_logs_written = Counter(
+            p + "check_logs_written_total",
+            "Check-log documents written, by kind (interval, full).",
+            ["kind"],
+            registry=registry,
+        )

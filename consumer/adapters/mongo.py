@@ -1,0 +1,239 @@
+"""MongoDB adapter (PyMongo's async API) for the cache and check-log collections.
+
+Concurrency control: a write applies only if the user's ``passes`` array is exactly as it
+was read (the filter compares the whole array), so a concurrent change by another replica
+or by the refresher makes the write match nothing; the caller then re-reads and
+re-evaluates. Fields this service adds to a user document:
+
+- ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
+- ``pass_status_checked_at`` (date): when this service last evaluated the document;
+- ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
+- ``pass_status_outbox`` (array): status-change events written with their transition and
+  not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
+  oldest of them was written, indexed so orphans are found without a scan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from consumer.adapters.metrics import Metrics
+from consumer.domain.user_update import (
+    CHECKED_AT,
+    NEXT_CHECK_AT,
+    OUTBOX,
+    OUTBOX_SINCE,
+    REVISION,
+    UserUpdate,
+)
+from consumer.errors import StoreUnavailableError
+from consumer.redact import redact_uri
+from consumer.settings import Settings
+
+Document = dict[str, Any]
+
+
+class CacheStore(Protocol):
+    """What the service needs from MongoDB."""
+
+    async def find_user(self, user_id: int) -> Document | None: ...
+    async def write_user(
+        self, read: Mapping[str, Any], update: UserUpdate, now: datetime
+    ) -> bool: ...
+    async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None: ...
+    def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Document]: ...
+    def all_users(self, user_id: int | None) -> AsyncIterator[Document]: ...
+    async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]: ...
+    async def outbox_backlog(self) -> int: ...
+    async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
+
+
+def make_client(settings: Settings) -> AsyncMongoClient[Document]:
+    """A client with the settings' timeouts, TLS and write concern, and tz-aware dates."""
+    options: dict[str, Any] = {
+        "serverSelectionTimeoutMS": settings.mongodb_timeout_ms,
+        "connectTimeoutMS": settings.mongodb_timeout_ms,
+        "socketTimeoutMS": max(settings.mongodb_timeout_ms, 10000),
+        "tz_aware": True,
+        "tzinfo": UTC,
+        "appname": "pass-status",
+    }
+    if settings.mongodb_tls_cafile:
+        options["tls"] = True
+        options["tlsCAFile"] = settings.mongodb_tls_cafile
+    return AsyncMongoClient(settings.mongodb_uri, **options)
+
+
+def _write_concern(value: str) -> WriteConcern:
+    return WriteConcern(w=int(value) if value.isdigit() else value)
+
+
+class MongoCacheStore:
+    """:class:`CacheStore` over two collections of one database."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        db = client.get_database(
+            settings.mongodb_database,
+            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
+            write_concern=_write_concern(settings.mongodb_write_concern),
+        )
+        self._client = client
+        self._cache: AsyncCollection[Document] = db[settings.collection_cache]
+        self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
+        self._metrics = metrics
+        self._batch_size = settings.sweep_batch_size
+        self._uri = redact_uri(settings.mongodb_uri)
+
+    @contextmanager
+    def _op(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            self._metrics.mongodb_errors.labels(operation).inc()
+            raise StoreUnavailableError(f"MongoDB {operation} failed: {exc}") from exc
+        finally:
+            self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
+
+    async def ping(self) -> None:
+        with self._op("ping"):
+            await self._client.admin.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the service relies on; a no-op when they exist."""
+        with self._op("create_index"):
+            await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
+            await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
+            await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
+
+    async def find_user(self, user_id: int) -> Document | None:
+        with self._op("find_user"):
+            return await self._cache.find_one({"user_id": user_id})
+
+    async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
+        """Apply ``update`` if the document's passes are still as read; False on conflict."""
+        sets: dict[str, Any] = {NEXT_CHECK_AT: update.next_check_at, CHECKED_AT: now}
+        for first_use in update.first_use_sets:
+            sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
+        for transition in update.evaluation.transitions:
+            sets[f"passes.{transition.index}.status"] = transition.to_status
+        change: dict[str, Any] = {"$set": sets, "$inc": {REVISION: 1}}
+        if update.outbox:
+            change["$push"] = {OUTBOX: {"$each": list(update.outbox)}}
+            if read.get(OUTBOX_SINCE) is None:
+                sets[OUTBOX_SINCE] = now
+        with self._op("write_user"):
+            result = await self._cache.update_one(_unchanged_filter(read), change)
+        return result.matched_count == 1
+
+    async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
+        """Remove published entries from each document's outbox.
+
+        ``$pullAll`` with the exact entries, not ``$pull`` with a condition: FerretDB 1.24
+        matches but does not modify with ``{"$pull": {field: {"event_id": {"$in": …}}}}``.
+        """
+        if not docs:
+            return
+        operations = [
+            UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
+            for doc_id, entries in docs
+            if entries
+        ]
+        with self._op("clear_outbox"):
+            if operations:
+                await self._cache.bulk_write(operations, ordered=False)
+            # Documents whose outbox is now empty no longer count as pending.
+            await self._cache.update_many(
+                {"_id": {"$in": [doc_id for doc_id, _ in docs]}, OUTBOX: {"$size": 0}},
+                {"$set": {OUTBOX_SINCE: None}},
+            )
+
+    async def due_users(
+        self, tick_at: datetime, shard: int, shards: int
+    ) -> AsyncIterator[Document]:
+        """Documents due at ``tick_at`` (or never evaluated), of one shard, streamed."""
+        query: dict[str, Any] = {
+            "$or": [{NEXT_CHECK_AT: {"$lte": tick_at}}, {NEXT_CHECK_AT: {"$exists": False}}]
+        }
+        if shards > 1:
+            query["user_id"] = {"$mod": [shards, shard]}
+        async for doc in self._stream("due_users", query, sort=False):
+            yield doc
+
+    async def all_users(self, user_id: int | None) -> AsyncIterator[Document]:
+        """One user's document, or every document in ``user_id`` order, streamed."""
+        query: dict[str, Any] = {} if user_id is None else {"user_id": user_id}
+        async for doc in self._stream("all_users", query, sort=True):
+            yield doc
+
+    async def _stream(
+        self, operation: str, query: dict[str, Any], *, sort: bool
+    ) -> AsyncIterator[Document]:
+        cursor = self._cache.find(query, batch_size=self._batch_size)
+        if sort:
+            cursor = cursor.sort("user_id", ASCENDING)
+        try:
+            while True:
+                with self._op(operation):
+                    try:
+                        doc = await cursor.next()
+                    except StopAsyncIteration:
+                        return
+                yield doc
+        finally:
+            await cursor.close()
+
+    async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]:
+        with self._op("orphaned_outboxes"):
+            cursor = self._cache.find({OUTBOX_SINCE: {"$lte": older_than}}, limit=limit)
+            return await cursor.to_list(length=limit)
+
+    async def outbox_backlog(self) -> int:
+        """Number of status-change events waiting in outboxes."""
+        with self._op("outbox_backlog"):
+            cursor = self._cache.find({OUTBOX_SINCE: {"$ne": None}}, {OUTBOX: 1})
+            total = 0
+            async for doc in cursor:
+                entries = doc.get(OUTBOX)
+                total += len(entries) if isinstance(entries, list) else 0
+            return total
+
+    async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
+        """Insert a check-log document; on an ``_id`` collision use the next free one."""
+        body = dict(doc)
+        for _ in range(1000):
+            try:
+                with self._op("insert_check_log"):
+                    await self._check_log.insert_one(body)
+            except DuplicateKeyError:
+                body["_id"] = int(body["_id"]) + 1
+                continue
+            return int(body["_id"])
+        raise StoreUnavailableError("no free check-log _id after 1000 attempts")
+
+
+def _unchanged_filter(read: Mapping[str, Any]) -> dict[str, Any]:
+    """Match the document only while its ``passes`` are exactly as they were read."""
+    passes = read.get("passes", _MISSING)
+    if passes is _MISSING:
+        return {"_id": read["_id"], "passes": {"$exists": False}}
+    return {"_id": read["_id"], "passes": passes}
+
+
+_MISSING = object()

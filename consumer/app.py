@@ -1,0 +1,266 @@
+"""The composition root: builds the service from one :class:`Settings` object.
+
+Nothing else constructs clients or reads configuration; the CLI calls the three entry
+points here: :func:`run_service`, :func:`publish_ticks` and :func:`run_full_check`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from consumer.adapters.http import HttpServer
+from consumer.adapters.kafka import (
+    KafkaPublisher,
+    OutRecord,
+    check_topics,
+    make_consumer,
+    make_producer,
+)
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo import Document, MongoCacheStore, make_client
+from consumer.domain.events import Cause, CauseType
+from consumer.domain.times import format_instant
+from consumer.errors import TransientError
+from consumer.logs import get_logger
+from consumer.redact import redact_uri
+from consumer.service.backoff import Backoff
+from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.service.health import Health
+from consumer.service.outbox import OutboxRelay
+from consumer.service.runner import Runner
+from consumer.service.sweeps import Sweeper, SweepResult
+from consumer.service.ticket_used import TicketUsedHandler
+from consumer.service.ticks import TickHandler
+from consumer.service.writer import UserWriter
+from consumer.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Core:
+    """The parts shared by the consumer and the one-shot commands."""
+
+    settings: Settings
+    metrics: Metrics
+    client: AsyncMongoClient[Document]
+    store: MongoCacheStore
+    producer: AIOKafkaProducer
+    publisher: KafkaPublisher
+    relay: OutboxRelay
+    sink: CheckLogSink
+    summary: IntervalSummary
+    sweeper: Sweeper
+
+
+def output_topics(settings: Settings) -> list[str]:
+    return [settings.topic_status_changed, settings.topic_check_log, settings.topic_dead_letter]
+
+
+@contextlib.asynccontextmanager
+async def core(
+    settings: Settings, registry: CollectorRegistry | None = None
+) -> AsyncIterator[Core]:
+    metrics = Metrics(registry or CollectorRegistry())
+    client = make_client(settings)
+    store = MongoCacheStore(client, settings, metrics)
+    producer = make_producer(settings)
+    publisher = KafkaPublisher(producer, metrics)
+    relay = OutboxRelay(store, publisher, metrics, settings.topic_status_changed)
+    sink = CheckLogSink(store, publisher, metrics, settings.topic_check_log)
+    summary = IntervalSummary()
+    writer = UserWriter(store, metrics, settings.conflict_retries)
+    sweeper = Sweeper(store, writer, relay, sink, summary, metrics, settings.user_concurrency)
+    try:
+        yield Core(
+            settings, metrics, client, store, producer, publisher, relay, sink, summary, sweeper
+        )
+    finally:
+        with contextlib.suppress(KafkaError):
+            await producer.stop()
+        await client.close()
+
+
+async def _start_producer(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise TransientError(f"cannot reach Kafka: {exc!r}") from exc
+
+
+async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: Core) -> bool:
+    """Wait (backing off) until MongoDB and Kafka answer; False if stopped first."""
+    backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+    while not stop.is_set():
+        try:
+            await c.store.ping()
+            health.mongodb_ok = True
+            await check_topics(
+                settings,
+                [settings.topic_ticket_used, settings.topic_tick, *output_topics(settings)],
+            )
+            await c.store.ensure_indexes()
+            await _start_producer(c.producer)
+            health.kafka_ok = True
+        except TransientError as exc:
+            health.last_error = str(exc)[:300]
+            delay = backoff.next_delay()
+            log.warning("startup_waiting", error=str(exc)[:300], delay_seconds=round(delay, 2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            continue
+        return True
+    return False
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_service(settings: Settings) -> int:
+    """``python -m consumer run``: consume until SIGTERM/SIGINT, then exit 0."""
+    registry = CollectorRegistry()
+    health = Health()
+    stop = asyncio.Event()
+    _install_signals(stop)
+    http = HttpServer(settings.http_host, settings.http_port, registry, health)
+    log.info(
+        "service_starting",
+        kafka=settings.kafka_bootstrap_servers,
+        mongodb=redact_uri(settings.mongodb_uri),
+        database=settings.mongodb_database,
+        group_id=settings.group_id,
+    )
+    async with core(settings, registry) as c:
+        await http.start()
+        try:
+            if not await _until_up(settings, health, stop, c):
+                return 0
+            runner = _build_runner(settings, c, health)
+            run_task = asyncio.create_task(runner.run(stop))
+            await asyncio.wait(
+                [run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            try:
+                await asyncio.wait_for(asyncio.shield(run_task), settings.shutdown_grace_seconds)
+            except TimeoutError:
+                log.error("shutdown_grace_exceeded", grace_seconds=settings.shutdown_grace_seconds)  # noqa: TRY400 - no exception to show; the grace ran out
+                run_task.cancel()
+                return 1
+        finally:
+            await http.stop()
+    log.info("service_stopped")
+    return 0
+
+
+def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
+    writer = UserWriter(c.store, c.metrics, settings.conflict_retries)
+    ticket_used = TicketUsedHandler(
+        c.store,
+        writer,
+        c.relay,
+        c.publisher,
+        c.summary,
+        c.metrics,
+        group_id=settings.group_id,
+        dead_letter_topic=settings.topic_dead_letter,
+        max_message_bytes=settings.max_message_bytes,
+        concurrency=settings.user_concurrency,
+    )
+    ticks = TickHandler(
+        c.sweeper,
+        c.publisher,
+        c.metrics,
+        group_id=settings.group_id,
+        dead_letter_topic=settings.topic_dead_letter,
+        max_message_bytes=settings.max_message_bytes,
+        max_future=timedelta(seconds=settings.tick_max_future_seconds),
+    )
+
+    async def probes() -> tuple[bool, bool]:
+        mongodb_ok = kafka_ok = True
+        try:
+            await asyncio.wait_for(c.store.ping(), 5)
+        except (TransientError, TimeoutError):
+            mongodb_ok = False
+        try:
+            await asyncio.wait_for(c.producer.client.fetch_all_metadata(), 5)
+        except (KafkaError, TimeoutError):
+            kafka_ok = False
+        return mongodb_ok, kafka_ok
+
+    return Runner(
+        settings,
+        make_consumer(settings),
+        ticket_used,
+        ticks,
+        c.relay,
+        c.sink,
+        c.summary,
+        health,
+        c.metrics,
+        probes,
+    )
+
+
+def tick_events(
+    mode: str, user_id: int | None, apply: bool, shards: int, now: datetime
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """The tick events one scheduler run publishes: one per shard for ``due``, else one."""
+    base: dict[str, Any] = {"tick_at": format_instant(now), "mode": mode, "apply": apply}
+    if user_id:
+        base["user_id"] = user_id
+    if mode == "due" and not user_id and shards > 1:
+        return [
+            (
+                str(shard).encode(),
+                {"event_id": str(uuid.uuid4()), **base, "shard": shard, "shards": shards},
+            )
+            for shard in range(shards)
+        ]
+    return [(str(user_id or 0).encode(), {"event_id": str(uuid.uuid4()), **base})]
+
+
+async def publish_ticks(
+    settings: Settings, mode: str, user_id: int | None, apply: bool
+) -> list[dict[str, Any]]:
+    """``python -m consumer tick``: publish the tick events and wait for their acks."""
+    events = tick_events(mode, user_id, apply, settings.tick_shards, datetime.now(UTC))
+    metrics = Metrics(CollectorRegistry())
+    producer = make_producer(settings)
+    try:
+        await _start_producer(producer)
+        await KafkaPublisher(producer, metrics).publish(
+            [OutRecord(settings.topic_tick, key, orjson.dumps(body)) for key, body in events]
+        )
+    finally:
+        with contextlib.suppress(KafkaError):
+            await producer.stop()
+    for _key, body in events:
+        log.info("tick_published", topic=settings.topic_tick, **body)
+    return [body for _key, body in events]
+
+
+async def run_full_check(settings: Settings, user_id: int | None, apply: bool) -> SweepResult:
+    """``python -m consumer check --user ID | --all``: the old job against MongoDB."""
+    async with core(settings) as c:
+        await c.store.ping()
+        await _start_producer(c.producer)
+        await c.store.ensure_indexes()
+        cause = Cause(CauseType.CHECK, f"cli-{uuid.uuid4()}")
+        return await c.sweeper.full(user_id, apply, datetime.now(UTC), cause)

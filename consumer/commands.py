@@ -1,0 +1,75 @@
+"""The online subcommands: ``run``, ``tick`` and ``check --user ID | --all``.
+
+Each turns parsed arguments into a call of the composition root and an exit code:
+0 done, 1 a runtime failure (infrastructure unreachable), 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import orjson
+
+from consumer import app, logs
+from consumer.errors import ConfigError, MissingTopicError, TransientError
+from consumer.settings import Settings
+
+
+def load_settings() -> Settings:
+    """The process's settings; the one place the environment is read."""
+    return Settings.from_env(os.environ)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"pass-status: error: {message}", file=sys.stderr)  # noqa: T201 - CLI contract
+    return code
+
+
+def _settings_or_exit() -> Settings | int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(2, str(exc))
+    logs.configure(settings.log_level, settings.secrets())
+    return settings
+
+
+def run_command(_args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if isinstance(settings, int):
+        return settings
+    try:
+        return asyncio.run(app.run_service(settings))
+    except MissingTopicError as exc:
+        return _fail(2, str(exc))
+
+
+def tick_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if isinstance(settings, int):
+        return settings
+    try:
+        events = asyncio.run(
+            app.publish_ticks(settings, args.mode, args.user, apply=not args.dry_run)
+        )
+    except TransientError as exc:
+        return _fail(1, str(exc))
+    for event in events:
+        sys.stdout.write(orjson.dumps(event).decode() + "\n")
+    return 0
+
+
+def online_check_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if isinstance(settings, int):
+        return settings
+    try:
+        result = asyncio.run(app.run_full_check(settings, args.user, apply=args.apply))
+    except TransientError as exc:
+        return _fail(1, str(exc))
+    for document in result.check_log:
+        sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    return 0

@@ -1,0 +1,1 @@
+"""The functional core: status rules, events and check logs. No I/O, no asyncio."""

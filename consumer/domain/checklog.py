@@ -1,0 +1,178 @@
+"""The check-log document of DESIGN §2: what a check found, in the old job's shape.
+
+Pure. A document never exceeds MongoDB's 16 MB limit: the log is split into parts whose
+BSON size is computed exactly here (no bson import: the encoding of strings, integers,
+booleans, arrays and objects is simple), against a budget that keeps a 64 KiB margin.
+
+The split is planned from entry sizes alone (:func:`plan_parts`), so a caller that streams
+millions of entries (the offline check) can plan in one pass and write in a second without
+holding them all; :func:`check_log_documents` does both in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from consumer.domain.times import format_instant, unix_milliseconds
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from consumer.domain.rules import UserEvaluation
+
+ALL_USERS = "all users"
+MONGODB_DOCUMENT_LIMIT = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = MONGODB_DOCUMENT_LIMIT - 64 * 1024
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# The largest part/parts values a header is budgeted for (int32, as pymongo encodes them).
+_BUDGETED_PART = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class UserLog:
+    """One user's entry: ``invalid_list`` of (pass_uuid, status_log), ``skipped_list`` of
+    (pass_uuid or None, reason), each in the order of the ``passes`` array."""
+
+    user_id: int
+    invalid_list: tuple[tuple[str, str], ...]
+    skipped_list: tuple[tuple[str | None, str], ...]
+
+
+def user_log(evaluation: UserEvaluation) -> UserLog | None:
+    """The check-log entry of an evaluation, or ``None`` when it has nothing to report."""
+    if not evaluation.transitions and not evaluation.skipped:
+        return None
+    return UserLog(
+        user_id=evaluation.user_id,
+        invalid_list=tuple((t.pass_uuid, t.status_log) for t in evaluation.transitions),
+        skipped_list=tuple((s.pass_uuid, s.reason) for s in evaluation.skipped),
+    )
+
+
+def log_entry(log: UserLog) -> dict[str, Any]:
+    """The ``log`` array element of one user."""
+    return {
+        "user_id": log.user_id,
+        "invalid_list": [
+            {"pass_uuid": pass_uuid, "status_log": status_log}
+            for pass_uuid, status_log in log.invalid_list
+        ],
+        "skipped_list": [
+            {"pass_uuid": pass_uuid, "reason": reason} for pass_uuid, reason in log.skipped_list
+        ],
+    }
+
+
+def check_log_header(
+    check_time: datetime,
+    check_user: int | None,
+    edit_mode: bool,
+    part: int | None = None,
+    parts: int | None = None,
+) -> dict[str, Any]:
+    """Every field of a check-log document but ``log``, in the order they are written."""
+    header: dict[str, Any] = {
+        "_id": unix_milliseconds(check_time),
+        "check_userID": ALL_USERS if check_user is None else check_user,
+        "editMode": edit_mode,
+        "check_time": format_instant(check_time),
+    }
+    if part is not None and parts is not None:
+        header["part"] = part
+        header["parts"] = parts
+    return header
+
+
+def bson_size(value: object) -> int:
+    """Bytes of ``value`` encoded as a BSON *value* (a document for a mapping).
+
+    Covers what check-log documents hold: str, int, bool, None, list and mapping.
+    """
+    if isinstance(value, Mapping):
+        return 4 + sum(_element_size(str(k), v) for k, v in value.items()) + 1
+    if isinstance(value, list | tuple):
+        return 4 + sum(_element_size(str(i), v) for i, v in enumerate(value)) + 1
+    if isinstance(value, str):
+        return 4 + len(value.encode()) + 1
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return 4 if _INT32_MIN <= value <= _INT32_MAX else 8
+    if value is None:
+        return 0
+    msg = f"no BSON size for {type(value).__name__}"
+    raise TypeError(msg)
+
+
+def _element_size(key: str, value: object) -> int:
+    # type byte + key as a C string + the value
+    return 1 + len(key.encode()) + 1 + bson_size(value)
+
+
+def _log_element_size(index: int, entry_size: int) -> int:
+    return 1 + len(str(index)) + 1 + entry_size
+
+
+def header_budget(check_time: datetime, check_user: int | None, edit_mode: bool) -> int:
+    """BSON bytes of a check-log document with an empty ``log`` and the largest part fields."""
+    header = check_log_header(check_time, check_user, edit_mode, _BUDGETED_PART, _BUDGETED_PART)
+    return bson_size({**header, "log": []})
+
+
+def plan_parts(entry_sizes: Iterable[int], header_bytes: int, max_bytes: int) -> list[int]:
+    """How many consecutive entries go into each document, in order (at least one document).
+
+    ``entry_sizes`` are the :func:`bson_size` of each log entry; ``header_bytes`` is
+    :func:`header_budget`. Parts are filled greedily. An entry too large for any document
+    on its own still gets a document of its own (one user's entry is never cut).
+    """
+    counts: list[int] = []
+    used = header_bytes
+    in_part = 0
+    for size in entry_sizes:
+        element = _log_element_size(in_part, size)
+        if in_part and used + element > max_bytes:
+            counts.append(in_part)
+            used, in_part = header_bytes, 0
+            element = _log_element_size(0, size)
+        used += element
+        in_part += 1
+    counts.append(in_part)
+    return counts
+
+
+def check_log_documents(
+    check_time: datetime,
+    check_user: int | None,
+    edit_mode: bool,
+    logs: Iterable[UserLog],
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[dict[str, Any]]:
+    """The check-log document(s) of one check (DESIGN §2).
+
+    ``_id`` is ``check_time`` in Unix milliseconds (the writer adds 1 on a collision),
+    ``check_userID`` the user id or ``"all users"`` (``check_user`` None). ``log`` holds the
+    users with at least one entry, sorted by ``user_id`` (stable: equal ids keep their
+    order). When the log does not fit in ``max_bytes``, it is split into documents with
+    ``part`` 1..n, ``parts`` n and consecutive ``_id``; a single document has neither field.
+    """
+    ordered = sorted(
+        (log for log in logs if log.invalid_list or log.skipped_list), key=lambda log: log.user_id
+    )
+    entries = [log_entry(log) for log in ordered]
+    counts = plan_parts(
+        (bson_size(e) for e in entries), header_budget(check_time, check_user, edit_mode), max_bytes
+    )
+    if len(counts) == 1:
+        return [{**check_log_header(check_time, check_user, edit_mode), "log": entries}]
+    documents: list[dict[str, Any]] = []
+    start = 0
+    for number, count in enumerate(counts, start=1):
+        header = check_log_header(check_time, check_user, edit_mode, number, len(counts))
+        header["_id"] += number - 1
+        documents.append({**header, "log": entries[start : start + count]})
+        start += count
+    return documents

@@ -1,0 +1,125 @@
+"""Plan one read-modify-write of a user's cache document.
+
+Given the document as read, the ticket-used events of that user in offset order, and the
+instant of evaluation, compute everything the write must do: the ``first_use`` values to
+set, the status transitions, the new ``next_check_at`` and the outbox events that are made
+durable in the same write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from consumer.domain.events import Cause, CauseType, TicketUsed, status_changed_event
+from consumer.domain.rules import UserEvaluation, evaluate_user
+from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
+from consumer.errors import InputError
+
+NEXT_CHECK_AT = "next_check_at"
+CHECKED_AT = "pass_status_checked_at"
+REVISION = "pass_status_rev"
+OUTBOX = "pass_status_outbox"
+OUTBOX_SINCE = "pass_status_outbox_since"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """A ticket-used event that cannot be applied to the document (e.g. unknown pass)."""
+
+    event: TicketUsed
+    error: InputError
+
+
+@dataclass(frozen=True, slots=True)
+class UserUpdate:
+    """What one conditional write of a user's document must change."""
+
+    user_id: int
+    first_use_sets: tuple[FirstUseSet, ...]
+    evaluation: UserEvaluation
+    outbox: tuple[dict[str, Any], ...]
+    rejected: tuple[RejectedEvent, ...]
+    next_check_at: datetime | None
+    writes_document: bool
+
+    @property
+    def transitions_count(self) -> int:
+        return len(self.evaluation.transitions)
+
+
+def truncate_to_ms(instant: datetime | None) -> datetime | None:
+    """BSON dates keep milliseconds; compare and store at that precision."""
+    if instant is None:
+        return None
+    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+
+
+def plan_user_update(
+    doc: Mapping[str, Any],
+    events: Sequence[TicketUsed],
+    now: datetime,
+    default_cause: Cause,
+) -> UserUpdate:
+    """Apply ``events`` in order, evaluate at ``now``, and describe the resulting write.
+
+    The transition of a pass named by a ticket-used event is caused by that event; any
+    other transition (an expiry noticed on the way) by ``default_cause``.
+    """
+    working: Mapping[str, Any] = doc
+    first_use_sets: list[FirstUseSet] = []
+    rejected: list[RejectedEvent] = []
+    cause_by_pass: dict[str, Cause] = {}
+    for event in events:
+        try:
+            working, first_use = apply_ticket_used(working, event.pass_uuid, event.used_at)
+        except InputError as exc:
+            rejected.append(RejectedEvent(event, exc))
+            continue
+        cause_by_pass[event.pass_uuid] = Cause(CauseType.TICKET_USED, event.event_id)
+        if first_use is not None:
+            first_use_sets.append(first_use)
+
+    evaluation = evaluate_user(working, now)
+    user_id = evaluation.user_id
+    outbox = tuple(
+        status_changed_event(user_id, t, now, cause_by_pass.get(t.pass_uuid, default_cause))
+        for t in evaluation.transitions
+    )
+    next_check_at = truncate_to_ms(evaluation.next_check_at)
+    stored_next = doc.get(NEXT_CHECK_AT, _ABSENT)
+    writes = (
+        bool(first_use_sets or outbox)
+        or stored_next is _ABSENT
+        or not _same_instant(stored_next, next_check_at)
+    )
+    return UserUpdate(
+        user_id=user_id,
+        first_use_sets=tuple(first_use_sets),
+        evaluation=evaluation,
+        outbox=outbox,
+        rejected=tuple(rejected),
+        next_check_at=next_check_at,
+        writes_document=writes,
+    )
+
+
+_ABSENT = object()
+
+
+def _same_instant(stored: object, computed: datetime | None) -> bool:
+    if stored is None or computed is None:
+        return stored is None and computed is None
+    if not isinstance(stored, datetime):
+        return False
+    return truncate_to_ms(stored) == computed
+
+
+def pending_outbox(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Outbox entries of a document as read (left by an earlier write or a crash)."""
+    entries = doc.get(OUTBOX)
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("event_id"), str)]

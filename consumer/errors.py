@@ -1,0 +1,127 @@
+"""The one exception tree of pass-status.
+
+Every error this package raises on purpose derives from :class:`PassStatusError` and says,
+through ``retriable``, whether doing the same thing again later can succeed::
+
+    PassStatusError                      (retriable: varies)
+    ├── ConfigError                      no   bad settings or CLI arguments (exit 2)
+    ├── InputError                       no   bad input; carries a dead-letter ``reason``
+    │   ├── NotJsonError                 no   reason "not_json"
+    │   ├── SchemaViolationError         no   reason "schema_violation"
+    │   ├── MessageTooLargeError         no   reason "message_too_large"
+    │   ├── UnknownUserError             no   reason "unknown_user"
+    │   ├── UnknownPassError             no   reason "unknown_pass"
+    │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
+    │   ├── UnreadableTimeError          no   reason "unreadable_time"
+    │   └── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    ├── DocumentError                    no   a cache document this service cannot use
+    ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
+    ├── TransientError                   yes  infrastructure is unavailable right now
+    │   ├── StoreUnavailableError        yes  MongoDB unreachable or timing out
+    │   └── BrokerUnavailableError       yes  Kafka unreachable or timing out
+    ├── WriteConflictError               yes  the document changed between read and write
+    └── MissingTopicError                no   a configured topic does not exist at start
+
+Input errors are never raised past the consumer loop: they become dead-letter records.
+Transient errors make the loop back off and retry without committing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PassStatusError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(PassStatusError):
+    """Settings or command-line arguments are invalid."""
+
+
+class InputError(PassStatusError):
+    """An input event cannot be applied; ``reason`` is its dead-letter reason code."""
+
+    reason: ClassVar[str] = "invalid_input"
+
+
+class NotJsonError(InputError):
+    """The message value is not UTF-8 JSON."""
+
+    reason = "not_json"
+
+
+class SchemaViolationError(InputError):
+    """The message is JSON but does not match its event schema."""
+
+    reason = "schema_violation"
+
+
+class MessageTooLargeError(InputError):
+    """The message value is larger than the configured limit."""
+
+    reason = "message_too_large"
+
+
+class UnknownUserError(InputError):
+    """The event names a user with no cache document."""
+
+    reason = "unknown_user"
+
+
+class UnknownPassError(InputError):
+    """The event names a pass the user's cache document does not hold."""
+
+    reason = "unknown_pass"
+
+
+class TickTooFarInFutureError(InputError):
+    """A tick's ``tick_at`` lies further in the future than the configured tolerance."""
+
+    reason = "tick_in_future"
+
+
+class UnreadableTimeError(InputError):
+    """A time value cannot be read; the message quotes the value."""
+
+    reason = "unreadable_time"
+
+
+class BadDocumentError(InputError):
+    """The event's user has a cache document this service cannot evaluate."""
+
+    reason = "bad_document"
+
+
+class DocumentError(PassStatusError):
+    """A cache document (or a part of it) has a shape this service cannot use."""
+
+
+class FileInputError(PassStatusError):
+    """The offline check's input file cannot be read or parsed."""
+
+
+class TransientError(PassStatusError):
+    """Infrastructure is unavailable now; the same operation can succeed later."""
+
+    retriable = True
+
+
+class StoreUnavailableError(TransientError):
+    """MongoDB cannot be reached or timed out."""
+
+
+class BrokerUnavailableError(TransientError):
+    """Kafka cannot be reached or timed out."""
+
+
+class WriteConflictError(PassStatusError):
+    """A conditional write found the document changed since it was read."""
+
+    retriable = True
+
+
+class MissingTopicError(PassStatusError):
+    """A configured topic does not exist on the cluster."""

@@ -1,0 +1,94 @@
+"""JSON-lines logging: one snake_case event name per call, context as fields.
+
+Usage::
+
+    log = get_logger(__name__)
+    log.info("batch_committed", topic=tp.topic, partition=tp.partition, offset=offset)
+
+Every line passes through :func:`consumer.redact.scrub`, so a secret that slipped into a
+message or a field is replaced before it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from consumer.redact import scrub
+
+_secrets: tuple[str, ...] = ()
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats records as one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, _tb = record.exc_info
+            entry["error_type"] = exc_type.__name__
+            entry["error"] = str(exc)
+            entry["stack"] = "".join(traceback.format_exception(*record.exc_info))[-4000:]
+        line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return scrub(line, _secrets)
+
+
+class EventLogger:
+    """A thin structured front for :class:`logging.Logger`."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(
+                level, event, exc_info=exc_info, extra={"fields": fields}, stacklevel=3
+            )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, event, False, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log(logging.INFO, event, False, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log(logging.WARNING, event, False, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, False, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._log(logging.ERROR, event, True, fields)
+
+
+def get_logger(name: str) -> EventLogger:
+    return EventLogger(logging.getLogger(name))
+
+
+def configure(level: str, secrets: tuple[str, ...] = (), stream: TextIO | None = None) -> None:
+    """Send all logging to ``stream`` (stderr) as JSON lines at ``level``."""
+    global _secrets  # noqa: PLW0603 - one process-wide scrub list, set once at start
+    _secrets = tuple(s for s in secrets if s)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter at INFO (aiokafka's group membership) is useful; its DEBUG is not.
+    for noisy in ("aiokafka", "pymongo"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

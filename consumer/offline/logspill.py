@@ -1,0 +1,118 @@
+"""Check-log entries, sorted by ``user_id``, in memory that does not grow with the input.
+
+The check log lists users sorted by ``user_id``, but an export is in ``_id`` order. Entries
+are buffered; every ``run_size`` entries the buffer is sorted and written to a temporary
+"run" file, and reading merges the runs (``heapq.merge``: an external merge sort). Small
+checks never touch the disk. Sorting is stable: entries with the same ``user_id`` keep
+their input order.
+
+Each entry is kept encoded, with its BSON size, so that planning the split into parts and
+writing the JSON never decode it again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import tempfile
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from consumer.domain.checklog import bson_size, log_entry
+from consumer.offline import extjson
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from types import TracebackType
+
+    from consumer.domain.checklog import UserLog
+
+_by_user = attrgetter("user_id")
+
+DEFAULT_RUN_SIZE = 50_000
+# Runs merged at once; beyond this they are first merged into one (open-file limits).
+MAX_RUNS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEntry:
+    """One user's log entry: its JSON, and its size as a BSON document."""
+
+    user_id: int
+    bson_size: int
+    json: bytes
+
+
+class SortedLogSpill:
+    """Collects :class:`UserLog` entries; :meth:`entries` yields them sorted (re-iterable)."""
+
+    def __init__(self, run_size: int = DEFAULT_RUN_SIZE, max_runs: int = MAX_RUNS) -> None:
+        self._run_size = run_size
+        self._max_runs = max_runs
+        self._buffer: list[EncodedEntry] = []
+        self._runs: list[Path] = []
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+        self._run_number = 0
+        self.count = 0
+
+    def add(self, log: UserLog) -> None:
+        entry = log_entry(log)
+        self._buffer.append(EncodedEntry(log.user_id, bson_size(entry), extjson.dumps(entry)))
+        self.count += 1
+        if len(self._buffer) >= self._run_size:
+            self._spill()
+
+    def _spill(self) -> None:
+        if len(self._runs) >= self._max_runs:
+            merged = self._write_run(heapq.merge(*map(_read_run, self._runs), key=_by_user))
+            for path in self._runs:
+                path.unlink()
+            self._runs = [merged]
+        self._runs.append(self._write_run(sorted(self._buffer, key=_by_user)))
+        self._buffer = []
+
+    def _write_run(self, entries: Iterable[EncodedEntry]) -> Path:
+        if self._directory is None:
+            self._directory = tempfile.TemporaryDirectory(prefix="pass-status-checklog-")
+        self._run_number += 1
+        path = Path(self._directory.name) / f"run-{self._run_number:06d}"
+        with path.open("wb") as run:
+            for entry in entries:
+                # orjson never writes a raw newline, so one entry is one line.
+                run.write(b"%d %d %s\n" % (entry.user_id, entry.bson_size, entry.json))
+        return path
+
+    def entries(self) -> Iterator[EncodedEntry]:
+        """Every entry added so far, sorted by ``user_id``; can be iterated more than once."""
+        in_memory = sorted(self._buffer, key=_by_user)
+        if not self._runs:
+            return iter(in_memory)
+        sources = [_read_run(path) for path in self._runs]
+        sources.append(iter(in_memory))
+        return heapq.merge(*sources, key=_by_user)
+
+    def close(self) -> None:
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
+        self._buffer = []
+        self._runs = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _read_run(path: Path) -> Iterator[EncodedEntry]:
+    with path.open("rb") as run:
+        for line in run:
+            user_id, size, json = line.rstrip(b"\n").split(b" ", 2)
+            yield EncodedEntry(int(user_id), int(size), json)

@@ -1,0 +1,1 @@
+"""The imperative shell: consume, read-modify-write, publish, commit."""

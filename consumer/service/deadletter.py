@@ -1,0 +1,48 @@
+"""Dead-letter records: the raw input bytes plus where they came from and why they failed."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from consumer.adapters.kafka import OutRecord
+from consumer.domain.times import format_instant
+from consumer.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed record, independent of the Kafka client's types."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def dead_letter(
+    record: InputRecord, error: InputError, failed_at: datetime, group_id: str, topic: str
+) -> OutRecord:
+    """The dead-letter record of ``record`` (schemas/dead-letter.v1.json), keyed as the input."""
+    body = {
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "source_timestamp_ms": record.timestamp_ms,
+        "key_base64": _b64(record.key),
+        "value_base64": _b64(record.value),
+        "reason": error.reason,
+        "message": str(error)[:2000],
+        "failed_at": format_instant(failed_at),
+        "consumer_group": group_id,
+    }
+    return OutRecord(topic=topic, key=record.key, value=orjson.dumps(body))

@@ -1,0 +1,157 @@
+"""Ticket-used events: one read-modify-write per user per batch, users in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from consumer.adapters.kafka import OutRecord, Publisher
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo import CacheStore
+from consumer.domain.checklog import user_log
+from consumer.domain.events import Cause, CauseType, TicketUsed
+from consumer.errors import BadDocumentError, DocumentError, InputError, UnknownUserError
+from consumer.logs import get_logger
+from consumer.parsing import parse_ticket_used
+from consumer.service.checklog import IntervalSummary
+from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.service.outbox import OutboxRelay
+from consumer.service.writer import UserWriter
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _UserWork:
+    records: list[InputRecord] = field(default_factory=list)
+    events: list[TicketUsed] = field(default_factory=list)
+
+
+class TicketUsedHandler:
+    def __init__(
+        self,
+        store: CacheStore,
+        writer: UserWriter,
+        relay: OutboxRelay,
+        publisher: Publisher,
+        summary: IntervalSummary,
+        metrics: Metrics,
+        *,
+        group_id: str,
+        dead_letter_topic: str,
+        max_message_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._relay = relay
+        self._publisher = publisher
+        self._summary = summary
+        self._metrics = metrics
+        self._group_id = group_id
+        self._dlq_topic = dead_letter_topic
+        self._max_bytes = max_message_bytes
+        self._semaphore = asyncio.Semaphore(concurrency)
+
+    async def handle(self, records: list[InputRecord]) -> None:
+        """Apply a batch; returns once its effects are durable and its events published.
+
+        Raises :class:`consumer.errors.TransientError` if MongoDB or Kafka fails; nothing of
+        the batch may then be committed (re-applying it is harmless: the rules are
+        idempotent and pending outbox entries are re-published).
+        """
+        now = datetime.now(UTC)
+        dead: list[OutRecord] = []
+        by_user: dict[int, _UserWork] = defaultdict(_UserWork)
+        for record in records:
+            try:
+                event = parse_ticket_used(record.value, self._max_bytes)
+            except InputError as exc:
+                dead.append(self._dead(record, exc, now))
+                continue
+            work = by_user[event.user_id]
+            work.records.append(record)
+            work.events.append(event)
+
+        results = await asyncio.gather(
+            *(self._one_user(uid, work, now) for uid, work in by_user.items())
+        )
+        pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
+        timestamps: dict[str, int] = {}
+        for user_dead, user_pending, user_timestamps in results:
+            dead.extend(user_dead)
+            pending.extend(user_pending)
+            timestamps.update(user_timestamps)
+        await self._relay.relay(pending)
+        published = time.time()
+        for ts_ms in timestamps.values():
+            self._metrics.end_to_end_latency.labels("ticket_used").observe(
+                max(0.0, published - ts_ms / 1000)
+            )
+        await self._publisher.publish(dead)
+
+    async def _one_user(
+        self, user_id: int, work: _UserWork, now: datetime
+    ) -> tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]:
+        async with self._semaphore:
+            doc = await self._store.find_user(user_id)
+            if doc is None:
+                unknown = UnknownUserError(f"no cache document for user_id {user_id}")
+                return [self._dead(r, unknown, now) for r in work.records], [], {}
+            cause = Cause(CauseType.TICKET_USED, work.events[-1].event_id)
+            try:
+                result = await self._writer.update(doc, work.events, now, cause)
+            except DocumentError as exc:
+                bad = BadDocumentError(f"user {user_id}: {exc}")
+                return [self._dead(r, bad, now) for r in work.records], [], {}
+        update = result.update
+        rejected_ids = {id(r.event) for r in update.rejected}
+        dead = [
+            self._dead(record, rej.error, now)
+            for record, event in zip(work.records, work.events, strict=True)
+            for rej in update.rejected
+            if rej.event is event
+        ]
+        topic = work.records[0].topic
+        applied = sum(1 for e in work.events if id(e) not in rejected_ids)
+        outcome = "applied" if result.written else "no_change"
+        self._metrics.events_consumed.labels(topic, outcome).inc(applied)
+        timestamps: dict[str, int] = {}
+        if result.written:
+            for t in update.evaluation.transitions:
+                self._metrics.transitions.labels(t.from_status, t.to_status, "ticket_used").inc()
+            self._summary.add(user_log(update.evaluation))
+            stamp = {
+                e.pass_uuid: r.timestamp_ms for r, e in zip(work.records, work.events, strict=True)
+            }
+            for entry in update.outbox:
+                ts = stamp.get(entry["pass_uuid"])
+                if ts is not None:
+                    timestamps[entry["event_id"]] = ts
+            log.info(
+                "user_updated",
+                user_id=user_id,
+                topic=topic,
+                partition=work.records[-1].partition,
+                offset=work.records[-1].offset,
+                transitions=[(t.pass_uuid, t.status_log) for t in update.evaluation.transitions],
+                first_use_set=len(update.first_use_sets),
+            )
+        return dead, [(result.doc_id, result.outbox)] if result.outbox else [], timestamps
+
+    def _dead(self, record: InputRecord, error: InputError, now: datetime) -> OutRecord:
+        self._metrics.events_consumed.labels(record.topic, "dead_lettered").inc()
+        self._metrics.dead_letters.labels(error.reason).inc()
+        log.warning(
+            "event_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=error.reason,
+            message=str(error)[:300],
+        )
+        return dead_letter(record, error, now, self._group_id, self._dlq_topic)

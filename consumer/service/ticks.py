@@ -1,0 +1,81 @@
+"""Tick events: ``due`` sweeps and ``full`` checks, requested by the scheduler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from consumer.adapters.kafka import Publisher
+from consumer.adapters.metrics import Metrics
+from consumer.domain.events import Cause, CauseType, Tick, TickMode
+from consumer.errors import InputError, UnknownUserError
+from consumer.logs import get_logger
+from consumer.parsing import parse_tick
+from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.service.sweeps import Sweeper, SweepResult
+
+log = get_logger(__name__)
+
+
+class TickHandler:
+    def __init__(
+        self,
+        sweeper: Sweeper,
+        publisher: Publisher,
+        metrics: Metrics,
+        *,
+        group_id: str,
+        dead_letter_topic: str,
+        max_message_bytes: int,
+        max_future: timedelta,
+    ) -> None:
+        self._sweeper = sweeper
+        self._publisher = publisher
+        self._metrics = metrics
+        self._group_id = group_id
+        self._dlq_topic = dead_letter_topic
+        self._max_bytes = max_message_bytes
+        self._max_future = max_future
+
+    async def handle(self, record: InputRecord) -> SweepResult | None:
+        """Run the sweep a tick asks for; dead-letter a bad tick. Transient errors propagate."""
+        now = datetime.now(UTC)
+        try:
+            tick = parse_tick(record.value, self._max_bytes, now, self._max_future)
+            result = await self.run(tick)
+        except InputError as exc:
+            self._metrics.events_consumed.labels(record.topic, "dead_lettered").inc()
+            self._metrics.dead_letters.labels(exc.reason).inc()
+            log.warning(
+                "event_dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=exc.reason,
+                message=str(exc)[:300],
+            )
+            await self._publisher.publish(
+                [dead_letter(record, exc, now, self._group_id, self._dlq_topic)]
+            )
+            return None
+        outcome = "applied" if result.documents_changed else "no_change"
+        self._metrics.events_consumed.labels(record.topic, outcome).inc()
+        return result
+
+    async def run(self, tick: Tick) -> SweepResult:
+        cause = Cause(CauseType.TICK, tick.event_id)
+        log.info(
+            "tick_started",
+            mode=str(tick.mode),
+            tick_at=tick.tick_at.isoformat(),
+            user_id=tick.user_id,
+            apply=tick.apply,
+            shard=tick.shard,
+            shards=tick.shards,
+            event_id=tick.event_id,
+        )
+        if tick.mode is TickMode.DUE:
+            return await self._sweeper.due(tick.tick_at, tick.shard, tick.shards, tick.apply, cause)
+        result = await self._sweeper.full(tick.user_id, tick.apply, tick.tick_at, cause)
+        if tick.user_id is not None and result.documents_read == 0:
+            raise UnknownUserError(f"no cache document for user_id {tick.user_id}")
+        return result

@@ -1,0 +1,68 @@
+"""Read-modify-write of one user's document with optimistic concurrency.
+
+The write applies only if the document's passes are as read; on a conflict (another
+replica, or the refresher) the document is re-read and the events re-applied to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo import CacheStore
+from consumer.domain.events import Cause, TicketUsed
+from consumer.domain.user_update import UserUpdate, pending_outbox, plan_user_update
+from consumer.errors import DocumentError, WriteConflictError
+from consumer.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UserResult:
+    """The outcome of one user's read-modify-write."""
+
+    doc_id: Any
+    update: UserUpdate
+    written: bool
+    outbox: tuple[dict[str, Any], ...]  # everything now pending in the document's outbox
+
+
+class UserWriter:
+    def __init__(self, store: CacheStore, metrics: Metrics, conflict_retries: int) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._retries = conflict_retries
+
+    async def update(
+        self,
+        first_read: Mapping[str, Any],
+        events: Sequence[TicketUsed],
+        now: datetime,
+        cause: Cause,
+        *,
+        apply: bool = True,
+        reread: Callable[[], Any] | None = None,
+    ) -> UserResult:
+        """Plan against ``first_read``; write it (when ``apply``); re-read on conflict.
+
+        Raises :class:`DocumentError` for a document without a usable ``user_id`` and
+        :class:`WriteConflictError` after ``conflict_retries`` lost races in a row.
+        """
+        doc: Mapping[str, Any] | None = first_read
+        for _attempt in range(self._retries + 1):
+            if doc is None:
+                raise DocumentError("document disappeared between read and write")
+            update = plan_user_update(doc, events, now, cause)
+            earlier = pending_outbox(doc)
+            if not apply or not update.writes_document:
+                return UserResult(doc["_id"], update, False, tuple(earlier))
+            if await self._store.write_user(doc, update, now):
+                return UserResult(doc["_id"], update, True, (*earlier, *update.outbox))
+            self._metrics.write_conflicts.inc()
+            log.info("write_conflict", user_id=update.user_id)
+            doc = await (reread() if reread else self._store.find_user(update.user_id))
+        raise WriteConflictError(f"user {first_read.get('user_id')!r}: document kept changing")

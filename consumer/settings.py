@@ -1,0 +1,149 @@
+"""Settings: every knob of the service, read once from ``PASS_STATUS_*`` variables.
+
+This is the only module that reads the environment (see :meth:`Settings.from_env`).
+``docs/configuration.md`` documents every variable; a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumer.errors import ConfigError
+
+PREFIX = "PASS_STATUS_"
+
+
+def _setting(default: Any, help_text: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help_text, "secret": secret})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings; field ``foo_bar`` is read from ``PASS_STATUS_FOO_BAR``."""
+
+    kafka_bootstrap_servers: str = _setting(
+        "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated."
+    )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str = _setting("PLAIN", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = _setting("", "SASL user name (with a SASL protocol).")
+    kafka_sasl_password: str = _setting("", "SASL password.", secret=True)
+    kafka_ssl_cafile: str = _setting("", "CA bundle for Kafka TLS; empty uses the system store.")
+    kafka_ssl_certfile: str = _setting("", "Client certificate for Kafka mutual TLS.")
+    kafka_ssl_keyfile: str = _setting("", "Client key for Kafka mutual TLS.")
+    mongodb_uri: str = _setting(
+        "mongodb://127.0.0.1:27017", "MongoDB connection URI (may hold credentials).", secret=True
+    )
+    mongodb_database: str = _setting("cache", "Database holding the collections.")
+    mongodb_tls_cafile: str = _setting("", "CA bundle for MongoDB TLS (turns TLS on).")
+    mongodb_write_concern: str = _setting("majority", "Write concern w: majority or a number.")
+    mongodb_timeout_ms: int = _setting(5000, "Server selection and socket timeout, ms.")
+    collection_cache: str = _setting("bytemark_tickets_cache", "Cache collection.")
+    collection_check_log: str = _setting("bytemark_cache_status_check_log", "Check-log collection.")
+    group_id: str = _setting("pass-status", "Kafka consumer group.")
+    client_id: str = _setting("pass-status", "Kafka client id prefix.")
+    topic_ticket_used: str = _setting("bytemark.ticket-used.v1", "Input: ticket-used events.")
+    topic_tick: str = _setting("bytemark.tick.v1", "Input: tick events.")
+    topic_status_changed: str = _setting(
+        "bytemark.pass-status-changed.v1", "Output: pass-status-changed events."
+    )
+    topic_check_log: str = _setting("bytemark.check-log.v1", "Output: check-log summaries.")
+    topic_dead_letter: str = _setting("bytemark.dead-letter.v1", "Output: dead letters.")
+    http_host: str = _setting("0.0.0.0", "Address of the metrics and health server.")  # noqa: S104 - pods must be scraped from outside
+    http_port: int = _setting(8080, "Port of /metrics, /healthz and /readyz; 0 picks a free one.")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
+    max_batch_records: int = _setting(500, "Records fetched per batch (getmany max_records).")
+    fetch_timeout_ms: int = _setting(500, "Longest wait for a batch when idle, ms.")
+    max_poll_interval_ms: int = _setting(300000, "Kafka max.poll.interval.ms.")
+    session_timeout_ms: int = _setting(10000, "Kafka session timeout, ms.")
+    user_concurrency: int = _setting(16, "Users processed in parallel within a batch or sweep.")
+    sweep_batch_size: int = _setting(500, "Documents per cursor batch in sweeps.")
+    max_message_bytes: int = _setting(65536, "Larger input values are dead-lettered.")
+    tick_max_future_seconds: int = _setting(300, "Ticks further ahead than this are dead-lettered.")
+    tick_shards: int = _setting(
+        1, "Shard ticks `tick --mode due` publishes (spread over replicas)."
+    )
+    check_log_interval_seconds: float = _setting(
+        60.0, "Interval of check-log summaries of the transitions made."
+    )
+    outbox_relay_interval_seconds: float = _setting(
+        10.0, "How often orphaned outbox entries are looked for."
+    )
+    outbox_orphan_age_seconds: float = _setting(
+        30.0, "Outbox entries older than this are re-published by any replica."
+    )
+    conflict_retries: int = _setting(
+        10, "Re-reads after a write conflict before giving up a batch."
+    )
+    backoff_initial_seconds: float = _setting(0.2, "First back-off after a transient fault.")
+    backoff_max_seconds: float = _setting(10.0, "Longest back-off after transient faults.")
+    shutdown_grace_seconds: float = _setting(25.0, "Time to finish work after SIGTERM.")
+    producer_linger_ms: int = _setting(5, "Producer linger, ms.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read settings from ``environ``; raise :class:`ConfigError` on a bad value."""
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + spec.name.upper())
+            if raw is None:
+                continue
+            values[spec.name] = _convert(spec.name, raw, _CONVERTERS[str(spec.type)])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` if values are inconsistent."""
+        protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+        if self.kafka_security_protocol not in protocols:
+            raise ConfigError(
+                f"PASS_STATUS_KAFKA_SECURITY_PROTOCOL must be one of {sorted(protocols)}"
+            )
+        mechanisms = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+        if self.kafka_sasl_mechanism not in mechanisms:
+            raise ConfigError(
+                f"PASS_STATUS_KAFKA_SASL_MECHANISM must be one of {sorted(mechanisms)}"
+            )
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("PASS_STATUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        positive = ("max_batch_records", "user_concurrency", "sweep_batch_size", "tick_shards")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least 1")
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError("PASS_STATUS_HTTP_PORT must be between 0 and 65535")
+
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values, so that log output can be scrubbed of them."""
+        out = [self.kafka_sasl_password] if self.kafka_sasl_password else []
+        from consumer.redact import uri_password  # noqa: PLC0415 - avoids an import cycle
+
+        password = uri_password(self.mongodb_uri)
+        if password:
+            out.append(password)
+        return tuple(out)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, help) for every setting; secrets show no default."""
+    rows = []
+    for spec in dataclasses.fields(Settings):
+        default = "" if spec.metadata["secret"] and spec.name != "mongodb_uri" else spec.default
+        rows.append((PREFIX + spec.name.upper(), str(default), str(spec.metadata["help"])))
+    return rows
+
+
+def _convert(name: str, raw: str, convert: Callable[[str], Any]) -> Any:
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ConfigError(f"PASS_STATUS_{name.upper()}: cannot read {raw!r}") from None
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float}

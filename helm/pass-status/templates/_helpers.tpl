@@ -1,0 +1,212 @@
+{{/* Chart name. */}}
+{{- define "pass-status.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release + chart name, unless the release name already contains it. */}}
+{{- define "pass-status.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pass-status.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of the consumer pods. */}}
+{{- define "pass-status.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pass-status.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: consumer
+{{- end }}
+
+{{/* Labels of every object (without component). */}}
+{{- define "pass-status.baseLabels" -}}
+helm.sh/chart: {{ include "pass-status.chart" . }}
+app.kubernetes.io/name: {{ include "pass-status.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pass-status
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the consumer's objects. */}}
+{{- define "pass-status.labels" -}}
+{{ include "pass-status.baseLabels" . }}
+app.kubernetes.io/component: consumer
+{{- end }}
+
+{{- define "pass-status.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pass-status.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pass-status.secretName" -}}
+{{- default (include "pass-status.fullname" .) .Values.existingSecret.name }}
+{{- end }}
+
+{{- define "pass-status.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the Kafka security protocol uses SASL; fails on an unknown protocol. */}}
+{{- define "pass-status.kafkaSasl" -}}
+{{- $p := .Values.kafka.securityProtocol }}
+{{- if not (has $p (list "PLAINTEXT" "SSL" "SASL_PLAINTEXT" "SASL_SSL")) }}
+{{- fail (printf "kafka.securityProtocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not %q" $p) }}
+{{- end }}
+{{- if hasPrefix "SASL_" $p }}
+{{- if not (has .Values.kafka.sasl.mechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512")) }}
+{{- fail (printf "kafka.sasl.mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with %s, not %q" $p .Values.kafka.sasl.mechanism) }}
+{{- end }}
+{{- if and (not .Values.kafka.sasl.username) (not .Values.existingSecret.kafkaSaslUsernameKey) }}
+{{- fail "kafka.sasl.username or existingSecret.kafkaSaslUsernameKey is required with a SASL_* kafka.securityProtocol" }}
+{{- end }}
+{{- true }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the Kafka connection uses TLS. */}}
+{{- define "pass-status.kafkaTls" -}}
+{{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") }}{{ true }}{{ end }}
+{{- end }}
+
+{{/*
+Environment of the consumer and of the tick CronJobs. Plain settings are collected in a dict,
+the `env` value is merged over them, and the result is rendered sorted by name; secrets come
+only from secretKeyRef of the existing Secret.
+*/}}
+{{- define "pass-status.env" -}}
+{{- $sasl := include "pass-status.kafkaSasl" . }}
+{{- $c := .Values.consumer }}
+{{- $t := .Values.kafka.topics }}
+{{- $env := dict
+  "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS" .Values.kafka.bootstrapServers
+  "PASS_STATUS_KAFKA_SECURITY_PROTOCOL" .Values.kafka.securityProtocol
+  "PASS_STATUS_GROUP_ID" .Values.kafka.groupId
+  "PASS_STATUS_MONGODB_DATABASE" .Values.mongodb.database
+  "PASS_STATUS_HTTP_PORT" .Values.httpPort
+  "PASS_STATUS_TOPIC_TICKET_USED" $t.ticketUsed
+  "PASS_STATUS_TOPIC_TICK" $t.tick
+  "PASS_STATUS_TOPIC_STATUS_CHANGED" $t.statusChanged
+  "PASS_STATUS_TOPIC_CHECK_LOG" $t.checkLog
+  "PASS_STATUS_TOPIC_DEAD_LETTER" $t.deadLetter
+  "PASS_STATUS_LOG_LEVEL" $c.logLevel
+  "PASS_STATUS_SHUTDOWN_GRACE_SECONDS" $c.shutdownGraceSeconds
+  "PASS_STATUS_MAX_BATCH_RECORDS" $c.maxBatchRecords
+  "PASS_STATUS_USER_CONCURRENCY" $c.userConcurrency
+  "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS" $c.checkLogIntervalSeconds
+  "PASS_STATUS_TICK_SHARDS" $c.tickShards
+}}
+{{- if $sasl }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_MECHANISM" .Values.kafka.sasl.mechanism }}
+{{- if not .Values.existingSecret.kafkaSaslUsernameKey }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_USERNAME" .Values.kafka.sasl.username }}
+{{- end }}
+{{- end }}
+{{- if .Values.kafka.ca.name }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SSL_CAFILE" (printf "/etc/pass-status/kafka-ca/%s" .Values.kafka.ca.key) }}
+{{- end }}
+{{- if .Values.mongodb.ca.name }}
+{{- $_ := set $env "PASS_STATUS_MONGODB_TLS_CAFILE" (printf "/etc/pass-status/mongodb-ca/%s" .Values.mongodb.ca.key) }}
+{{- end }}
+{{- $secretNames := list "PASS_STATUS_MONGODB_URI" "PASS_STATUS_KAFKA_SASL_PASSWORD" "PASS_STATUS_KAFKA_SASL_USERNAME" }}
+{{- range $k, $v := .Values.env }}
+{{- if has $k $secretNames }}
+{{- fail (printf "env.%s is a secret setting: put it in the existing Secret (see existingSecret), not in values" $k) }}
+{{- end }}
+{{- $_ := set $env $k $v }}
+{{- end }}
+{{- range $k, $v := $env }}
+- name: {{ $k }}
+  value: {{ toString $v | quote }}
+{{- end }}
+- name: PASS_STATUS_MONGODB_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pass-status.secretName" . }}
+      key: {{ required "existingSecret.mongodbUriKey is required" .Values.existingSecret.mongodbUriKey }}
+{{- if $sasl }}
+{{- with .Values.existingSecret.kafkaSaslUsernameKey }}
+- name: PASS_STATUS_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pass-status.secretName" $ }}
+      key: {{ . }}
+{{- end }}
+- name: PASS_STATUS_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pass-status.secretName" . }}
+      key: {{ required "existingSecret.kafkaSaslPasswordKey is required with SASL" .Values.existingSecret.kafkaSaslPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes shared by the consumer and the CronJobs: /tmp and the optional CA bundles. */}}
+{{- define "pass-status.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- range $name, $ca := dict "kafka-ca" .Values.kafka.ca "mongodb-ca" .Values.mongodb.ca }}
+{{- if $ca.name }}
+- name: {{ $name }}
+{{- if eq $ca.kind "ConfigMap" }}
+  configMap:
+    name: {{ $ca.name }}
+    items:
+      - key: {{ $ca.key }}
+        path: {{ $ca.key }}
+{{- else if eq $ca.kind "Secret" }}
+  secret:
+    secretName: {{ $ca.name }}
+    items:
+      - key: {{ $ca.key }}
+        path: {{ $ca.key }}
+{{- else }}
+{{- fail (printf "ca.kind must be Secret or ConfigMap, not %q" $ca.kind) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pass-status.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- range $name, $ca := dict "kafka-ca" .Values.kafka.ca "mongodb-ca" .Values.mongodb.ca }}
+{{- if $ca.name }}
+- name: {{ $name }}
+  mountPath: /etc/pass-status/{{ $name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-spec fields common to the consumer and the CronJobs. */}}
+{{- define "pass-status.podCommon" -}}
+serviceAccountName: {{ include "pass-status.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}

@@ -1,0 +1,1 @@
+"""CLI tests: the real command through a subprocess."""

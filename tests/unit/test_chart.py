@@ -1,0 +1,607 @@
+"""The Helm chart (helm/pass-status), its alert rules, dashboard and the Dockerfile.
+
+The chart is rendered with the real ``helm`` binary (built by ``scripts/services tools``; CI
+builds it, so a missing binary fails rather than skips). Built-in kinds are validated offline
+against the Kubernetes JSON schemas shipped with kubernetes-validate; custom resources
+(ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication) have no built-in schema
+and are checked structurally here. ``scripts/check_chart.sh`` runs the same validation from
+the shell, plus ``promtool test rules``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from consumer.adapters.metrics import Metrics
+from consumer.settings import PREFIX, Settings
+from prometheus_client import CollectorRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "pass-status"
+TESTS_DIR = ROOT / "helm" / "tests"
+ALERTS_FILE = CHART / "files" / "alerts.yaml"
+DASHBOARD_FILE = CHART / "files" / "dashboard.json"
+K8S_VERSION = "1.31.0"
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"})
+SECRET_ENV = frozenset({"PASS_STATUS_MONGODB_URI", "PASS_STATUS_KAFKA_SASL_PASSWORD"})
+VALUE_SETS = ("default", "values-all.yaml", "values-hpa.yaml")
+
+Doc = dict[str, Any]
+
+
+def _tool(name: str) -> str:
+    cache = Path(os.environ.get("PASS_STATUS_CACHE", str(Path.home() / ".cache" / "pass-status")))
+    candidate = cache / "bin" / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} not found in {cache / 'bin'} nor on PATH: run `scripts/services tools`"
+        )
+    return found
+
+
+@functools.cache
+def _render_text(values_file: str, sets: tuple[str, ...] = ()) -> str:
+    args = [_tool("helm"), "template", "pass-status", str(CHART), "--namespace", "pass-status"]
+    args += ["--kube-version", K8S_VERSION]
+    if values_file != "default":
+        args += ["--values", str(TESTS_DIR / values_file)]
+    for item in sets:
+        args += ["--set", item]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        raise RenderError(done.stderr)
+    return done.stdout
+
+
+class RenderError(Exception):
+    """helm template failed; the message is helm's stderr."""
+
+
+def render(values_file: str = "default", *sets: str) -> list[Doc]:
+    """The rendered documents; cached and shared between tests, so never mutate them."""
+    return _parse(_render_text(values_file, tuple(sets)))
+
+
+@functools.cache
+def _parse(text: str) -> list[Doc]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [d for d in yaml.load_all(text, Loader=loader) if d]
+
+
+def one(docs: list[Doc], kind: str, name_suffix: str = "") -> Doc:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind}*{name_suffix}, found {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[Doc]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def pod_specs(docs: list[Doc]) -> list[Doc]:
+    out = [one(docs, "Deployment")["spec"]["template"]["spec"]]
+    out += [
+        d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in docs if d["kind"] == "CronJob"
+    ]
+    return out
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def alert_rules() -> list[Doc]:
+    data = yaml.safe_load(ALERTS_FILE.read_text())
+    return [r for g in data["groups"] for r in g["rules"] if "alert" in r]
+
+
+def metric_names() -> set[str]:
+    """Every sample name the service exports (histograms as _bucket/_sum/_count)."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names: set[str] = set()
+    for family in registry.collect():
+        if family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+        elif family.type == "counter":
+            names.add(family.name + "_total")
+        else:
+            names.add(family.name)
+    return names
+
+
+def metric_families() -> set[str]:
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in metric_names()}
+
+
+def referenced_metrics(text: str) -> set[str]:
+    return set(re.findall(r"\bpass_status_[a-z0-9_]+", text))
+
+
+# --- rendering and schema validation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_builtin_kinds_validate_against_kubernetes_schema(values_file: str) -> None:
+    docs = render(values_file)
+    validated = 0
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {e.path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            pytest.fail(f"no schema for {doc['kind']} (not a known custom resource): {e.message}")
+        validated += 1
+    assert validated >= 5
+
+
+def test_default_values_render_the_expected_objects() -> None:
+    assert kinds(render()) == [
+        "CronJob",
+        "CronJob",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+def test_all_options_render_every_object() -> None:
+    assert kinds(render("values-all.yaml")) == [
+        "ConfigMap",
+        "CronJob",
+        "CronJob",
+        "Deployment",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "ScaledObject",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "TriggerAuthentication",
+    ]
+    assert "HorizontalPodAutoscaler" in kinds(render("values-hpa.yaml"))
+
+
+def test_names_fit_kubernetes_limits() -> None:
+    long_name = "x" * 70
+    docs = render("default", f"fullnameOverride={long_name}")
+    for doc in docs:
+        limit = 52 if doc["kind"] == "CronJob" else 63
+        assert len(doc["metadata"]["name"]) <= limit, doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("env.PASS_STATUS_MONGODB_URI=mongodb://u:p@h",), "secret setting"),
+        (("env.PASS_STATUS_KAFKA_SASL_PASSWORD=p",), "secret setting"),
+        (("kafka.securityProtocol=TLS",), "kafka.securityProtocol"),
+        (("kafka.securityProtocol=SASL_SSL",), "kafka.sasl.mechanism"),
+        (
+            ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=PLAIN"),
+            "kafka.sasl.username",
+        ),
+        (("autoscaling.mode=vpa",), "autoscaling.mode"),
+        (("autoscaling.mode=keda", "autoscaling.keda.topics={nope}"), "not a key of kafka.topics"),
+        (("consumer.terminationGraceExtraSeconds=0",), "terminationGraceExtraSeconds"),
+        (("kafka.ca.name=ca", "kafka.ca.kind=File"), "ca.kind"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(sets: tuple[str, ...], message: str) -> None:
+    with pytest.raises(RenderError, match=re.escape(message)):
+        render("default", *sets)
+
+
+# --- the consumer Deployment -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_pods_are_locked_down(values_file: str) -> None:
+    for spec in pod_specs(render(values_file)):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["runAsUser"] == 10001
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        (container,) = spec["containers"]
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["runAsUser"] == 10001
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 - the pod's own emptyDir
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_deployment_probes_port_and_grace(values_file: str) -> None:
+    docs = render(values_file)
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["run"]
+    env = env_of(container)
+    port = int(env["PASS_STATUS_HTTP_PORT"]["value"])
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    grace = float(env["PASS_STATUS_SHUTDOWN_GRACE_SECONDS"]["value"])
+    assert spec["terminationGracePeriodSeconds"] == grace + 15
+    assert spec["topologySpreadConstraints"]
+    service = one(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    selector = service["spec"]["selector"]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_replicas_are_left_to_the_autoscaler() -> None:
+    assert one(render(), "Deployment")["spec"]["replicas"] == 2
+    for values_file in ("values-all.yaml", "values-hpa.yaml"):
+        assert "replicas" not in one(render(values_file), "Deployment")["spec"]
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_env_is_read_by_the_settings(values_file: str) -> None:
+    """Every variable the chart sets is a setting, and together they pass validation."""
+    known = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    extra = (
+        set(yaml.safe_load((TESTS_DIR / values_file).read_text()).get("env", {}))
+        if values_file != "default"
+        else set()
+    )
+    for spec in pod_specs(render(values_file)):
+        env = env_of(spec["containers"][0])
+        assert set(env) - extra <= known, sorted(set(env) - extra - known)
+        plain = {k: v["value"] for k, v in env.items() if "value" in v and k not in extra}
+        plain |= {k: "from-secret" for k, v in env.items() if "valueFrom" in v}
+        Settings.from_env(plain)
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_secrets_only_come_from_the_existing_secret(values_file: str) -> None:
+    docs = render(values_file)
+    assert "Secret" not in kinds(docs)
+    secret_fields = {
+        PREFIX + f.name.upper() for f in dataclasses.fields(Settings) if f.metadata.get("secret")
+    } | SECRET_ENV
+    for spec in pod_specs(docs):
+        env = env_of(spec["containers"][0])
+        assert "PASS_STATUS_MONGODB_URI" in env
+        for name in secret_fields & set(env):
+            assert set(env[name]) == {"name", "valueFrom"}, name
+            assert "secretKeyRef" in env[name]["valueFrom"], name
+    text = _render_text(values_file, ())
+    assert "mongodb://" not in text
+
+
+def test_sasl_settings_from_values_and_secret() -> None:
+    env = env_of(
+        one(render("values-all.yaml"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert env["PASS_STATUS_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["PASS_STATUS_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["PASS_STATUS_KAFKA_SASL_USERNAME"]["value"] == "pass-status"
+    ref = env["PASS_STATUS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "pass-status-credentials", "key": "kafka-password"}
+    assert env["PASS_STATUS_KAFKA_SSL_CAFILE"]["value"] == "/etc/pass-status/kafka-ca/ca.crt"
+    assert env["PASS_STATUS_MONGODB_TLS_CAFILE"]["value"] == "/etc/pass-status/mongodb-ca/ca.pem"
+    assert env["PASS_STATUS_LOG_LEVEL"]["value"] == "WARNING", "env overrides the chart's settings"
+
+    hpa_env = env_of(
+        one(render("values-hpa.yaml"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    )
+    user_ref = hpa_env["PASS_STATUS_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"]
+    assert user_ref == {"name": "pass-status-credentials", "key": "kafka-username"}
+
+    plain = env_of(one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    assert "PASS_STATUS_KAFKA_SASL_PASSWORD" not in plain
+    assert plain["PASS_STATUS_MONGODB_URI"]["valueFrom"]["secretKeyRef"]["name"] == "pass-status"
+
+
+# --- CronJobs --------------------------------------------------------------------------------
+
+
+def test_tick_cronjobs() -> None:
+    docs = render()
+    due = one(docs, "CronJob", "-tick-due")["spec"]
+    full = one(docs, "CronJob", "-tick-full")["spec"]
+    assert due["schedule"] == "* * * * *"
+    for cron in (due, full):
+        assert cron["concurrencyPolicy"] == "Forbid"
+        job = cron["jobTemplate"]["spec"]
+        assert job["template"]["spec"]["restartPolicy"] == "Never"
+        assert job["activeDeadlineSeconds"] > 0
+    assert due["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 60
+    due_container = due["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    full_container = full["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert due_container["args"] == ["tick", "--mode", "due"]
+    assert full_container["args"] == ["tick", "--mode", "full", "--dry-run"]
+    assert "command" not in full_container, "the image's ENTRYPOINT is python -m consumer"
+
+    applied = one(render("values-all.yaml"), "CronJob", "-tick-full")["spec"]
+    args = applied["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["tick", "--mode", "full", "--user", "4242"]
+    assert applied["timeZone"] == "Europe/Paris"
+
+    assert (
+        kinds(render("default", "cronJobs.due.enabled=false", "cronJobs.full.enabled=false")).count(
+            "CronJob"
+        )
+        == 0
+    )
+
+
+# --- custom resources, checked structurally ------------------------------------------------------
+
+
+def test_service_monitor_scrapes_the_service() -> None:
+    docs = render("values-all.yaml")
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = one(docs, "Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
+
+
+def test_prometheus_rule_embeds_the_alerts_file(tmp_path: Path) -> None:
+    rule = one(render("values-all.yaml"), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    groups = rule["spec"]["groups"]
+    source = yaml.safe_load(ALERTS_FILE.read_text())["groups"]
+    assert [g["name"] for g in groups] == [g["name"] for g in source]
+    for got_group, want_group in zip(groups, source, strict=True):
+        for got, want in zip(got_group["rules"], want_group["rules"], strict=True):
+            assert got["expr"] == want["expr"]
+            assert got.get("for") == want.get("for")
+            assert got["labels"] == want["labels"] | {"team": "transit"}
+            anchor = want["alert"].lower()
+            assert got["annotations"]["runbook_url"].endswith(f"/docs/operations.md#{anchor}")
+            assert got["annotations"]["summary"] == want["annotations"]["summary"]
+    # What the operator loads must be a valid rules file too.
+    rules_file = tmp_path / "rendered-rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": groups}))
+    done = subprocess.run(
+        [_tool("promtool"), "check", "rules", str(rules_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_monitoring_objects_follow_their_switches() -> None:
+    off = kinds(render("default", "monitoring.enabled=false"))
+    assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & set(off)
+    on = kinds(render("default", "monitoring.enabled=true"))
+    assert {"ServiceMonitor", "PrometheusRule", "ConfigMap"} <= set(on)
+    no_rules = kinds(
+        render("default", "monitoring.enabled=true", "monitoring.prometheusRule.enabled=false")
+    )
+    assert "PrometheusRule" not in no_rules
+
+
+def test_keda_scaled_object() -> None:
+    docs = render("values-all.yaml")
+    deployment = one(docs, "Deployment")
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    scaled = one(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    auth = one(docs, "TriggerAuthentication")
+    topics = set()
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "kafka"
+        meta = trigger["metadata"]
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata values are strings"
+        assert meta["bootstrapServers"] == env["PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS"]["value"]
+        assert meta["consumerGroup"] == env["PASS_STATUS_GROUP_ID"]["value"]
+        assert meta["lagThreshold"].isdigit()
+        assert meta["sasl"] == "scram_sha512"
+        assert meta["tls"] == "enable"
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+        topics.add(meta["topic"])
+    assert topics == {
+        env["PASS_STATUS_TOPIC_TICKET_USED"]["value"],
+        env["PASS_STATUS_TOPIC_TICK"]["value"],
+    }
+    params = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert params["password"] == {
+        "parameter": "password",
+        "name": "pass-status-credentials",
+        "key": "kafka-password",
+    }
+    assert params["ca"]["name"] == "kafka-ca"
+    (username,) = auth["spec"]["env"]
+    assert username["name"] == "PASS_STATUS_KAFKA_SASL_USERNAME"
+    assert (
+        username["containerName"] == deployment["spec"]["template"]["spec"]["containers"][0]["name"]
+    )
+
+    plain = render("default", "autoscaling.mode=keda")
+    assert "TriggerAuthentication" not in kinds(plain)
+    trigger = one(plain, "ScaledObject")["spec"]["triggers"][0]
+    assert "authenticationRef" not in trigger
+    assert trigger["metadata"]["tls"] == "disable"
+
+
+# --- alerts and dashboard ------------------------------------------------------------------------
+
+
+def test_alerts_use_only_exported_metrics() -> None:
+    names = metric_names()
+    for rule in alert_rules():
+        unknown = referenced_metrics(rule["expr"]) - names
+        assert not unknown, f"{rule['alert']}: {sorted(unknown)}"
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
+
+
+def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
+    tests = yaml.safe_load((TESTS_DIR / "alerts_test.yaml").read_text())
+    assert tests["rule_files"] == ["../pass-status/files/alerts.yaml"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in tests["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {r["alert"] for r in alert_rules()}
+    assert names - firing == set(), "alerts without a firing test"
+    assert names - quiet == set(), "alerts without a not-firing test"
+
+
+def test_dashboard() -> None:
+    config_map = one(render("values-all.yaml"), "ConfigMap", "-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["pass-status.json"])
+    assert dashboard == json.loads(DASHBOARD_FILE.read_text())
+    assert dashboard["uid"] == "pass-status"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    used = referenced_metrics(exprs)
+    assert used <= metric_names(), sorted(used - metric_names())
+    used_families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    families = {re.sub(r"_total$", "", n) for n in metric_families()}
+    missing = families - {re.sub(r"_total$", "", n) for n in used_families}
+    assert not missing, f"metrics without a panel: {sorted(missing)}"
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert (
+            f"histogram_quantile({quantile}, sum by (le) "
+            "(rate(pass_status_end_to_end_latency_seconds_bucket" in exprs
+        )
+
+
+# --- documentation -----------------------------------------------------------------------------
+
+
+def documented_value_keys() -> list[str]:
+    """Dotted paths of values.yaml keys that carry their own comment, checking that every key is
+    documented itself, by an ancestor, or through its children."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str, bool]] = []  # (indent, key, documented)
+    documented: list[str] = []
+    undocumented: list[str] = []
+    previous = ""
+    key_re = re.compile(r"^(\s*)([A-Za-z][\w.-]*):(.*)$")
+    for index, line in enumerate(lines):
+        match = key_re.match(line)
+        if not match or line.lstrip().startswith("#"):
+            previous = line if line.strip() else previous
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k, _ in stack] + [match.group(2)])
+        has_comment = previous.strip().startswith("#")
+        inherited = any(doc for _, _, doc in stack)
+        rest = match.group(3).strip()
+        next_line = next((x for x in lines[index + 1 :] if x.strip()), "")
+        has_children = rest == "" and (len(next_line) - len(next_line.lstrip())) > indent
+        if has_comment:
+            documented.append(path)
+        elif not inherited and not has_children:
+            undocumented.append(path)
+        stack.append((indent, match.group(2), has_comment or inherited))
+        previous = line
+    assert not undocumented, f"values without a comment: {undocumented}"
+    return documented
+
+
+def test_every_value_is_documented_in_values_and_readme() -> None:
+    readme = (CHART / "README.md").read_text()
+    missing = [k for k in documented_value_keys() if f"`{k}`" not in readme]
+    assert not missing, f"values missing from helm/pass-status/README.md: {missing}"
+
+
+def test_runbook_covers_every_alert_and_metric() -> None:
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    for rule in alert_rules():
+        assert re.search(rf"^### {rule['alert']}$", runbook, re.MULTILINE), rule["alert"]
+    for family in metric_families():
+        assert family in runbook, family
+    assert "/healthz" in runbook
+    assert "/readyz" in runbook
+
+
+# --- Dockerfile (no Docker engine in CI: lint by construction) ------------------------------------
+
+
+def dockerfile_stages() -> list[list[str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    instructions = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    stages: list[list[str]] = []
+    for instruction in instructions:
+        if instruction.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+def test_dockerfile() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage build"
+    for stage in stages:
+        image = stage[0].split()[1]
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+    builder = " ".join(stages[0])
+    assert 'pip install "uv==0.13.9"' in builder
+    assert "uv sync --frozen --no-dev --no-editable" in builder
+    assert "COPY consumer/ consumer/" in builder
+    assert "COPY schemas/ schemas/" in builder
+    final = stages[-1]
+    final_text = "\n".join(final)
+    assert "COPY --from=builder /app/.venv /app/.venv" in final_text
+    for word in ("gcc", "build-essential", "apt-get install"):
+        assert word not in final_text
+    (user,) = [i for i in final if i.startswith("USER ")]
+    uid = user.split()[1].split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+    assert 'ENTRYPOINT ["python", "-m", "consumer"]' in final
+    assert 'CMD ["run"]' in final
+    assert "EXPOSE 8080" in final
+    for label in ("title", "description", "version", "revision", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{label}=" in final_text
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for needed in ("!pyproject.toml", "!uv.lock", "!README.md", "!consumer", "!schemas"):
+        assert needed in ignore

@@ -1,0 +1,129 @@
+"""Check-log documents have the old job's shape, sorted entries, and never exceed 16 MB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import bson
+import pytest
+
+from consumer.domain.checklog import (
+    DEFAULT_MAX_BYTES,
+    UserLog,
+    bson_size,
+    check_log_documents,
+    user_log,
+)
+from consumer.domain.rules import evaluate_user
+from consumer.schemas import CHECK_LOG, validator
+
+CHECK_TIME = datetime(2024, 6, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+CHECK_MS = 1717243200123
+
+
+def test_user_log_lists_transitions_and_skips_in_pass_order() -> None:
+    doc = {
+        "user_id": 3,
+        "passes": [
+            {"pass_uuid": "a", "status": "USING", "payload": {"expiration": "2024-01-01"}},
+            {"pass_uuid": "b", "status": "NEW", "payload": {}},
+            {"pass_uuid": "c", "status": "USABLE", "payload": {"expiration": "2024-01-01"}},
+        ],
+    }
+    log = user_log(evaluate_user(doc, CHECK_TIME))
+    assert log == UserLog(
+        user_id=3,
+        invalid_list=(("a", "USING -> EXPIRED"), ("c", "USABLE -> EXPIRED")),
+        skipped_list=(("b", "unknown status 'NEW'"),),
+    )
+
+
+def test_user_log_is_none_when_nothing_to_report() -> None:
+    doc = {"user_id": 3, "passes": [{"pass_uuid": "a", "status": "EXPIRED"}]}
+    assert user_log(evaluate_user(doc, CHECK_TIME)) is None
+
+
+def test_one_document_for_all_users_in_the_old_jobs_shape() -> None:
+    logs = [
+        UserLog(20, (("p2", "USING -> EXPIRED"),), ()),
+        UserLog(5, (), ((None, "pass is not an object"),)),
+        UserLog(7, (), ()),  # nothing to report: left out
+    ]
+    (document,) = check_log_documents(CHECK_TIME, None, False, logs)
+    assert document == {
+        "_id": CHECK_MS,
+        "check_userID": "all users",
+        "editMode": False,
+        "check_time": "2024-06-01T12:00:00.123Z",
+        "log": [
+            {
+                "user_id": 5,
+                "invalid_list": [],
+                "skipped_list": [{"pass_uuid": None, "reason": "pass is not an object"}],
+            },
+            {
+                "user_id": 20,
+                "invalid_list": [{"pass_uuid": "p2", "status_log": "USING -> EXPIRED"}],
+                "skipped_list": [],
+            },
+        ],
+    }
+    assert list(document) == ["_id", "check_userID", "editMode", "check_time", "log"]
+    validator(CHECK_LOG)(document)
+
+
+def test_a_single_user_check_names_the_user_and_edit_mode() -> None:
+    (document,) = check_log_documents(CHECK_TIME, 20, True, [])
+    assert document["check_userID"] == 20
+    assert document["editMode"] is True
+    assert document["log"] == []
+    assert "part" not in document
+    validator(CHECK_LOG)(document)
+
+
+def _many_logs(users: int) -> list[UserLog]:
+    return [
+        UserLog(u, tuple((f"pass-{u}-{i}", "USABLE -> EXPIRED") for i in range(5)), ())
+        for u in range(users, 0, -1)
+    ]
+
+
+def test_a_log_larger_than_the_limit_is_split_into_parts() -> None:
+    logs = _many_logs(300)
+    max_bytes = 20_000
+    documents = check_log_documents(CHECK_TIME, None, True, logs, max_bytes=max_bytes)
+    assert len(documents) > 2
+    assert [d["part"] for d in documents] == list(range(1, len(documents) + 1))
+    assert {d["parts"] for d in documents} == {len(documents)}
+    assert [d["_id"] for d in documents] == [CHECK_MS + i for i in range(len(documents))]
+    assert {d["check_time"] for d in documents} == {"2024-06-01T12:00:00.123Z"}
+    user_ids = [e["user_id"] for d in documents for e in d["log"]]
+    assert user_ids == list(range(1, 301))  # every user once, in order, across parts
+    for document in documents:
+        encoded = bson.encode(document)
+        assert len(encoded) <= max_bytes
+        validator(CHECK_LOG)(document)
+    # greedy: each part but the last could not have taken the next entry
+    assert len(bson.encode(documents[0])) > max_bytes - 500
+
+
+def test_bson_size_is_exact() -> None:
+    logs = [
+        UserLog(2**40, (("ü-unicode", "USABLE -> USING"),), ((None, "reason é"),)),
+        UserLog(-1, (), (("x", "r"),)),
+    ]
+    (document,) = check_log_documents(CHECK_TIME, 123, False, logs)
+    assert bson_size(document) == len(bson.encode(document))
+    with pytest.raises(TypeError):
+        bson_size(1.5)
+
+
+def test_an_entry_larger_than_the_limit_gets_a_document_of_its_own() -> None:
+    big = UserLog(2, tuple((f"p{i}", "USABLE -> EXPIRED") for i in range(200)), ())
+    logs = [UserLog(1, (("a", "USING -> EXPIRED"),), ()), big, UserLog(3, (("b", "x"),), ())]
+    documents = check_log_documents(CHECK_TIME, None, False, logs, max_bytes=2_000)
+    assert [[e["user_id"] for e in d["log"]] for d in documents] == [[1], [2], [3]]
+
+
+def test_the_default_limit_leaves_a_margin_under_16_mib() -> None:
+    assert DEFAULT_MAX_BYTES == 16 * 1024 * 1024 - 64 * 1024
