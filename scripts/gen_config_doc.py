@@ -1,7 +1,7 @@
 """Regenerate the settings table of docs/configuration.md from consumer/settings.py.
 
-    uv run python scripts/gen_config_doc.py          # rewrite the table
-    uv run python scripts/gen_config_doc.py --check  # exit 1 if the doc is stale
+uv run python scripts/gen_config_doc.py          # rewrite the table
+uv run python scripts/gen_config_doc.py --check  # exit 1 if the doc is stale
 """
 
 from __future__ import annotations

@@ -11,10 +11,23 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumer import __version__
+from consumer.errors import InputError
+
+
+def _all_subclasses(cls: type[InputError]) -> list[type[InputError]]:
+    found: list[type[InputError]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+SWEEP_MODES = ("due", "full")
+DEAD_LETTER_REASONS = tuple(
+    sorted({cls.reason for cls in _all_subclasses(InputError)} | {InputError.reason})
+)
 _SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -163,3 +176,15 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self._initialise_bounded_labels()
+
+    def _initialise_bounded_labels(self) -> None:
+        """Export zero-valued series for every known label value, so that ``rate()`` and
+        ``increase()`` see the first event instead of a series appearing from nothing."""
+        for mode in SWEEP_MODES:
+            self.sweep_documents_read.labels(mode)
+            self.sweep_documents_changed.labels(mode)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        for kind in ("interval", "full", "due"):
+            self.check_logs_written.labels(kind)

@@ -46,10 +46,13 @@ class CacheStore(Protocol):
     """What the service needs from MongoDB."""
 
     async def find_user(self, user_id: int) -> Document | None: ...
+    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]: ...
     async def write_user(
         self, read: Mapping[str, Any], update: UserUpdate, now: datetime
     ) -> bool: ...
-    async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None: ...
+    async def clear_outbox(
+        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
+    ) -> None: ...
     def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Document]: ...
     def all_users(self, user_id: int | None) -> AsyncIterator[Document]: ...
     async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]: ...
@@ -126,6 +129,16 @@ class MongoCacheStore:
         with self._op("find_user"):
             return await self._cache.find_one({"user_id": user_id})
 
+    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]:
+        """The documents of many users in one round trip (the first one per user)."""
+        found: dict[int, Document] = {}
+        with self._op("find_users"):
+            async for doc in self._cache.find({"user_id": {"$in": list(user_ids)}}):
+                user_id = doc.get("user_id")
+                if isinstance(user_id, int) and user_id not in found:
+                    found[user_id] = doc
+        return found
+
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
         """Apply ``update`` if the document's passes are still as read; False on conflict."""
         sets: dict[str, Any] = {NEXT_CHECK_AT: update.next_check_at, CHECKED_AT: now}
@@ -145,20 +158,30 @@ class MongoCacheStore:
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.
 
-        ``$pullAll`` with the exact entries, not ``$pull`` with a condition: FerretDB 1.24
-        matches but does not modify with ``{"$pull": {field: {"event_id": {"$in": …}}}}``.
+        Usually the outbox holds exactly the entries published: one atomic update empties
+        it and its marker. If another write added entries meanwhile, only the published
+        ones are pulled (``$pullAll`` with the exact entries: FerretDB 1.24 matches but does
+        not modify with a conditional ``$pull``), and the marker stays for the rest.
         """
         if not docs:
             return
-        operations = [
-            UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
+        emptied = [
+            UpdateOne(
+                {"_id": doc_id, OUTBOX: list(entries)}, {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
+            )
             for doc_id, entries in docs
-            if entries
         ]
         with self._op("clear_outbox"):
-            if operations:
-                await self._cache.bulk_write(operations, ordered=False)
-            # Documents whose outbox is now empty no longer count as pending.
+            result = await self._cache.bulk_write(emptied, ordered=False)
+            if result.matched_count == len(emptied):
+                return
+            pulls = [
+                UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
+                for doc_id, entries in docs
+                if entries
+            ]
+            if pulls:
+                await self._cache.bulk_write(pulls, ordered=False)
             await self._cache.update_many(
                 {"_id": {"$in": [doc_id for doc_id, _ in docs]}, OUTBOX: {"$size": 0}},
                 {"$set": {OUTBOX_SINCE: None}},

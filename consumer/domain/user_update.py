@@ -16,6 +16,7 @@ from typing import Any
 from consumer.domain.events import Cause, CauseType, TicketUsed, status_changed_event
 from consumer.domain.rules import UserEvaluation, evaluate_user
 from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
+from consumer.domain.times import truncate_to_milliseconds
 from consumer.errors import InputError
 
 NEXT_CHECK_AT = "next_check_at"
@@ -50,11 +51,9 @@ class UserUpdate:
         return len(self.evaluation.transitions)
 
 
-def truncate_to_ms(instant: datetime | None) -> datetime | None:
+def _to_ms(instant: datetime | None) -> datetime | None:
     """BSON dates keep milliseconds; compare and store at that precision."""
-    if instant is None:
-        return None
-    return instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+    return None if instant is None else truncate_to_milliseconds(instant)
 
 
 def plan_user_update(
@@ -88,7 +87,7 @@ def plan_user_update(
         status_changed_event(user_id, t, now, cause_by_pass.get(t.pass_uuid, default_cause))
         for t in evaluation.transitions
     )
-    next_check_at = truncate_to_ms(evaluation.next_check_at)
+    next_check_at = _to_ms(evaluation.next_check_at)
     stored_next = doc.get(NEXT_CHECK_AT, _ABSENT)
     writes = (
         bool(first_use_sets or outbox)
@@ -114,7 +113,7 @@ def _same_instant(stored: object, computed: datetime | None) -> bool:
         return stored is None and computed is None
     if not isinstance(stored, datetime):
         return False
-    return truncate_to_ms(stored) == computed
+    return _to_ms(stored) == computed
 
 
 def pending_outbox(doc: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -77,8 +77,10 @@ class TicketUsedHandler:
             work.records.append(record)
             work.events.append(event)
 
+        # One round trip reads every user of the batch; conflicts re-read one by one.
+        docs = await self._store.find_users(list(by_user)) if by_user else {}
         results = await asyncio.gather(
-            *(self._one_user(uid, work, now) for uid, work in by_user.items())
+            *(self._one_user(uid, docs.get(uid), work, now) for uid, work in by_user.items())
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
@@ -95,10 +97,9 @@ class TicketUsedHandler:
         await self._publisher.publish(dead)
 
     async def _one_user(
-        self, user_id: int, work: _UserWork, now: datetime
+        self, user_id: int, doc: dict[str, Any] | None, work: _UserWork, now: datetime
     ) -> tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]:
         async with self._semaphore:
-            doc = await self._store.find_user(user_id)
             if doc is None:
                 unknown = UnknownUserError(f"no cache document for user_id {user_id}")
                 return [self._dead(r, unknown, now) for r in work.records], [], {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consumer import schemas
 from pymongo.asynchronous.collection import AsyncCollection
 
-from consumer import schemas
 from tests.integration.factories import a_pass, a_user, tick
 from tests.integration.harness import ConsumerProcess, ServiceEnv, produce_json, read_topic, values
 
@@ -25,8 +25,10 @@ async def test_due_tick_expires_exactly_the_due_passes_and_reads_only_due_docume
     docs = []
     for uid in due_users:
         # expires 10 s before tick_at: due; the second pass is not
-        passes = [a_pass("USING", tick_at - now - timedelta(seconds=10), first_use="x", now=now),
-                  a_pass("USABLE", timedelta(hours=5), now=now)]
+        passes = [
+            a_pass("USING", tick_at - now - timedelta(seconds=10), first_use="x", now=now),
+            a_pass("USABLE", timedelta(hours=5), now=now),
+        ]
         docs.append(a_user(uid, passes, next_check_at=tick_at - timedelta(seconds=10)))
     for uid in later_users:
         passes = [a_pass("USABLE", timedelta(hours=2), now=now)]
@@ -37,14 +39,23 @@ async def test_due_tick_expires_exactly_the_due_passes_and_reads_only_due_docume
 
     process = ConsumerProcess(service_env).start()
     consumers.append(process)
-    await produce_json(settings.kafka_bootstrap_servers, settings.topic_tick, [tick("due", at=tick_at)], key_field="shard")
+    await produce_json(
+        settings.kafka_bootstrap_servers,
+        settings.topic_tick,
+        [tick("due", at=tick_at)],
+        key_field="shard",
+    )
     sweep = process.wait_for("sweep_completed", timeout=60)[0]
     assert sweep["documents_read"] == 4  # 3 due + 1 never evaluated; 5 not read
     assert sweep["transitions"] == 4
 
-    changes = values(await read_topic(settings.kafka_bootstrap_servers, settings.topic_status_changed, expect=4))
+    changes = values(
+        await read_topic(settings.kafka_bootstrap_servers, settings.topic_status_changed, expect=4)
+    )
     assert sorted((c["user_id"], c["status_log"]) for c in changes) == [
-        (201, "USING -> EXPIRED"), (202, "USING -> EXPIRED"), (203, "USING -> EXPIRED"),
+        (201, "USING -> EXPIRED"),
+        (202, "USING -> EXPIRED"),
+        (203, "USING -> EXPIRED"),
         (401, "USABLE -> EXPIRED"),
     ]
     for change in changes:
@@ -62,14 +73,22 @@ async def test_due_tick_expires_exactly_the_due_passes_and_reads_only_due_docume
             assert statuses == ["USABLE"]
 
     # A second tick at the same instant finds nothing due.
-    await produce_json(settings.kafka_bootstrap_servers, settings.topic_tick, [tick("due", at=tick_at)], key_field="shard")
+    await produce_json(
+        settings.kafka_bootstrap_servers,
+        settings.topic_tick,
+        [tick("due", at=tick_at)],
+        key_field="shard",
+    )
     second = process.wait_for("sweep_completed", timeout=60, count=2)[1]
     assert second["documents_read"] == 0
     assert process.stop() == 0
 
 
 async def test_full_dry_run_logs_without_changing_then_apply_changes_and_logs(
-    service_env: ServiceEnv, cache: Collection, check_logs: Collection, consumers: list[ConsumerProcess]
+    service_env: ServiceEnv,
+    cache: Collection,
+    check_logs: Collection,
+    consumers: list[ConsumerProcess],
 ) -> None:
     settings = service_env.settings
     now = datetime.now(UTC)
@@ -77,36 +96,53 @@ async def test_full_dry_run_logs_without_changing_then_apply_changes_and_logs(
     using = a_pass("USABLE", timedelta(hours=1), first_use="2024-05-01 10:00:00", now=now)
     bad = a_pass("USABLE", now=now)
     bad["payload"]["expiration"] = "someday"
-    await cache.insert_many([
-        a_user(12, [expired, using, bad]),
-        a_user(11, [a_pass("EXPIRED", timedelta(days=-1), now=now)]),
-    ])
+    await cache.insert_many(
+        [
+            a_user(12, [expired, using, bad]),
+            a_user(11, [a_pass("EXPIRED", timedelta(days=-1), now=now)]),
+        ]
+    )
     process = ConsumerProcess(service_env).start()
     consumers.append(process)
 
-    await produce_json(settings.kafka_bootstrap_servers, settings.topic_tick,
-                       [tick("full", at=now, apply=False)], key_field="user_id")
+    await produce_json(
+        settings.kafka_bootstrap_servers,
+        settings.topic_tick,
+        [tick("full", at=now, apply=False)],
+        key_field="user_id",
+    )
     process.wait_for("sweep_completed", timeout=60)
     logs = [d async for d in check_logs.find({})]
     assert len(logs) == 1
     dry = logs[0]
     assert dry["editMode"] is False
     assert dry["check_userID"] == "all users"
-    assert dry["log"] == [{
-        "user_id": 12,
-        "invalid_list": [
-            {"pass_uuid": expired["pass_uuid"], "status_log": "USABLE -> EXPIRED"},
-            {"pass_uuid": using["pass_uuid"], "status_log": "USABLE -> USING"},
-        ],
-        "skipped_list": [{"pass_uuid": bad["pass_uuid"], "reason": dry["log"][0]["skipped_list"][0]["reason"]}],
-    }]
+    assert dry["log"] == [
+        {
+            "user_id": 12,
+            "invalid_list": [
+                {"pass_uuid": expired["pass_uuid"], "status_log": "USABLE -> EXPIRED"},
+                {"pass_uuid": using["pass_uuid"], "status_log": "USABLE -> USING"},
+            ],
+            "skipped_list": [
+                {
+                    "pass_uuid": bad["pass_uuid"],
+                    "reason": dry["log"][0]["skipped_list"][0]["reason"],
+                }
+            ],
+        }
+    ]
     assert "someday" in dry["log"][0]["skipped_list"][0]["reason"]
     doc = await cache.find_one({"user_id": 12})
     assert doc is not None
     assert [p["status"] for p in doc["passes"]] == ["USABLE", "USABLE", "USABLE"]
 
-    await produce_json(settings.kafka_bootstrap_servers, settings.topic_tick,
-                       [tick("full", at=now, apply=True, user_id=12)], key_field="user_id")
+    await produce_json(
+        settings.kafka_bootstrap_servers,
+        settings.topic_tick,
+        [tick("full", at=now, apply=True, user_id=12)],
+        key_field="user_id",
+    )
     process.wait_for("sweep_completed", timeout=60, count=2)
     applied = await check_logs.find_one({"editMode": True})
     assert applied is not None
@@ -116,7 +152,9 @@ async def test_full_dry_run_logs_without_changing_then_apply_changes_and_logs(
     assert doc is not None
     assert [p["status"] for p in doc["passes"]] == ["EXPIRED", "USING", "USABLE"]
 
-    published = values(await read_topic(settings.kafka_bootstrap_servers, settings.topic_check_log, expect=2))
+    published = values(
+        await read_topic(settings.kafka_bootstrap_servers, settings.topic_check_log, expect=2)
+    )
     validate = schemas.validator(schemas.CHECK_LOG)
     for document in published:
         validate(document)

@@ -523,7 +523,7 @@ def documented_value_keys() -> list[str]:
     for index, line in enumerate(lines):
         match = key_re.match(line)
         if not match or line.lstrip().startswith("#"):
-            previous = line if line.strip() else previous
+            previous = line  # a blank line detaches a comment from the next key
             continue
         indent = len(match.group(1))
         while stack and stack[-1][0] >= indent:

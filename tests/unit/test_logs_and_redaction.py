@@ -7,7 +7,6 @@ import logging
 
 import orjson
 import pytest
-
 from consumer import logs
 from consumer.redact import redact_uri, scrub, uri_password
 

@@ -13,7 +13,7 @@ from consumer.domain.rules import STATUS_RANK, TERMINAL_STATUSES, apply_transiti
 from consumer.domain.ticket_used import apply_ticket_used
 
 BASE = datetime(2024, 6, 1, 12, tzinfo=UTC)
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
+PROPERTY_SETTINGS = settings(max_examples=80, deadline=None)
 
 instants = st.integers(min_value=-3 * 86_400_000, max_value=3 * 86_400_000).map(
     lambda ms: BASE + timedelta(milliseconds=ms)
@@ -35,24 +35,23 @@ time_values = st.one_of(
     instants.map(lambda i: {"$date": {"$numberLong": str(int(i.timestamp() * 1000))}}),
     instants,
 )
-expirations = st.one_of(time_values, st.none(), st.sampled_from(["", "soon", "2024-99-99"]))
+# Mostly readable values, so that transitions are common; now and then a bad one.
+expirations = st.one_of(
+    time_values, time_values, time_values, st.none(), st.sampled_from(["", "soon", "2024-99-99"])
+)
 first_uses = st.one_of(st.none(), st.sampled_from(["", "  ", "garbled"]), time_values)
 statuses = st.one_of(
-    st.sampled_from(["USABLE", "USING", "EXPIRED", "USES_GONE"]),
-    st.sampled_from(["FOO", "usable", ""]),
-    st.none(),
-    st.integers(),
+    st.sampled_from(["USABLE", "USING", "USABLE", "USING", "EXPIRED", "USES_GONE"]),
+    st.sampled_from(["USABLE", "USING", "FOO", "usable", ""]),
+    st.sampled_from(["USABLE", "USING", None, 3]),
 )
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6,
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(["", "x", "é"]))
+json_values = st.one_of(
+    json_scalars, st.lists(json_scalars, max_size=2), st.fixed_dictionaries({"k": json_scalars})
 )
+# Fields the rules do not know; they must come through untouched.
 unknown_fields = st.dictionaries(
-    st.text(min_size=1, max_size=6).filter(
-        lambda k: k not in {"pass_uuid", "status", "payload", "expiration", "first_use", "user_id"}
-    ),
+    st.sampled_from(["timestamp", "payload_hash", "uuid", "x-extra", "$weird", "nested"]),
     json_values,
     max_size=3,
 )
@@ -67,7 +66,7 @@ def passes(draw: st.DrawFn) -> Any:
         payload["first_use"] = draw(first_uses)
     item = {
         **draw(unknown_fields),
-        "pass_uuid": draw(st.sampled_from(["a", "b", "c", "d", "e", "f"])),
+        "pass_uuid": draw(st.sampled_from("abcdefghijklmnop")),
         "status": draw(statuses),
         "payload": payload,
     }
@@ -77,7 +76,7 @@ def passes(draw: st.DrawFn) -> Any:
 documents = st.builds(
     lambda user_id, items, extra: {**extra, "user_id": user_id, "passes": items},
     st.integers(min_value=1, max_value=10**12),
-    st.lists(passes(), max_size=7),
+    st.lists(passes(), max_size=5),
     unknown_fields,
 )
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from consumer.errors import ConfigError
 from consumer.settings import Settings, describe
 
@@ -27,12 +26,14 @@ def test_defaults_are_the_local_services_and_design_topic_names() -> None:
 
 
 def test_values_are_read_and_converted_from_prefixed_variables() -> None:
-    s = Settings.from_env({
-        "PASS_STATUS_HTTP_PORT": "9100",
-        "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS": "2.5",
-        "PASS_STATUS_GROUP_ID": "g1",
-        "HTTP_PORT": "1",  # unprefixed: ignored
-    })
+    s = Settings.from_env(
+        {
+            "PASS_STATUS_HTTP_PORT": "9100",
+            "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS": "2.5",
+            "PASS_STATUS_GROUP_ID": "g1",
+            "HTTP_PORT": "1",  # unprefixed: ignored
+        }
+    )
     assert (s.http_port, s.check_log_interval_seconds, s.group_id) == (9100, 2.5, "g1")
 
 
@@ -41,21 +42,29 @@ def test_values_are_read_and_converted_from_prefixed_variables() -> None:
     [
         ("PASS_STATUS_HTTP_PORT", "eighty", "PASS_STATUS_HTTP_PORT: cannot read 'eighty'"),
         ("PASS_STATUS_HTTP_PORT", "70000", "PASS_STATUS_HTTP_PORT must be between 0 and 65535"),
-        ("PASS_STATUS_KAFKA_SECURITY_PROTOCOL", "TLS", "PASS_STATUS_KAFKA_SECURITY_PROTOCOL must be one of"),
+        (
+            "PASS_STATUS_KAFKA_SECURITY_PROTOCOL",
+            "TLS",
+            "PASS_STATUS_KAFKA_SECURITY_PROTOCOL must be one of",
+        ),
         ("PASS_STATUS_USER_CONCURRENCY", "0", "PASS_STATUS_USER_CONCURRENCY must be at least 1"),
         ("PASS_STATUS_LOG_LEVEL", "LOUD", "PASS_STATUS_LOG_LEVEL must be"),
     ],
 )
-def test_bad_values_raise_config_error_naming_the_variable(variable: str, value: str, message: str) -> None:
+def test_bad_values_raise_config_error_naming_the_variable(
+    variable: str, value: str, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({variable: value})
 
 
 def test_secrets_include_sasl_password_and_uri_password() -> None:
-    s = Settings.from_env({
-        "PASS_STATUS_KAFKA_SASL_PASSWORD": "kafka-pw",
-        "PASS_STATUS_MONGODB_URI": "mongodb://app:p%40ss@db:27017/?tls=true",
-    })
+    s = Settings.from_env(
+        {
+            "PASS_STATUS_KAFKA_SASL_PASSWORD": "kafka-pw",
+            "PASS_STATUS_MONGODB_URI": "mongodb://app:p%40ss@db:27017/?tls=true",
+        }
+    )
     assert s.secrets() == ("kafka-pw", "p@ss")
 
 
@@ -79,6 +88,9 @@ def test_configuration_doc_lists_every_setting() -> None:
     for name, _default, _help in describe():
         assert f"`{name}`" in doc, f"{name} missing from docs/configuration.md"
     check = subprocess.run(
-        [sys.executable, "scripts/gen_config_doc.py", "--check"], cwd=REPO, capture_output=True, check=False
+        [sys.executable, "scripts/gen_config_doc.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
     )
     assert check.returncode == 0, check.stderr.decode()

@@ -1,0 +1,50 @@
+# Developer entry points. Each target is a thin wrapper: the commands it runs are
+# the documented ones (README.md), so nothing here is required to use the project.
+.PHONY: help install services-up services-down services-status services-env tools test lint format ci demo
+
+help:
+	@echo "make install        uv sync --frozen (creates .venv)"
+	@echo "make services-up    start local Kafka + FerretDB (scripts/services up)"
+	@echo "make services-down  stop them (scripts/services down; WIPE=1 also deletes their data)"
+	@echo "make test           uv run pytest (starts the services itself if needed)"
+	@echo "make lint           ruff check, ruff format --check, mypy"
+	@echo "make format         ruff format + ruff check --fix"
+	@echo "make tools          build helm and promtool (scripts/services tools)"
+	@echo "make demo           services up, then scripts/demo.py"
+	@echo "make ci             everything CI runs (.ci/run)"
+
+install:
+	uv sync --frozen
+
+services-up: install
+	scripts/services up
+
+services-down:
+	scripts/services down $(if $(WIPE),--wipe,)
+
+services-status:
+	scripts/services status
+
+services-env:
+	@scripts/services env
+
+tools:
+	scripts/services tools
+
+test: install
+	uv run pytest
+
+lint: install
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy
+
+format: install
+	uv run ruff format .
+	uv run ruff check --fix .
+
+demo: services-up
+	uv run python scripts/demo.py
+
+ci:
+	bash .ci/run

@@ -1,0 +1,163 @@
+"""Turns ``bench/results/latest.json`` into PNG plots (matplotlib, Agg) and a Markdown table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def plot_throughput(results: dict[str, Any], path: Path) -> None:
+    summary = results["ticket_used"]["summary"]["events_per_second"]
+    dists = list(summary)
+    pipelines = ["service", "naive", "passthrough"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(pipelines)
+    for i, p in enumerate(pipelines):
+        values = [summary[d].get(p) or 0 for d in dists]
+        xs = [j + i * width for j in range(len(dists))]
+        bars = ax.bar(xs, values, width, label=p)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_xticks([j + width for j in range(len(dists))], dists)
+    ax.set_ylabel("events/s (drain of pre-produced events)")
+    ax.set_title("Ticket-used throughput at saturation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    rows = results["ticket_used"]["latency"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    styles = {"p50_ms": ":", "p95_ms": "--", "p99_ms": "-"}
+    colors = {"service": "C0", "naive": "C1", "passthrough": "C2"}
+    for pipeline, color in colors.items():
+        mine = [r for r in rows if r["pipeline"] == pipeline]
+        if not mine:
+            continue
+        for key, style in styles.items():
+            xs = [r["offered_rate"] for r in mine]
+            ys = [r[key] for r in mine]
+            ax.plot(xs, ys, style, marker="o", color=color, label=f"{pipeline} {key[:3]}")
+    ax.set_yscale("log")
+    ax.axhline(100, color="grey", linewidth=0.8)
+    ax.set_xlabel("offered rate (events/s)")
+    ax.set_ylabel("input → status-change latency (ms)")
+    ax.set_title("Latency percentiles against offered rate")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sweeps(results: dict[str, Any], path: Path) -> None:
+    rows = results["sweeps"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [r["users"] for r in rows]
+    ax.plot(xs, [r["due"]["seconds"] for r in rows], marker="o", label="due tick (1 % due)")
+    ax.plot(xs, [r["due_fixed"]["seconds"] for r in rows], marker="o", label="due tick (100 due)")
+    ax.plot(xs, [r["full"]["seconds"] for r in rows], marker="o", label="full apply check")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("users")
+    ax.set_ylabel("seconds")
+    ax.set_title("Sweep time against users")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plots(results: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    made: list[Path] = []
+    if results.get("ticket_used"):
+        for name, fn in (("throughput", plot_throughput), ("latency", plot_latency)):
+            path = directory / f"bench-{name}.png"
+            fn(results, path)
+            made.append(path)
+    if results.get("sweeps"):
+        path = directory / "bench-sweeps.png"
+        plot_sweeps(results, path)
+        made.append(path)
+    return made
+
+
+def tables(results: dict[str, Any]) -> str:
+    """Markdown tables of every figure in ``results``."""
+    out: list[str] = []
+    tu = results.get("ticket_used")
+    if tu:
+        out += [
+            "### Throughput (drain of pre-produced events)",
+            "",
+            "| round | distribution | pipeline | events | processed | seconds | events/s "
+            "| peak RSS MB | CPU % (pipeline / kafka / ferretdb) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for d in tu["throughput"]:
+            cpu = d["cpu_percent"]
+            capped = " (capped)" if d["capped"] else ""
+            out.append(
+                f"| {d['round']} | {d['distribution']} | {d['pipeline']} | {_fmt(d['events'])} "
+                f"| {_fmt(d['processed'])}{capped} | {_fmt(d['seconds'], 1)} "
+                f"| {_fmt(d['events_per_second'])} | {_fmt(d['peak_rss_mb'])} "
+                f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('kafka'))} "
+                f"/ {_fmt(cpu.get('ferretdb'))} |"
+            )
+        out += ["", "| distribution | service/naive | service/passthrough |", "|---|---:|---:|"]
+        for dist, ratio in tu["summary"]["ratios"].items():
+            out.append(
+                f"| {dist} | {_fmt(ratio['service/naive'], 1)} "
+                f"| {_fmt(ratio['service/passthrough'], 3)} |"
+            )
+        out += [
+            "",
+            "### Latency at fixed offered rates (output − input Kafka timestamps)",
+            "",
+            "| pipeline | offered/s | achieved/s | sent | received | drained | p50 ms | p95 ms "
+            "| p99 ms | max ms |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in tu["latency"]:
+            out.append(
+                f"| {r['pipeline']} | {_fmt(r['offered_rate'])} | {_fmt(r['achieved_rate'])} "
+                f"| {_fmt(r['sent'])} | {_fmt(r['received'])} | {'yes' if r['drained'] else 'no'} "
+                f"| {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} "
+                f"| {_fmt(r['max_ms'])} |"
+            )
+        out.append("")
+    sweeps = results.get("sweeps")
+    if sweeps:
+        out += [
+            "### Sweeps (1 % of users due)",
+            "",
+            "| users | seed s | due s | due docs read | due RSS MB | full s | full docs read "
+            "| full RSS MB | full/due | due (100 due) s | docs read |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in sweeps:
+            out.append(
+                f"| {_fmt(s['users'])} | {_fmt(s['seed_seconds'], 1)} "
+                f"| {_fmt(s['due']['seconds'], 2)} | {_fmt(s['due']['documents_read'])} "
+                f"| {_fmt(s['due']['peak_rss_mb'])} | {_fmt(s['full']['seconds'], 2)} "
+                f"| {_fmt(s['full']['documents_read'])} | {_fmt(s['full']['peak_rss_mb'])} "
+                f"| {_fmt(s['full_over_due'], 1)} | {_fmt(s['due_fixed']['seconds'], 2)} "
+                f"| {_fmt(s['due_fixed']['documents_read'])} |"
+            )
+        out.append("")
+    return "\n".join(out)

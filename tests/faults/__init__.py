@@ -1,0 +1,1 @@
+"""Fault scenarios: crashes, broker restarts, MongoDB outages, rebalances, concurrent writers."""

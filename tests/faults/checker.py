@@ -1,0 +1,390 @@
+"""An independent model of what the consumer must have done, and a comparison with what it did.
+
+Given the seeded cache documents and the input events (as they sit on the input topics,
+in offset order), :func:`expected_outcome` computes, without using the consumer's rules,
+the final status and ``first_use`` of every pass and the set of pass-status-changed events
+that must exist. :func:`compare` then confronts it with the documents in MongoDB and with
+every record of the output topic:
+
+- **lost**: an expected event absent from the topic, or an expected change absent from
+  MongoDB (a status or ``first_use`` still as seeded);
+- **wrong**: an event that should not exist, an event whose content differs from the
+  model's, two publications of one ``event_id`` with different content, a document whose
+  status, ``first_use`` or any other field differs, a dead letter for a valid event;
+- **duplicates**: the same event published again, identically (allowed: at-least-once
+  publication, deduplicated by ``event_id`` downstream) — counted, not a failure.
+
+The model is only sound when the result does not depend on timing: every non-terminal
+pass must expire either before the first event (expired at seed) or well after the run.
+:func:`expected_outcome` refuses a scenario that breaks this rule.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from consumer import schemas
+from consumer.domain.ids import status_changed_event_id
+
+NON_TERMINAL = ("USABLE", "USING")
+TERMINAL = ("EXPIRED", "USES_GONE")
+# Fields this service may add to a user document (DESIGN §2, consumer.adapters.mongo).
+SERVICE_FIELDS = frozenset(
+    {
+        "next_check_at",
+        "pass_status_checked_at",
+        "pass_status_rev",
+        "pass_status_outbox",
+        "pass_status_outbox_since",
+    }
+)
+# Fields a concurrent writer (the refresher) is allowed to change in the scenarios.
+FOREIGN_FIELDS = frozenset({"timestamp"})
+
+
+class AmbiguousScenarioError(ValueError):
+    """The scenario's outcome would depend on timing; the model cannot predict it."""
+
+
+def parse_time(text: str) -> datetime:
+    """The ISO 8601 instants the scenarios write (``…Z`` or with an offset)."""
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+def fmt(instant: datetime) -> str:
+    utc = instant.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedTransition:
+    event_id: str
+    user_id: int
+    pass_uuid: str
+    from_status: str
+    to_status: str
+    effective_at: str
+    cause_types: frozenset[str]
+    cause_ids: frozenset[str]
+
+    @property
+    def status_log(self) -> str:
+        return f"{self.from_status} -> {self.to_status}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedPass:
+    user_id: int
+    index: int
+    pass_uuid: str
+    seeded: Mapping[str, Any]
+    status: str
+    first_use: Any
+
+
+@dataclass(slots=True)
+class Expected:
+    passes: list[ExpectedPass] = field(default_factory=list)
+    transitions: dict[str, ExpectedTransition] = field(default_factory=dict)
+    seeds: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _present(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def expected_outcome(
+    seeds: Iterable[Mapping[str, Any]],
+    ticket_used: Sequence[Mapping[str, Any]],
+    ticks: Sequence[Mapping[str, Any]],
+    *,
+    seeded_at: datetime,
+    last_event_at: datetime,
+    margin: timedelta = timedelta(hours=1),
+) -> Expected:
+    """The final state the consumer must reach once every input event is processed.
+
+    ``ticket_used`` must be in offset order per user (as read from the topic). ``seeded_at``
+    is when the documents were inserted (before the first event); ``last_event_at`` when
+    the last event was processed at the latest. Valid events only: every ticket-used names
+    a known user and pass, every tick is processable.
+    """
+    by_pass: dict[tuple[int, str], list[Mapping[str, Any]]] = defaultdict(list)
+    users_with_events: dict[int, set[str]] = defaultdict(set)
+    for event in ticket_used:
+        by_pass[(int(event["user_id"]), str(event["pass_uuid"]))].append(event)
+        users_with_events[int(event["user_id"])].add(str(event["event_id"]))
+    sweeping_ticks = [t for t in ticks if t.get("apply", True)]
+    out = Expected()
+    for seed in seeds:
+        user_id = int(seed["user_id"])
+        out.seeds[user_id] = seed
+        known = {str(p["pass_uuid"]) for p in seed["passes"]}
+        for (uid, pass_uuid), events in by_pass.items():
+            if uid == user_id and pass_uuid not in known:
+                raise AmbiguousScenarioError(f"event for unknown pass {pass_uuid} of {uid}")
+        for index, item in enumerate(seed["passes"]):
+            _expect_pass(
+                out,
+                user_id,
+                index,
+                item,
+                by_pass.get((user_id, str(item["pass_uuid"])), []),
+                users_with_events.get(user_id, set()),
+                sweeping_ticks,
+                seeded_at,
+                last_event_at + margin,
+            )
+    return out
+
+
+def _expect_pass(
+    out: Expected,
+    user_id: int,
+    index: int,
+    item: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    user_event_ids: set[str],
+    ticks: Sequence[Mapping[str, Any]],
+    seeded_at: datetime,
+    safe_after: datetime,
+) -> None:
+    pass_uuid = str(item["pass_uuid"])
+    status = str(item["status"])
+    payload = item["payload"]
+    first_use = payload.get("first_use")
+    if not _present(first_use) and events:
+        first_use = events[0]["used_at"]  # the first ticket-used in offset order wins
+    final, transition = status, None
+    if status in NON_TERMINAL:
+        expiration = parse_time(payload["expiration"])
+        if seeded_at < expiration <= safe_after:
+            raise AmbiguousScenarioError(
+                f"pass {pass_uuid} expires during the run ({fmt(expiration)})"
+            )
+        expired = expiration <= seeded_at
+        tick_ids = {
+            str(t["event_id"])
+            for t in ticks
+            if t.get("user_id") in (None, 0, user_id) and parse_time(t["tick_at"]) >= expiration
+        }
+        if expired and (user_event_ids or tick_ids):
+            final = "EXPIRED"
+            transition = ExpectedTransition(
+                event_id=status_changed_event_id(user_id, pass_uuid, final),
+                user_id=user_id,
+                pass_uuid=pass_uuid,
+                from_status=status,
+                to_status=final,
+                effective_at=fmt(expiration),
+                cause_types=frozenset({"tick", "ticket_used"}),
+                cause_ids=frozenset(user_event_ids | tick_ids),
+            )
+        elif not expired and status == "USABLE" and _present(first_use):
+            if not events:
+                raise AmbiguousScenarioError(f"pass {pass_uuid} is seeded USABLE with first_use")
+            final = "USING"
+            transition = ExpectedTransition(
+                event_id=status_changed_event_id(user_id, pass_uuid, final),
+                user_id=user_id,
+                pass_uuid=pass_uuid,
+                from_status=status,
+                to_status=final,
+                effective_at=fmt(parse_time(str(first_use))),
+                cause_types=frozenset({"ticket_used"}),
+                cause_ids=frozenset(str(e["event_id"]) for e in events),
+            )
+    out.passes.append(ExpectedPass(user_id, index, pass_uuid, item, final, first_use))
+    if transition is not None:
+        out.transitions[transition.event_id] = transition
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass(slots=True)
+class Report:
+    passes_checked: int = 0
+    expected_events: int = 0
+    published_records: int = 0
+    distinct_published: int = 0
+    duplicates: int = 0
+    pending_outbox: int = 0
+    dead_letters: int = 0
+    lost: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.wrong
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "passes_checked": self.passes_checked,
+            "expected_events": self.expected_events,
+            "published_records": self.published_records,
+            "distinct_published": self.distinct_published,
+            "duplicates": self.duplicates,
+            "pending_outbox": self.pending_outbox,
+            "dead_letters": self.dead_letters,
+            "lost": len(self.lost),
+            "wrong": len(self.wrong),
+        }
+
+    def describe(self, limit: int = 25) -> str:
+        lines = [f"figures: {self.figures()}"]
+        lines += [f"LOST: {x}" for x in self.lost[:limit]]
+        lines += [f"WRONG: {x}" for x in self.wrong[:limit]]
+        return "\n".join(lines)
+
+
+def _strip_pass(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A pass without what may legitimately change: status, first_use, foreign fields."""
+    out = {k: v for k, v in item.items() if k != "status" and k not in FOREIGN_FIELDS}
+    payload = item.get("payload")
+    if isinstance(payload, Mapping):
+        out["payload"] = {k: v for k, v in payload.items() if k != "first_use"}
+    return out
+
+
+def _strip_user(doc: Mapping[str, Any]) -> dict[str, Any]:
+    skip = SERVICE_FIELDS | FOREIGN_FIELDS | {"_id", "passes"}
+    return {k: v for k, v in doc.items() if k not in skip}
+
+
+def compare_documents(expected: Expected, documents: Iterable[Mapping[str, Any]]) -> Report:
+    """Compare the model with the cache documents as they are now (MongoDB)."""
+    report = Report()
+    docs = {d.get("user_id"): d for d in documents}
+    by_user: dict[int, list[ExpectedPass]] = defaultdict(list)
+    for item in expected.passes:
+        by_user[item.user_id].append(item)
+    for user_id, seed in expected.seeds.items():
+        doc = docs.get(user_id)
+        if doc is None:
+            report.lost.append(f"user {user_id}: document missing")
+            continue
+        if _strip_user(doc) != _strip_user(seed):
+            report.wrong.append(f"user {user_id}: top-level fields changed")
+        passes = doc.get("passes")
+        if not isinstance(passes, list) or len(passes) != len(seed["passes"]):
+            report.wrong.append(f"user {user_id}: passes array reshaped")
+            continue
+        outbox = doc.get("pass_status_outbox")
+        report.pending_outbox += len(outbox) if isinstance(outbox, list) else 0
+        for want in by_user[user_id]:
+            report.passes_checked += 1
+            _compare_pass(report, want, passes[want.index])
+    return report
+
+
+def _compare_pass(report: Report, want: ExpectedPass, got: Any) -> None:
+    where = f"user {want.user_id} pass {want.pass_uuid}"
+    if not isinstance(got, Mapping) or got.get("pass_uuid") != want.pass_uuid:
+        report.wrong.append(f"{where}: pass replaced or moved")
+        return
+    seeded_status = want.seeded["status"]
+    status = got.get("status")
+    if status != want.status:
+        bucket = report.lost if status == seeded_status else report.wrong
+        bucket.append(f"{where}: status {status!r}, expected {want.status!r}")
+    payload = got.get("payload")
+    first_use = payload.get("first_use") if isinstance(payload, Mapping) else None
+    if first_use != want.first_use:
+        seeded_first_use = want.seeded["payload"].get("first_use")
+        bucket = report.lost if first_use == seeded_first_use else report.wrong
+        bucket.append(f"{where}: first_use {first_use!r}, expected {want.first_use!r}")
+    if _strip_pass(got) != _strip_pass(want.seeded):
+        report.wrong.append(f"{where}: a field other than status/first_use changed")
+
+
+def compare_events(
+    expected: Expected,
+    published: Sequence[bytes],
+    report: Report | None = None,
+    *,
+    dead_letters: Sequence[bytes] = (),
+) -> Report:
+    """Compare the model with every record value of the status-changed topic."""
+    report = report or Report()
+    report.expected_events = len(expected.transitions)
+    report.published_records = len(published)
+    report.dead_letters = len(dead_letters)
+    for raw in dead_letters:
+        body = orjson.loads(raw)
+        report.wrong.append(
+            f"dead letter for a valid event: {body.get('reason')}: {body.get('message')}"
+        )
+    validate = schemas.validator(schemas.PASS_STATUS_CHANGED)
+    seen: dict[str, bytes] = {}
+    counts: Counter[str] = Counter()
+    for raw in published:
+        try:
+            event = orjson.loads(raw)
+            validate(event)
+        except (orjson.JSONDecodeError, schemas.ValidationFailure) as exc:
+            report.wrong.append(f"unreadable or invalid output event: {exc}: {raw[:200]!r}")
+            continue
+        event_id = str(event["event_id"])
+        counts[event_id] += 1
+        if event_id in seen:
+            if orjson.loads(seen[event_id]) != event:
+                report.wrong.append(f"event {event_id} published twice with different content")
+            continue
+        seen[event_id] = raw
+        want = expected.transitions.get(event_id)
+        if want is None:
+            report.wrong.append(f"unexpected transition: {event}")
+            continue
+        problems = _event_problems(want, event)
+        if problems:
+            report.wrong.append(f"event {event_id} ({want.status_log}): {'; '.join(problems)}")
+    report.distinct_published = len(counts)
+    report.duplicates = sum(n - 1 for n in counts.values())
+    report.lost.extend(
+        f"event {t.event_id} never published: user {t.user_id} pass {t.pass_uuid} {t.status_log}"
+        for t in expected.transitions.values()
+        if t.event_id not in counts
+    )
+    return report
+
+
+def _event_problems(want: ExpectedTransition, event: Mapping[str, Any]) -> list[str]:
+    problems = [
+        f"{name} {event.get(name)!r} != {value!r}"
+        for name, value in (
+            ("user_id", want.user_id),
+            ("pass_uuid", want.pass_uuid),
+            ("from_status", want.from_status),
+            ("to_status", want.to_status),
+            ("status_log", want.status_log),
+            ("effective_at", want.effective_at),
+        )
+        if event.get(name) != value
+    ]
+    cause = event.get("cause") or {}
+    if cause.get("type") not in want.cause_types:
+        problems.append(f"cause type {cause.get('type')!r} not in {sorted(want.cause_types)}")
+    if cause.get("event_id") not in want.cause_ids:
+        problems.append(f"cause event {cause.get('event_id')!r} is not a possible cause")
+    return problems
+
+
+def check(
+    expected: Expected,
+    documents: Iterable[Mapping[str, Any]],
+    published: Sequence[bytes],
+    dead_letters: Sequence[bytes] = (),
+) -> Report:
+    """Both comparisons in one report."""
+    report = compare_documents(expected, documents)
+    return compare_events(expected, published, report, dead_letters=dead_letters)
