@@ -341,6 +341,7 @@ class Pipeline:
     proc: subprocess.Popen[bytes] | None = None
     seen: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     tail: list[str] = field(default_factory=list)
+    log_path: Path | None = None
     _reader: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> Pipeline:
@@ -359,7 +360,10 @@ class Pipeline:
     def _read(self) -> None:
         assert self.proc is not None
         assert self.proc.stderr is not None
+        sink = self.log_path.open("ab") if self.log_path else None
         for raw in self.proc.stderr:
+            if sink is not None:
+                sink.write(raw)
             text = raw.decode(errors="replace").rstrip("\n")
             self.tail = [*self.tail[-30:], text]
             if not any(w in text for w in _WATCHED):
@@ -370,6 +374,8 @@ class Pipeline:
                 continue
             if isinstance(entry, dict) and entry.get("event") in _WATCHED:
                 self.seen.setdefault(str(entry["event"]), (time.time(), entry))
+        if sink is not None:
+            sink.close()
 
     def wait_for(self, event: str, timeout: float) -> tuple[float, dict[str, Any]]:
         deadline = time.monotonic() + timeout

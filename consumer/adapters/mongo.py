@@ -57,6 +57,7 @@ class CacheStore(Protocol):
     def all_users(self, user_id: int | None) -> AsyncIterator[Document]: ...
     async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]: ...
     async def outbox_backlog(self) -> int: ...
+    async def ping(self) -> None: ...
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
 
 
@@ -230,7 +231,8 @@ class MongoCacheStore:
     async def outbox_backlog(self) -> int:
         """Number of status-change events waiting in outboxes."""
         with self._op("outbox_backlog"):
-            cursor = self._cache.find({OUTBOX_SINCE: {"$ne": None}}, {OUTBOX: 1})
+            # A range on the indexed marker, so MongoDB reads only documents with a backlog.
+            cursor = self._cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}, {OUTBOX: 1})
             total = 0
             async for doc in cursor:
                 entries = doc.get(OUTBOX)
@@ -260,3 +262,4 @@ def _unchanged_filter(read: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _MISSING = object()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

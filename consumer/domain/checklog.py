@@ -96,15 +96,60 @@ def bson_size(value: object) -> int:
     if isinstance(value, list | tuple):
         return 4 + sum(_element_size(str(i), v) for i, v in enumerate(value)) + 1
     if isinstance(value, str):
-        return 4 + len(value.encode()) + 1
+        return _string_size(value)
     if isinstance(value, bool):
         return 1
     if isinstance(value, int):
-        return 4 if _INT32_MIN <= value <= _INT32_MAX else 8
+        return _int_size(value)
     if value is None:
         return 0
     msg = f"no BSON size for {type(value).__name__}"
     raise TypeError(msg)
+
+
+def _string_size(text: str) -> int:
+    return 4 + len(text.encode()) + 1
+
+
+def _int_size(value: int) -> int:
+    return 4 if _INT32_MIN <= value <= _INT32_MAX else 8
+
+
+def _key_size(key: str) -> int:
+    return 1 + len(key) + 1  # type byte, key, NUL
+
+
+def _pair_size(index: int, pass_uuid: str | None, key: str, text: str) -> int:
+    """One ``{"pass_uuid": ..., key: text}`` element of an array, at position ``index``."""
+    document = (
+        4
+        + _key_size("pass_uuid")
+        + (0 if pass_uuid is None else _string_size(pass_uuid))  # null has no value bytes
+        + _key_size(key)
+        + _string_size(text)
+        + 1
+    )
+    return _key_size(str(index)) + document
+
+
+def user_log_bson_size(log: UserLog) -> int:
+    """``bson_size(log_entry(log))``, computed without building the entry (it is hot)."""
+    invalid = sum(
+        _pair_size(i, uuid, "status_log", text) for i, (uuid, text) in enumerate(log.invalid_list)
+    )
+    skipped = sum(
+        _pair_size(i, uuid, "reason", text) for i, (uuid, text) in enumerate(log.skipped_list)
+    )
+    return (
+        4
+        + _key_size("user_id")
+        + _int_size(log.user_id)
+        + _key_size("invalid_list")
+        + (4 + invalid + 1)
+        + _key_size("skipped_list")
+        + (4 + skipped + 1)
+        + 1
+    )
 
 
 def _element_size(key: str, value: object) -> int:
@@ -164,7 +209,9 @@ def check_log_documents(
     )
     entries = [log_entry(log) for log in ordered]
     counts = plan_parts(
-        (bson_size(e) for e in entries), header_budget(check_time, check_user, edit_mode), max_bytes
+        (user_log_bson_size(log) for log in ordered),
+        header_budget(check_time, check_user, edit_mode),
+        max_bytes,
     )
     if len(counts) == 1:
         return [{**check_log_header(check_time, check_user, edit_mode), "log": entries}]

@@ -47,6 +47,8 @@ STATUS_RANK: Mapping[str, int] = {
 }
 
 _INT_WRAPPERS = ("$numberInt", "$numberLong")
+# Mapping checks are written ``dict | Mapping``: the plain dict test comes first and is much
+# cheaper than the ABC check, and documents are almost always dicts.
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ def read_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, Mapping) and len(value) == 1:
+    if isinstance(value, dict | Mapping) and len(value) == 1:
         for key in _INT_WRAPPERS:
             text = value.get(key)
             if isinstance(text, str):
@@ -136,7 +138,7 @@ class _EvaluablePass:
 
 def _screen_pass(index: int, item: object, seen: set[str]) -> _PassOutcome | _EvaluablePass:
     """The pass's fields if the rules can evaluate it, else its (possibly empty) outcome."""
-    if not isinstance(item, Mapping):
+    if not isinstance(item, dict | Mapping):
         return _PassOutcome(skipped=SkippedPass(index, None, "pass is not an object"))
     raw_uuid = item.get("pass_uuid")
     pass_uuid = raw_uuid if isinstance(raw_uuid, str) and raw_uuid else None
@@ -161,13 +163,13 @@ def _screen_pass(index: int, item: object, seen: set[str]) -> _PassOutcome | _Ev
         reason = f"duplicate pass_uuid {quote(pass_uuid)}"
     elif payload is None:
         reason = "missing payload"
-    elif not isinstance(payload, Mapping):
+    elif not isinstance(payload, dict | Mapping):
         reason = f"payload is not an object: {quote(payload)}"
     if (
         reason is not None
         or pass_uuid is None
         or status is None
-        or not isinstance(payload, Mapping)
+        or not isinstance(payload, dict | Mapping)
     ):
         return _PassOutcome(skipped=SkippedPass(index, pass_uuid, reason or "unreadable pass"))
     return _EvaluablePass(pass_uuid, status, payload)
@@ -215,7 +217,7 @@ def _first_use_instant(payload: Mapping[str, Any], now: datetime) -> datetime:
 
 def evaluate_user(doc: Mapping[str, Any], now: datetime) -> UserEvaluation:
     """Evaluate every pass of the cache document ``doc`` at ``now`` (naive means UTC)."""
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dict | Mapping):
         raise DocumentError(f"document is not an object: {quote(doc)}")
     user_id = read_user_id(doc)
     now = as_utc(now)
@@ -260,7 +262,7 @@ def apply_transitions(doc: Mapping[str, Any], transitions: Sequence[Transition])
         index = transition.index
         current = new_passes[index] if 0 <= index < len(new_passes) else None
         if (
-            not isinstance(current, Mapping)
+            not isinstance(current, dict | Mapping)
             or current.get("pass_uuid") != transition.pass_uuid
             or current.get("status") != transition.from_status
         ):

@@ -25,6 +25,7 @@ import math
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from consumer.errors import UnreadableTimeError
 
@@ -62,6 +63,7 @@ def _unreadable(value: object, why: str = "") -> UnreadableTimeError:
     return UnreadableTimeError(f"unreadable time {quote(value)}{suffix}")
 
 
+@lru_cache(maxsize=256)  # a file holds a handful of distinct zones
 def _zone(text: str | None) -> timezone:
     if text is None or text in {"Z", "z", "UTC", "GMT"}:
         return UTC
@@ -77,24 +79,28 @@ def _parse_string(raw: str, original: object) -> datetime:
     match = _ISO.fullmatch(raw.strip())
     if match is None:
         raise _unreadable(original)
-    part = match.groupdict()
+    year, month, day, hour, minute, second, fraction, zone_text = match.groups()
     try:
-        if part["hour"] is None:
-            day = date(int(part["year"]), int(part["month"]), int(part["day"]))
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        fraction = (part["fraction"] or "").ljust(6, "0")[:6]
+        if hour is None:
+            return datetime(int(year), int(month), int(day), tzinfo=UTC)
+        zone = _zone(zone_text)
         local = datetime(
-            int(part["year"]),
-            int(part["month"]),
-            int(part["day"]),
-            int(part["hour"]),
-            int(part["minute"]),
-            int(part["second"] or "0"),
-            int(fraction),
-            tzinfo=_zone(part["zone"]),
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or "0"),
+            int(fraction[:6].ljust(6, "0")) if fraction else 0,
+            tzinfo=zone,
         )
-        return local.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
+        raise _unreadable(original, str(exc)) from None
+    if zone is UTC:
+        return local
+    try:
+        return local.astimezone(UTC)
+    except OverflowError as exc:
         raise _unreadable(original, str(exc)) from None
 
 

@@ -91,7 +91,9 @@ def _read_ndjson(path: Path) -> Iterator[InputRecord]:
                 try:
                     document = extjson.loads(line)
                 except extjson.JSONDecodeError as exc:
-                    raise FileInputError(f"{path}: line {number}: invalid JSON: {exc}") from None
+                    raise FileInputError(
+                        f"{path}: line {number}: invalid JSON: {exc.msg} at column {exc.colno}"
+                    ) from None
                 yield InputRecord(f"line {number}", document, line)
         except OSError as exc:
             raise FileInputError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -106,7 +108,9 @@ def _read_array(path: Path) -> Iterator[InputRecord]:
     try:
         documents = extjson.loads(content)
     except extjson.JSONDecodeError as exc:
-        raise FileInputError(f"{path}: invalid JSON: {exc}") from None
+        raise FileInputError(
+            f"{path}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     del content
     if not isinstance(documents, list):
         raise FileInputError(f"{path}: expected a JSON array of documents")

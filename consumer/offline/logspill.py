@@ -19,7 +19,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from consumer.domain.checklog import bson_size, log_entry
+from consumer.domain.checklog import log_entry, user_log_bson_size
 from consumer.offline import extjson
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 _by_user = attrgetter("user_id")
 
-DEFAULT_RUN_SIZE = 50_000
+DEFAULT_RUN_SIZE = 20_000  # entries held in memory at most (a few MiB)
 # Runs merged at once; beyond this they are first merged into one (open-file limits).
 MAX_RUNS = 128
 
@@ -57,8 +57,9 @@ class SortedLogSpill:
         self.count = 0
 
     def add(self, log: UserLog) -> None:
-        entry = log_entry(log)
-        self._buffer.append(EncodedEntry(log.user_id, bson_size(entry), extjson.dumps(entry)))
+        # orjson over-allocates its result (kilobytes for a short entry): keep an exact copy.
+        encoded = bytes(memoryview(extjson.dumps(log_entry(log))))
+        self._buffer.append(EncodedEntry(log.user_id, user_log_bson_size(log), encoded))
         self.count += 1
         if len(self._buffer) >= self._run_size:
             self._spill()

@@ -55,6 +55,10 @@ class OutboxRelay:
         await self._store.clear_outbox(cleared)
         return len(records)
 
+    async def backlog(self) -> int:
+        """Events waiting in outboxes, over all documents."""
+        return await self._store.outbox_backlog()
+
     async def relay_orphans(self, now: datetime, older_than: timedelta, limit: int = 500) -> int:
         """Publish outbox entries left behind (by a crash) for longer than ``older_than``."""
         started = time.perf_counter()

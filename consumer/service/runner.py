@@ -264,6 +264,7 @@ class Runner:
         await self._relay.relay_orphans(
             datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)
         )
+        self._metrics.outbox_backlog.set(await self._relay.backlog())
 
     async def _observe(self) -> None:
         """Refresh health probes, lag and assignment gauges."""

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from consumer.schemas import CHECK_LOG, validator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +116,7 @@ def write_ndjson(path: Path, docs: list[dict[str, Any]], blank_after_first: bool
 
 
 def without_statuses(doc: dict[str, Any]) -> dict[str, Any]:
-    copied = orjson.loads(orjson.dumps(doc))
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(doc))
     for item in copied.get("passes", []):
         item.pop("status", None)
     return copied
@@ -255,7 +254,7 @@ def test_now_defaults_to_the_current_time(tmp_path: Path) -> None:
     write_ndjson(source, [doc], blank_after_first=False)
     started = datetime.now(UTC)
     (log,) = check_logs(run_check("--input", source))
-    checked_at = datetime.fromisoformat(log["check_time"].replace("Z", "+00:00"))
+    checked_at = datetime.fromisoformat(log["check_time"])
     assert abs((checked_at - started).total_seconds()) < 30
     assert log["log"][0]["invalid_list"] == [{"pass_uuid": "p", "status_log": "USABLE -> EXPIRED"}]
 
@@ -352,3 +351,30 @@ def test_a_bad_document_late_in_the_file_leaves_no_output_file(tmp_path: Path) -
     assert result.returncode == 2
     assert b"line 500: user_id is missing" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["check"], "check: give --input FILE, --user ID or --all"),
+        (["check", "--all", "--now", NOW], "check: --now needs --input FILE"),
+        (["check", "--user", "3", "--output", "x"], "check: --output needs --input FILE"),
+        (["tick", "--mode", "sometimes"], "argument --mode: invalid choice"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_argument_errors_before_any_connection_exit_2_with_one_line(
+    argv: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", *argv],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert line.startswith("pass-status: error: ")
+    assert message in line

@@ -39,6 +39,9 @@ from tests.integration.harness import (
 
 Document = dict[str, Any]
 FIGURES_FILE = REPO / ".local" / "reliability-last.json"
+LOG_DIR = REPO / ".local" / "faults"
+# Users per scenario (each ~4 passes, ~4 ticket-used events): PASS_STATUS_FAULTS_USERS.
+SCALE_USERS = int(os.environ.get("PASS_STATUS_FAULTS_USERS", "120"))
 FAR_FUTURE = timedelta(days=30)
 LONG_AGO = timedelta(days=2)
 
@@ -354,6 +357,9 @@ async def deployment(
     prefix: str, bootstrap: str, mongodb_uri: str, **extra: str
 ) -> AsyncIterator[ServiceEnv]:
     """Topics (3 partitions each) and a database of one scenario, removed afterwards."""
+    # FerretDB on SQLite serialises writes (a few hundred per second at best, a handful on
+    # a loaded 2-core machine): few concurrent users keep each operation under its timeout.
+    extra = {"user_concurrency": "4", **extra}
     service = service_environment(prefix, bootstrap, mongodb_uri, **extra)
     topics = all_topics(service.settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -406,7 +412,7 @@ class Scenario:
     bootstrap: str
     mongodb_uri: str
     seed: int
-    users: int = 300
+    users: int = SCALE_USERS
     traffic_seconds: float = 40.0
     rng: random.Random = field(init=False)
     seeds: list[Document] = field(default_factory=list)
@@ -444,9 +450,13 @@ class Scenario:
         return asyncio.create_task(self.traffic.run())
 
     def kill_all(self) -> None:
-        for process in self.consumers:
+        """Kill what still runs; keep every consumer's log in .local/faults/<scenario>/."""
+        folder = LOG_DIR / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for number, process in enumerate(self.consumers):
             if process.proc is not None and process.proc.poll() is None:
                 process.kill()
+            (folder / f"{number:03d}-{process.name}.log").write_text("\n".join(process.raw))
 
     async def documents(self) -> list[Document]:
         client: AsyncMongoClient[Document] = AsyncMongoClient(self.mongodb_uri, tz_aware=True)
@@ -469,7 +479,7 @@ class Scenario:
         used.sort(key=lambda r: (r.partition, r.offset))
         return [orjson.loads(r.value) for r in used], [orjson.loads(r.value) for r in ticks]
 
-    async def converge(self, timeout: float = 150) -> tuple[Expected, Report]:
+    async def converge(self, timeout: float = 300) -> tuple[Expected, Report]:
         """Wait until MongoDB and the output topic match the model (or ``timeout``), then
         return the model and the final comparison."""
         assert self.traffic is not None

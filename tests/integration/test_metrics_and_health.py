@@ -112,6 +112,7 @@ async def test_metrics_move_with_traffic_and_pass_promtool(
         == 5
     )
     assert got[("pass_status_ready", ())] == 1
+    assert got[("pass_status_outbox_backlog_events", ())] == 0
     assert got[("pass_status_assigned_partitions", ())] == 6
     assert any(name == "pass_status_build_info" for name, _ in got)
     lag = {

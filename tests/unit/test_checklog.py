@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 
 import bson
 import pytest
-
 from consumer.domain.checklog import (
     DEFAULT_MAX_BYTES,
     UserLog,
     bson_size,
     check_log_documents,
+    log_entry,
     user_log,
+    user_log_bson_size,
 )
 from consumer.domain.rules import evaluate_user
 from consumer.schemas import CHECK_LOG, validator
@@ -127,3 +128,16 @@ def test_an_entry_larger_than_the_limit_gets_a_document_of_its_own() -> None:
 
 def test_the_default_limit_leaves_a_margin_under_16_mib() -> None:
     assert DEFAULT_MAX_BYTES == 16 * 1024 * 1024 - 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        UserLog(1, (), ()),
+        UserLog(2**31, (("a", "USABLE -> USING"),) * 11, ()),
+        UserLog(-(2**31), (), ((None, "pass is not an object"), ("ü-é", "unknown status 'ñ'"))),
+        UserLog(7, tuple((f"p{i}", "USING -> EXPIRED") for i in range(120)), ((None, ""),) * 3),
+    ],
+)
+def test_the_fast_entry_size_equals_the_bson_encoding(log: UserLog) -> None:
+    assert user_log_bson_size(log) == len(bson.encode(log_entry(log)))

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
-
 from consumer.domain.checklog import UserLog, check_log_documents
 from consumer.errors import FileInputError
 from consumer.offline.check import OfflineCheck, run_offline_check

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from consumer.domain.rules import (
     TERMINAL_STATUSES,
     PassStatus,
@@ -133,7 +132,7 @@ def test_zone_offsets_move_the_instant_across_now(expiration: str, expired: bool
         {"$date": 1717239600000},
         {"$date": {"$numberLong": "1717239600000"}},
         {"$numberLong": "1717239600"},
-        datetime(2024, 6, 1, 11, 0),  # naive BSON datetime = UTC
+        datetime(2024, 6, 1, 11, 0),  # noqa: DTZ001 - a naive BSON datetime means UTC
         datetime(2024, 6, 1, 11, 0, tzinfo=UTC),
     ],
 )
@@ -150,11 +149,12 @@ def test_transition_fields_and_effective_at() -> None:
     evaluation = evaluate_user(doc, NOW)
     assert evaluation.user_id == 42
     assert evaluation.now == NOW
+    at_11, at_11_30 = datetime(2024, 6, 1, 11, tzinfo=UTC), datetime(2024, 6, 1, 11, 30, tzinfo=UTC)
     assert evaluation.transitions == (
-        Transition(0, "exp", "USABLE", "EXPIRED", "USABLE -> EXPIRED", datetime(2024, 6, 1, 11, tzinfo=UTC)),
-        Transition(1, "use", "USABLE", "USING", "USABLE -> USING", datetime(2024, 6, 1, 11, 30, tzinfo=UTC)),
-        Transition(2, "use2", "USABLE", "USING", "USABLE -> USING", NOW),
-    )  # fmt: skip
+        Transition(0, "exp", "USABLE", "EXPIRED", "USABLE -> EXPIRED", at_11),
+        Transition(1, "use", "USABLE", "USING", "USABLE -> USING", at_11_30),
+        Transition(2, "use2", "USABLE", "USING", "USABLE -> USING", NOW),  # unreadable: now
+    )
 
 
 def test_naive_now_is_taken_as_utc() -> None:

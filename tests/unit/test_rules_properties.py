@@ -6,11 +6,10 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from consumer.domain.rules import STATUS_RANK, TERMINAL_STATUSES, apply_transitions, evaluate_user
 from consumer.domain.ticket_used import apply_ticket_used
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BASE = datetime(2024, 6, 1, 12, tzinfo=UTC)
 PROPERTY_SETTINGS = settings(max_examples=80, deadline=None)
@@ -64,13 +63,12 @@ def passes(draw: st.DrawFn) -> Any:
     payload = {**draw(unknown_fields), "expiration": draw(expirations)}
     if draw(st.booleans()):
         payload["first_use"] = draw(first_uses)
-    item = {
+    return {
         **draw(unknown_fields),
         "pass_uuid": draw(st.sampled_from("abcdefghijklmnop")),
         "status": draw(statuses),
         "payload": payload,
     }
-    return item
 
 
 documents = st.builds(

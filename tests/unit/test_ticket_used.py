@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
 from consumer.errors import UnknownPassError
 
@@ -18,7 +17,11 @@ def a_doc(*passes: dict[str, Any]) -> dict[str, Any]:
 
 
 def a_pass(uuid: str, **payload: Any) -> dict[str, Any]:
-    return {"pass_uuid": uuid, "status": "USABLE", "payload": {"expiration": "2030-01-01", **payload}}
+    return {
+        "pass_uuid": uuid,
+        "status": "USABLE",
+        "payload": {"expiration": "2030-01-01", **payload},
+    }
 
 
 @pytest.mark.parametrize(
@@ -39,9 +42,7 @@ def test_first_use_is_set_when_absent_null_or_blank(payload: dict[str, Any]) -> 
     assert updated["passes"][0] is doc["passes"][0]
 
 
-@pytest.mark.parametrize(
-    "existing", ["2024-05-01T00:00:00Z", "garbled", {"$date": 1}, 0], ids=str
-)
+@pytest.mark.parametrize("existing", ["2024-05-01T00:00:00Z", "garbled", {"$date": 1}, 0], ids=str)
 def test_an_existing_first_use_wins(existing: object) -> None:
     doc = a_doc(a_pass("p", first_use=existing))
     updated, first_use = apply_ticket_used(doc, "p", USED_AT)

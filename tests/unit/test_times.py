@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-
 from consumer.domain.times import (
     format_instant,
     parse_instant,
