@@ -6,15 +6,17 @@ help:
 	@echo "make install        uv sync --frozen (creates .venv)"
 	@echo "make services-up    start local Kafka + FerretDB (scripts/services up)"
 	@echo "make services-down  stop them (scripts/services down; WIPE=1 also deletes their data)"
-	@echo "make test           uv run pytest (starts the services itself if needed)"
+	@echo "make test           all tests: uv run pytest (starts the services itself if needed)"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make tools          build helm and promtool (scripts/services tools)"
-	@echo "make demo           services up, then scripts/demo.py"
+	@echo "make demo           services up, consumer + demo traffic, changes printed (scripts/run_demo)"
 	@echo "make ci             everything CI runs (.ci/run)"
 
+UV := $(shell scripts/ensure_uv)
+
 install:
-	uv sync --frozen
+	$(UV) sync --frozen --all-groups
 
 services-up: install
 	scripts/services up
@@ -32,19 +34,19 @@ tools:
 	scripts/services tools
 
 test: install
-	uv run pytest
+	$(UV) run pytest
 
 lint: install
-	uv run ruff check .
-	uv run ruff format --check .
-	uv run mypy
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
 
 format: install
-	uv run ruff format .
-	uv run ruff check --fix .
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
 
-demo: services-up
-	uv run python scripts/demo.py
+demo:
+	scripts/run_demo
 
 ci:
 	bash .ci/run

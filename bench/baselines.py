@@ -22,14 +22,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from pymongo import AsyncMongoClient
-
 from consumer.domain.events import Cause, CauseType, status_changed_event
 from consumer.domain.rules import evaluate_user
 from consumer.domain.ticket_used import apply_ticket_used
 from consumer.errors import DocumentError, InputError
 from consumer.parsing import parse_ticket_used
 from consumer.settings import Settings
+from pymongo import AsyncMongoClient
 
 
 def _log(event: str, **fields: Any) -> None:
@@ -39,7 +38,7 @@ def _log(event: str, **fields: Any) -> None:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:  # noqa: ARG002
         return None
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
@@ -66,9 +65,7 @@ def _clients(settings: Settings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
 async def naive(settings: Settings, stop: asyncio.Event) -> int:
     """One event at a time: read, evaluate, write, publish and wait, commit."""
     consumer, producer = _clients(settings)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongodb_uri, tz_aware=True
-    )
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
     cache = client[settings.mongodb_database][settings.collection_cache]
     consumer.subscribe([settings.topic_ticket_used], listener=_Listener())
     await producer.start()
@@ -89,7 +86,9 @@ async def naive(settings: Settings, stop: asyncio.Event) -> int:
     return processed
 
 
-async def _naive_one(settings: Settings, cache: Any, producer: AIOKafkaProducer, message: Any) -> None:
+async def _naive_one(
+    settings: Settings, cache: Any, producer: AIOKafkaProducer, message: Any
+) -> None:
     try:
         event = parse_ticket_used(message.value, settings.max_message_bytes)
     except InputError:

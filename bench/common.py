@@ -21,9 +21,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pymongo import AsyncMongoClient
-
 from consumer.domain.times import format_instant
+from pymongo import AsyncMongoClient
 
 REPO = Path(__file__).resolve().parents[1]
 Document = dict[str, Any]
@@ -173,10 +172,12 @@ async def produce_paced(
         sent = 0
         while sent < len(events):
             due = min(len(events), int((time.perf_counter() - started) * rate) + 1)
-            for e in events[sent:due]:
-                futures.append(
+            futures.extend(
+                [
                     await producer.send(topic, orjson.dumps(e), key=str(e["user_id"]).encode())
-                )
+                    for e in events[sent:due]
+                ]
+            )
             sent = max(sent, due)
             await asyncio.sleep(0.01)
         await asyncio.gather(*futures)
@@ -188,9 +189,7 @@ async def produce_paced(
 
 async def committed_total(admin: Any, group: str, topic: str) -> int:
     offsets = await admin.list_consumer_group_offsets(group)
-    return sum(
-        meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0
-    )
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -358,8 +357,8 @@ class Pipeline:
         return self
 
     def _read(self) -> None:
-        assert self.proc is not None
-        assert self.proc.stderr is not None
+        if self.proc is None or self.proc.stderr is None:
+            return
         sink = self.log_path.open("ab") if self.log_path else None
         for raw in self.proc.stderr:
             if sink is not None:
@@ -391,7 +390,8 @@ class Pipeline:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is not started")
         return self.proc.pid
 
     def metrics_text(self) -> str:
@@ -399,11 +399,12 @@ class Pipeline:
         if entry is None:
             return ""
         port = int(entry[1]["port"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310 - a local URL
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             return bytes(resp.read()).decode()
 
     def stop(self, timeout: float = 60) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            return 0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -456,7 +457,7 @@ def prometheus_sum(text: str, metric: str) -> float:
     """Sum of every sample of ``metric`` (all label sets) in a Prometheus exposition."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(metric + "{") or line.startswith(metric + " "):
+        if line.startswith((metric + "{", metric + " ")):
             total += float(line.rsplit(" ", 1)[1])
     return total
 

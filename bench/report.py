@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib as mpl
 
 mpl.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -105,8 +105,10 @@ def tables(results: dict[str, Any]) -> str:
         out += [
             "### Throughput (drain of pre-produced events)",
             "",
-            "| round | distribution | pipeline | events | processed | seconds | events/s "
-            "| peak RSS MB | CPU % (pipeline / kafka / ferretdb) |",
+            (
+                "| round | distribution | pipeline | events | processed | seconds | events/s "
+                "| peak RSS MB | CPU % (pipeline / kafka / ferretdb) |"
+            ),
             "|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for d in tu["throughput"]:
@@ -127,10 +129,12 @@ def tables(results: dict[str, Any]) -> str:
             )
         out += [
             "",
-            "### Latency at fixed offered rates (output − input Kafka timestamps)",
+            "### Latency at fixed offered rates (output - input Kafka timestamps)",
             "",
-            "| pipeline | offered/s | achieved/s | sent | received | drained | p50 ms | p95 ms "
-            "| p99 ms | max ms |",
+            (
+                "| pipeline | offered/s | achieved/s | sent | received | drained | p50 ms | p95 ms "
+                "| p99 ms | max ms |"
+            ),
             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for r in tu["latency"]:
@@ -146,8 +150,10 @@ def tables(results: dict[str, Any]) -> str:
         out += [
             "### Sweeps (1 % of users due)",
             "",
-            "| users | seed s | due s | due docs read | due RSS MB | full s | full docs read "
-            "| full RSS MB | full/due | due (100 due) s | docs read |",
+            (
+                "| users | seed s | due s | due docs read | due RSS MB | full s | full docs read "
+                "| full RSS MB | full/due | due (100 due) s | docs read |"
+            ),
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in sweeps:

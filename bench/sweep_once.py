@@ -16,7 +16,6 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-
 from consumer.app import core
 from consumer.domain.events import Cause, CauseType
 from consumer.settings import Settings

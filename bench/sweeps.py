@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -41,19 +42,22 @@ FIXED_DUE = 100
 
 
 def _run_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.Popen(
-        python_module("bench.sweep_once", mode),
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            python_module("bench.sweep_once", mode),
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+        if proc.stdout is None:
+            raise RuntimeError("no stdout pipe")
+        out = proc.stdout.read()  # until the child exits; it is reaped below, by wait4
+        proc.stdout.close()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        err = errors.read()
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {mode} exited {proc.returncode}: {err.decode()[-2000:]}")
     result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ freshly seeded database of ``users`` users with 3 USABLE passes each:
   rate is then the events committed within the cap.
 - latency: a paced producer offers each rate for ``rate_seconds``; every event uses pass 2
   of a distinct user, so each yields exactly one output. Latency = Kafka timestamp of the
-  output − Kafka timestamp of the input, matched by (user_id, pass_uuid).
+  output - Kafka timestamp of the input, matched by (user_id, pass_uuid).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
+from consumer.domain.times import format_instant
 
 from bench.common import (
     Endpoints,
@@ -42,9 +43,9 @@ from bench.common import (
     drop_database,
     pass_uuid,
     percentile,
+    proc_status_kb,
     produce_all,
     produce_paced,
-    proc_status_kb,
     prometheus_sum,
     python_module,
     read_all,
@@ -52,7 +53,6 @@ from bench.common import (
     service_pids,
     unique_prefix,
 )
-from consumer.domain.times import format_instant
 
 PIPELINES = ("service", "naive", "passthrough")
 DISTRIBUTIONS = ("uniform", "zipf")
@@ -113,7 +113,9 @@ def _event(user_id: int, index: int) -> dict[str, Any]:
     }
 
 
-def draw_users(distribution: str, users: int, count: int, rng: random.Random, s: float) -> list[int]:
+def draw_users(
+    distribution: str, users: int, count: int, rng: random.Random, s: float
+) -> list[int]:
     if distribution == "uniform":
         return [rng.randint(1, users) for _ in range(count)]
     cum = list(itertools.accumulate(1.0 / (k**s) for k in range(1, users + 1)))
@@ -338,9 +340,7 @@ async def profile(ep: Endpoints, cfg: Config, output: str, say: Any = print) -> 
     await produce_all(ep.bootstrap, topic, (_event(u, 0) for u in users))
     database = unique_prefix("db_prof")
     await seed_users(ep.mongodb_uri, database, COLLECTION, cfg.users)
-    argv = python_module(
-        "pyinstrument", "-r", "text", "-o", output, "-m", "consumer", "run"
-    )
+    argv = python_module("pyinstrument", "-r", "text", "-o", output, "-m", "consumer", "run")
     try:
         drain = await _drain(ep, cfg, 0, "uniform", "service", database, topic, argv)
     finally:
@@ -353,11 +353,16 @@ async def profile(ep: Endpoints, cfg: Config, output: str, say: Any = print) -> 
 def _show(d: Drain) -> str:
     cpu = " ".join(f"{k} {v:.0f}%" for k, v in d.cpu_percent.items())
     capped = f" (capped: {d.processed} of {d.events})" if d.capped else ""
-    return f"{d.events_per_second:8.0f} ev/s in {d.seconds:6.1f}s, RSS {d.peak_rss_mb:.0f} MB, CPU {cpu}{capped}"
+    return (
+        f"{d.events_per_second:8.0f} ev/s in {d.seconds:6.1f}s, "
+        f"RSS {d.peak_rss_mb:.0f} MB, CPU {cpu}{capped}"
+    )
 
 
 def _best(drains: Sequence[Drain], pipeline: str, dist: str) -> float:
-    rates = [d.events_per_second for d in drains if d.pipeline == pipeline and d.distribution == dist]
+    rates = [
+        d.events_per_second for d in drains if d.pipeline == pipeline and d.distribution == dist
+    ]
     return sorted(rates)[len(rates) // 2] if rates else float("nan")
 
 

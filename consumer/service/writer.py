@@ -14,7 +14,7 @@ from typing import Any
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.events import Cause, TicketUsed
-from consumer.domain.user_update import UserUpdate, pending_outbox, plan_user_update
+from consumer.domain.user_update import UserUpdate, plan_user_update
 from consumer.errors import DocumentError, WriteConflictError
 from consumer.logs import get_logger
 
@@ -28,7 +28,11 @@ class UserResult:
     doc_id: Any
     update: UserUpdate
     written: bool
-    outbox: tuple[dict[str, Any], ...]  # everything now pending in the document's outbox
+    # The events this write put in the document's outbox. Entries left by earlier writes
+    # are not repeated here: a concurrent writer is still relaying them, or the orphan
+    # relay will (after PASS_STATUS_OUTBOX_ORPHAN_AGE_SECONDS), so that live replicas do
+    # not publish each other's events twice.
+    outbox: tuple[dict[str, Any], ...]
 
 
 class UserWriter:
@@ -57,11 +61,10 @@ class UserWriter:
             if doc is None:
                 raise DocumentError("document disappeared between read and write")
             update = plan_user_update(doc, events, now, cause)
-            earlier = pending_outbox(doc)
             if not apply or not update.writes_document:
-                return UserResult(doc["_id"], update, False, tuple(earlier))
+                return UserResult(doc["_id"], update, False, ())
             if await self._store.write_user(doc, update, now):
-                return UserResult(doc["_id"], update, True, (*earlier, *update.outbox))
+                return UserResult(doc["_id"], update, True, update.outbox)
             self._metrics.write_conflicts.inc()
             log.info("write_conflict", user_id=update.user_id)
             doc = await (reread() if reread else self._store.find_user(update.user_id))

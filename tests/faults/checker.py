@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-
 from consumer import schemas
 from consumer.domain.ids import status_changed_event_id
 
@@ -129,7 +128,7 @@ def expected_outcome(
         user_id = int(seed["user_id"])
         out.seeds[user_id] = seed
         known = {str(p["pass_uuid"]) for p in seed["passes"]}
-        for (uid, pass_uuid), events in by_pass.items():
+        for uid, pass_uuid in by_pass:
             if uid == user_id and pass_uuid not in known:
                 raise AmbiguousScenarioError(f"event for unknown pass {pass_uuid} of {uid}")
         for index, item in enumerate(seed["passes"]):
@@ -337,8 +336,10 @@ def compare_events(
         event_id = str(event["event_id"])
         counts[event_id] += 1
         if event_id in seen:
-            if orjson.loads(seen[event_id]) != event:
-                report.wrong.append(f"event {event_id} published twice with different content")
+            first = orjson.loads(seen[event_id])
+            if first != event:
+                diff = {k: (first.get(k), event.get(k)) for k in event if first.get(k) != event[k]}
+                report.wrong.append(f"event {event_id} published twice, differing: {diff}")
             continue
         seen[event_id] = raw
         want = expected.transitions.get(event_id)

@@ -12,4 +12,3 @@ from tests.integration.conftest import (  # re-exported fixtures
 )
 
 __all__ = ["kafka_bootstrap", "mongodb_uri", "service_addresses", "unique_name"]
-

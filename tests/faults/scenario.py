@@ -89,7 +89,9 @@ def plan_ticket_used(rng: random.Random, seeds: list[Document], now: datetime) -
                 continue
             count = rng.randint(1, 3) if item["status"] == "USABLE" else rng.randint(0, 1)
             for _ in range(count):
-                used_at = now - timedelta(seconds=rng.randint(1, 7200), milliseconds=rng.randint(0, 999))
+                used_at = now - timedelta(
+                    seconds=rng.randint(1, 7200), milliseconds=rng.randint(0, 999)
+                )
                 events.append(
                     {
                         "event_id": _uuid(rng),
@@ -158,7 +160,9 @@ class Traffic:
     async def final_tick(self) -> None:
         producer = await self._producer()
         try:
-            producer = await self._send(producer, [self._tick(self.service.settings.topic_tick, "due")])
+            producer = await self._send(
+                producer, [self._tick(self.service.settings.topic_tick, "due")]
+            )
             self.ticks_sent += 1
         finally:
             with contextlib.suppress(KafkaError):
@@ -479,8 +483,8 @@ class Scenario:
         used.sort(key=lambda r: (r.partition, r.offset))
         return [orjson.loads(r.value) for r in used], [orjson.loads(r.value) for r in ticks]
 
-    async def converge(self, timeout: float = 300) -> tuple[Expected, Report]:
-        """Wait until MongoDB and the output topic match the model (or ``timeout``), then
+    async def converge(self, wait: float = 300) -> tuple[Expected, Report]:
+        """Wait until MongoDB and the output topic match the model (or ``wait`` seconds), then
         return the model and the final comparison."""
         assert self.traffic is not None
         used, ticks = await self._inputs()
@@ -489,7 +493,7 @@ class Scenario:
             self.seeds, used, ticks, seeded_at=self.seeded_at, last_event_at=datetime.now(UTC)
         )
         settings = self.service.settings
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while True:
             docs_report = check(expected, await self.documents(), [])
             docs_done = not any("status" in x or "first_use" in x for x in docs_report.lost)

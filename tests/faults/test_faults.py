@@ -105,3 +105,124 @@ async def test_sigkill_a_consumer_at_random_moments(scenario: Scenario) -> None:
     _expected, report = await sc.converge()
     _finish("sigkill", sc, report, kills=kills)
     assert kills >= 20
+
+
+async def test_kafka_broker_restart_mid_stream(
+    mongodb_uri: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A broker of the test's own is stopped and started again while traffic flows."""
+    with local_server("kafka", tmp_path / "services", mongodb_uri) as broker:
+        async with deployment(unique_name, broker.address, mongodb_uri) as service:
+            sc = Scenario(
+                unique_name, service, broker.address, mongodb_uri, seed=_seed(unique_name)
+            )
+            sc.traffic_seconds = 45
+            try:
+                await sc.seed_documents()
+                sc.consumer("c1").start()
+                traffic = sc.start_traffic()
+                await asyncio.sleep(12)
+                down_at = time.monotonic()
+                await asyncio.to_thread(broker.down)
+                await asyncio.sleep(5)
+                await asyncio.to_thread(broker.up)
+                outage = time.monotonic() - down_at
+                await traffic
+                assert sc.consumers[0].proc is not None
+                assert sc.consumers[0].proc.poll() is None, "the consumer must survive"
+                _expected, report = await sc.converge()
+            finally:
+                sc.kill_all()
+            _finish("kafka_restart", sc, report, restarts=1, outage_seconds=round(outage, 1))
+
+
+async def test_ferretdb_outage_stops_commits_reports_not_ready_and_recovers(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """FerretDB of the test's own is stopped for ~25 s under traffic: committed offsets do
+    not move, /readyz answers 503, and the consumer recovers by itself afterwards."""
+    with local_server("mongodb", tmp_path / "services", kafka_bootstrap) as ferret:
+        async with deployment(unique_name, kafka_bootstrap, ferret.address) as service:
+            sc = Scenario(
+                unique_name, service, kafka_bootstrap, ferret.address, seed=_seed(unique_name)
+            )
+            sc.traffic_seconds = 45
+            group, topic = service.settings.group_id, service.settings.topic_ticket_used
+            try:
+                await sc.seed_documents()
+                consumer = sc.consumer("c1")
+                consumer.start()
+                traffic = sc.start_traffic()
+                await asyncio.sleep(10)
+                await asyncio.to_thread(ferret.down)
+                down_at = time.monotonic()
+                await asyncio.sleep(8)  # in-flight work fails; the batch is retried, not committed
+                frozen = await committed_offsets(kafka_bootstrap, group, topic)
+                statuses = []
+                while time.monotonic() - down_at < 25:
+                    statuses.append(consumer.http_get("/readyz")[0])
+                    await asyncio.sleep(1)
+                still = await committed_offsets(kafka_bootstrap, group, topic)
+                await asyncio.to_thread(ferret.up)
+                outage = time.monotonic() - down_at
+                assert still == frozen, "offsets were committed while MongoDB was down"
+                assert 503 in statuses[-5:], f"/readyz during the outage: {statuses}"
+                await traffic
+                _expected, report = await sc.converge()
+                assert consumer.proc is not None
+                assert consumer.proc.poll() is None, "the consumer must survive"
+                assert consumer.http_get("/readyz")[0] == 200
+                after = await committed_offsets(kafka_bootstrap, group, topic)
+                assert sum(after.values()) > sum(frozen.values())
+            finally:
+                sc.kill_all()
+            _finish("ferretdb_outage", sc, report, outage_seconds=round(outage, 1))
+
+
+async def test_rebalance_storm(scenario: Scenario) -> None:
+    """A second and a third consumer join and leave (SIGTERM) again and again."""
+    sc = scenario
+    sc.traffic_seconds = 45
+    await sc.seed_documents()
+    rng = random.Random(sc.seed)
+    sc.consumer("steady").start()
+    traffic = sc.start_traffic()
+    cycles = 0
+    while not traffic.done() or cycles < 6:
+        extra = [sc.consumer(f"extra-{cycles}-{n}") for n in (2, 3)]
+        for process in extra:
+            process.start(wait_assigned=False)
+        await asyncio.sleep(rng.uniform(2.0, 6.0))
+        for process in extra:
+            process.stop()
+        cycles += 1
+    await traffic
+    _expected, report = await sc.converge()
+    revoked = sum(len(p.events("partitions_revoked")) for p in sc.consumers)
+    _finish("rebalance_storm", sc, report, join_leave_cycles=cycles, revocations=revoked)
+
+
+async def test_foreign_writer_rewrites_passes_during_traffic(scenario: Scenario) -> None:
+    """The refresher rewrites users' passes (same passes, bumped timestamps) all along."""
+    sc = scenario
+    sc.traffic_seconds = 45
+    await sc.seed_documents()
+    sc.consumer("c1").start()
+    traffic = sc.start_traffic()
+    assert sc.traffic is not None
+    writer = ForeignWriter(
+        sc.mongodb_uri,
+        sc.service,
+        [s["user_id"] for s in sc.seeds],
+        sc.traffic.recent_users,
+        random.Random(sc.seed),
+    )
+    stop = asyncio.Event()
+    writing = asyncio.create_task(writer.run(stop))
+    await traffic
+    stop.set()
+    await writing
+    _expected, report = await sc.converge()
+    conflicts = sum(len(p.events("write_conflict")) for p in sc.consumers)
+    _finish("foreign_writer", sc, report, foreign_writes=writer.writes, write_conflicts=conflicts)
+    assert writer.writes > 100

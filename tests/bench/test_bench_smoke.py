@@ -1,0 +1,71 @@
+"""A tiny run of each benchmark against the test services, so the benchmarks cannot rot."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from bench.common import Endpoints
+
+from bench import report, sweeps, ticket_used
+
+# The session fixtures of the integration tests (scripts/services, or the servers named by
+# PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS / PASS_STATUS_MONGODB_URI).
+from tests.integration.conftest import kafka_bootstrap, mongodb_uri, service_addresses
+
+__all__ = ["kafka_bootstrap", "mongodb_uri", "service_addresses"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def endpoints(kafka_bootstrap: str, mongodb_uri: str) -> Endpoints:
+    return Endpoints(kafka_bootstrap, mongodb_uri)
+
+
+async def test_ticket_used_benchmark_runs(endpoints: Endpoints) -> None:
+    cfg = ticket_used.Config(
+        users=60,
+        events=100,
+        distributions=("uniform",),
+        rates=(10,),
+        rate_seconds=2,
+        partitions=2,
+        max_drain_seconds=60,
+        latency_drain_seconds=30,
+    )
+    results = await ticket_used.run(endpoints, cfg, say=lambda _line: None)
+
+    drains = results["throughput"]
+    assert {d["pipeline"] for d in drains} == set(ticket_used.PIPELINES)
+    for d in drains:
+        assert not d["capped"], d
+        assert d["processed"] == d["events"] == 100, d
+        assert d["events_per_second"] > 0, d
+        assert d["peak_rss_mb"] > 0, d
+    for lat in results["latency"]:
+        assert lat["drained"], lat
+        assert lat["received"] == lat["sent"] == 20, lat
+        assert 0 <= lat["p50_ms"] <= lat["p99_ms"] < 60_000, lat
+    rates = results["summary"]["events_per_second"]["uniform"]
+    assert all(rate > 0 for rate in rates.values()), rates
+    assert "service/naive" in results["summary"]["ratios"]["uniform"]
+    assert "| service |" in report.tables({"ticket_used": results})
+
+
+async def test_sweep_benchmark_runs(endpoints: Endpoints) -> None:
+    rows = await sweeps.run(endpoints, [200, 400], say=lambda _line: None)
+
+    assert [r["users"] for r in rows] == [200, 400]
+    for r in rows:
+        users = r["users"]
+        assert r["due"]["documents_read"] == users // sweeps.DUE_EVERY
+        assert r["due"]["documents_changed"] == users // sweeps.DUE_EVERY
+        assert r["full"]["documents_read"] == users
+        assert r["full"]["documents_changed"] == users // sweeps.DUE_EVERY
+        assert r["due_fixed"]["documents_read"] == min(sweeps.FIXED_DUE, users // 100)
+        for sweep in ("due", "full", "due_fixed"):
+            assert r[sweep]["seconds"] > 0
+            assert r[sweep]["peak_rss_mb"] > 0
+            assert not math.isnan(r[sweep]["seconds"])
+    assert "| 400 |" in report.tables({"sweeps": rows})

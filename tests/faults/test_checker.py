@@ -1,0 +1,141 @@
+"""The checker must notice what it is there to notice: lost, wrong and duplicated events."""
+
+from __future__ import annotations
+
+import copy
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.faults.checker import (
+    AmbiguousScenarioError,
+    Expected,
+    check,
+    expected_outcome,
+    fmt,
+)
+from tests.faults.scenario import make_seeds, plan_ticket_used
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _world() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Expected]:
+    rng = random.Random(7)
+    seeds = make_seeds(rng, 30, 1, NOW)
+    events = plan_ticket_used(rng, seeds, NOW)
+    ticks = [{"event_id": "tick-1", "tick_at": fmt(NOW + timedelta(seconds=5)), "mode": "due"}]
+    expected = expected_outcome(
+        seeds, events, ticks, seeded_at=NOW, last_event_at=NOW + timedelta(minutes=5)
+    )
+    return seeds, events, ticks, expected
+
+
+def _perfect(expected: Expected) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """What a correct consumer leaves behind."""
+    docs = []
+    for user_id, seed in expected.seeds.items():
+        doc = copy.deepcopy(dict(seed))
+        for want in expected.passes:
+            if want.user_id == user_id:
+                doc["passes"][want.index]["status"] = want.status
+                doc["passes"][want.index]["payload"]["first_use"] = want.first_use
+        doc["next_check_at"] = None
+        docs.append(doc)
+    published = [
+        orjson.dumps(
+            {
+                "event_id": t.event_id,
+                "user_id": t.user_id,
+                "pass_uuid": t.pass_uuid,
+                "from_status": t.from_status,
+                "to_status": t.to_status,
+                "status_log": t.status_log,
+                "effective_at": t.effective_at,
+                "detected_at": fmt(NOW),
+                "cause": {"type": max(t.cause_types), "event_id": min(t.cause_ids)},
+            }
+        )
+        for t in expected.transitions.values()
+    ]
+    return docs, published
+
+
+def test_a_correct_outcome_passes_and_the_model_has_both_kinds_of_transition() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    kinds = {t.status_log for t in expected.transitions.values()}
+    assert {"USABLE -> USING", "USABLE -> EXPIRED", "USING -> EXPIRED"} <= kinds
+    docs, published = _perfect(expected)
+    report = check(expected, docs, published)
+    assert report.ok, report.describe()
+    assert report.duplicates == 0
+
+
+def test_a_missing_event_and_a_missing_status_change_are_lost() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    using = next(
+        w for w in expected.passes if w.status == "USING" and w.seeded["status"] == "USABLE"
+    )
+    doc = next(d for d in docs if d["user_id"] == using.user_id)
+    doc["passes"][using.index]["status"] = "USABLE"
+    report = check(expected, docs, published[1:])
+    assert len(report.lost) == 2
+    assert not report.wrong
+
+
+def test_duplicates_are_counted_not_failures_unless_their_content_differs() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    report = check(expected, docs, [*published, published[0], published[0]])
+    assert report.ok
+    assert report.duplicates == 2
+    altered = orjson.loads(published[0])
+    altered["detected_at"] = fmt(NOW + timedelta(seconds=1))
+    report = check(expected, docs, [*published, orjson.dumps(altered)])
+    assert len(report.wrong) == 1
+
+
+def test_wrong_transitions_contents_fields_and_dead_letters_are_wrong() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    bad = orjson.loads(published[0])
+    bad["from_status"] = "USING" if bad["from_status"] == "USABLE" else "USABLE"
+    idle = next(
+        w for w in expected.passes if w.status == "USABLE" and w.seeded["status"] == "USABLE"
+    )
+    doc = next(d for d in docs if d["user_id"] == idle.user_id)
+    doc["passes"][idle.index]["payload"]["vendor_extra"] = {"zone": "B"}
+    spurious = {**orjson.loads(published[1]), "event_id": "not-a-transition"}
+    dead = orjson.dumps({"reason": "unknown_pass", "message": "x"})
+    report = check(
+        expected, docs, [orjson.dumps(bad), *published[1:], orjson.dumps(spurious)], [dead]
+    )
+    assert len(report.wrong) == 4, report.describe()
+    assert len(report.lost) == 0
+
+
+def test_a_pass_expiring_during_the_run_is_refused() -> None:
+    seeds, events, ticks, _expected = _world()
+    seeds[0]["passes"][0]["status"] = "USABLE"
+    seeds[0]["passes"][0]["payload"]["expiration"] = fmt(NOW + timedelta(minutes=2))
+    with pytest.raises(AmbiguousScenarioError):
+        expected_outcome(
+            seeds, events, ticks, seeded_at=NOW, last_event_at=NOW + timedelta(minutes=5)
+        )
+
+
+def test_first_use_follows_the_first_event_in_offset_order() -> None:
+    seeds, events, ticks, expected = _world()
+    twice = next(
+        e for e in events if sum(1 for x in events if x["pass_uuid"] == e["pass_uuid"]) > 1
+    )
+    same = [e for e in events if e["pass_uuid"] == twice["pass_uuid"]]
+    reordered = [e for e in events if e["pass_uuid"] != twice["pass_uuid"]] + same[::-1]
+    other = expected_outcome(
+        seeds, reordered, ticks, seeded_at=NOW, last_event_at=NOW + timedelta(minutes=5)
+    )
+    docs, published = _perfect(expected)
+    assert not check(other, docs, published).ok
