@@ -341,6 +341,7 @@ class Pipeline:
     seen: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     tail: list[str] = field(default_factory=list)
     log_path: Path | None = None
+    transient_faults: int = 0  # "transient_fault" log lines (e.g. SQLITE_BUSY from FerretDB)
     _reader: threading.Thread | None = None
 
     def start(self, timeout: float = 90) -> Pipeline:
@@ -365,6 +366,8 @@ class Pipeline:
                 sink.write(raw)
             text = raw.decode(errors="replace").rstrip("\n")
             self.tail = [*self.tail[-30:], text]
+            if '"transient_fault"' in text:
+                self.transient_faults += 1
             if not any(w in text for w in _WATCHED):
                 continue
             try:

@@ -23,7 +23,7 @@ def _fmt(value: Any, digits: int = 0) -> str:
 def plot_throughput(results: dict[str, Any], path: Path) -> None:
     summary = results["ticket_used"]["summary"]["events_per_second"]
     dists = list(summary)
-    pipelines = ["service", "naive", "passthrough"]
+    pipelines = sorted({p for rates in summary.values() for p in rates})
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(pipelines)
     for i, p in enumerate(pipelines):
@@ -44,7 +44,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     rows = results["ticket_used"]["latency"]
     fig, ax = plt.subplots(figsize=(7, 4))
     styles = {"p50_ms": ":", "p95_ms": "--", "p99_ms": "-"}
-    colors = {"service": "C0", "naive": "C1", "passthrough": "C2"}
+    names = sorted({r["pipeline"] for r in rows})
+    colors = {p: f"C{i}" for i, p in enumerate(names)}
     for pipeline, color in colors.items():
         mine = [r for r in rows if r["pipeline"] == pipeline]
         if not mine:
@@ -121,12 +122,9 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('kafka'))} "
                 f"/ {_fmt(cpu.get('ferretdb'))} |"
             )
-        out += ["", "| distribution | service/naive | service/passthrough |", "|---|---:|---:|"]
-        for dist, ratio in tu["summary"]["ratios"].items():
-            out.append(
-                f"| {dist} | {_fmt(ratio['service/naive'], 1)} "
-                f"| {_fmt(ratio['service/passthrough'], 3)} |"
-            )
+        out += ["", "| distribution | ratio | value |", "|---|---|---:|"]
+        for dist, ratios in tu["summary"]["ratios"].items():
+            out.extend(f"| {dist} | {k} | {_fmt(v, 3)} |" for k, v in ratios.items())
         out += [
             "",
             "### Latency at fixed offered rates (output - input Kafka timestamps)",
@@ -165,5 +163,9 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {_fmt(s['full_over_due'], 1)} | {_fmt(s['due_fixed']['seconds'], 2)} "
                 f"| {_fmt(s['due_fixed']['documents_read'])} |"
             )
+            errors = [
+                f"{k}: {s[k]['error']}" for k in ("due", "full", "due_fixed") if "error" in s[k]
+            ]
+            out.extend(f"| {_fmt(s['users'])} | failed: {e} |" for e in errors)
         out.append("")
     return "\n".join(out)

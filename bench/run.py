@@ -57,7 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--distributions", default="uniform,zipf")
-    p.add_argument("--pipelines", default="service,naive,passthrough")
+    p.add_argument(
+        "--pipelines",
+        default="service,naive,passthrough",
+        help="also service-cN: the consumer with PASS_STATUS_USER_CONCURRENCY=N",
+    )
     p.add_argument("--rates", type=_ints, default=(500, 1000, 2000))
     p.add_argument("--rate-seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=1)
@@ -99,9 +103,11 @@ async def run_all(args: argparse.Namespace, ep: Endpoints) -> dict[str, Any]:
     if not args.skip_ticket_used:
         print("ticket-used benchmark")
         results["ticket_used"] = await ticket_used.run(ep, cfg)
+        _save(args.output, results)
     if not args.skip_sweeps:
         print("sweep benchmark")
         results["sweeps"] = await sweeps.run(ep, args.sizes)
+        _save(args.output, results)
     if args.profile:
         print("profile")
         out = args.output.parent / "profile.txt"
@@ -109,6 +115,13 @@ async def run_all(args: argparse.Namespace, ep: Endpoints) -> dict[str, Any]:
         results["profile"] = {"file": str(out.relative_to(REPO)), "drain": drain.__dict__}
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _save(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    )
 
 
 def write_doc(doc: Path, results: dict[str, Any]) -> None:
@@ -130,8 +143,7 @@ def write_doc(doc: Path, results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = asyncio.run(run_all(args, endpoints_from_env()))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    _save(args.output, results)
     print(f"wrote {args.output}")
     if not args.no_doc:
         for path in report.plots(results, args.img_dir):

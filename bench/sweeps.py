@@ -65,6 +65,23 @@ def _run_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
     return result
 
 
+def _try_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    """A sweep's figures, or NaN figures and the error when the sweep failed."""
+    try:
+        return _run_sweep(mode, env)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1][:300]
+        nan = float("nan")
+        return {
+            "error": reason,
+            "seconds": nan,
+            "documents_read": None,
+            "documents_changed": None,
+            "transitions": None,
+            "peak_rss_mb": nan,
+        }
+
+
 async def _restore_due(uri: str, database: str, users: int, limit: int | None) -> int:
     due_ids = list(range(DUE_EVERY, users + 1, DUE_EVERY))[:limit]
     client = mongo_client(uri)
@@ -88,13 +105,13 @@ async def run_size(ep: Endpoints, users: int, say: Any = print) -> dict[str, Any
             ep.mongodb_uri, names.prefix, COLLECTION, users, due_every=DUE_EVERY
         )
         say(f"  seeded {users} users in {seed_seconds:.1f}s ({users / seed_seconds:.0f}/s)")
-        due = await asyncio.to_thread(_run_sweep, "due", env)
+        due = await asyncio.to_thread(_try_sweep, "due", env)
         say(f"  {users:>8} due   {due}")
         await _restore_due(ep.mongodb_uri, names.prefix, users, None)
-        full = await asyncio.to_thread(_run_sweep, "full", env)
+        full = await asyncio.to_thread(_try_sweep, "full", env)
         say(f"  {users:>8} full  {full}")
         await _restore_due(ep.mongodb_uri, names.prefix, users, FIXED_DUE)
-        fixed = await asyncio.to_thread(_run_sweep, "due", env)
+        fixed = await asyncio.to_thread(_try_sweep, "due", env)
         say(f"  {users:>8} due ({FIXED_DUE} due) {fixed}")
     finally:
         await drop_database(ep.mongodb_uri, names.prefix)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import time
 import uuid
@@ -87,6 +88,7 @@ class Drain:
     capped: bool
     peak_rss_mb: float
     cpu_percent: dict[str, float] = field(default_factory=dict)
+    transient_faults: int = 0
 
 
 @dataclass(slots=True)
@@ -125,8 +127,15 @@ def draw_users(
     return [ids[k] for k in rng.choices(range(users), cum_weights=cum, k=count)]
 
 
+def _extra_env(pipeline: str) -> dict[str, str]:
+    """``service-cN``: the consumer with ``PASS_STATUS_USER_CONCURRENCY=N``."""
+    if pipeline.startswith("service-c"):
+        return {"user_concurrency": pipeline.removeprefix("service-c")}
+    return {}
+
+
 def _argv(pipeline: str) -> list[str]:
-    if pipeline == "service":
+    if pipeline.startswith("service"):
         return python_module("consumer", "run")
     return python_module("bench.baselines", pipeline)
 
@@ -161,7 +170,7 @@ async def _drain(
 ) -> Drain:
     names = Names.of(unique_prefix(pipeline[:4]), ticket_used=topic)
     await create_topics(ep.bootstrap, names.outputs, cfg.partitions)
-    env = names.env(ep, mongodb_database=database)
+    env = names.env(ep, mongodb_database=database, **_extra_env(pipeline))
     proc = Pipeline(pipeline, argv or _argv(pipeline), env)
     admin = AIOKafkaAdminClient(bootstrap_servers=ep.bootstrap)
     await admin.start()
@@ -179,7 +188,7 @@ async def _drain(
         cpu1 = _cpu_snapshot(proc.pid)
         rss = proc_status_kb(proc.pid, "VmHWM") / 1024
         processed = done
-        if pipeline == "service":
+        if pipeline.startswith("service"):
             processed = int(
                 prometheus_sum(
                     await asyncio.to_thread(proc.metrics_text), "pass_status_events_consumed_total"
@@ -189,7 +198,7 @@ async def _drain(
         await asyncio.to_thread(proc.stop)
         await admin.close()
         await delete_topics(ep.bootstrap, names.outputs)
-    if pipeline != "service":
+    if not pipeline.startswith("service"):
         processed = int(proc.seen.get("pipeline_done", (0.0, {"processed": done}))[1]["processed"])
     seconds = max(1e-6, ended - started)
     return Drain(
@@ -203,6 +212,7 @@ async def _drain(
         done < cfg.events,
         round(rss, 1),
         {k: round(100 * (cpu1[k] - cpu0.get(k, 0.0)) / seconds, 1) for k in cpu1},
+        proc.transient_faults,
     )
 
 
@@ -211,7 +221,9 @@ async def _latency(
 ) -> tuple[list[Latency], float]:
     names = Names.of(unique_prefix(pipeline[:4]))
     await create_topics(ep.bootstrap, [names.ticket_used, *names.outputs], cfg.partitions)
-    proc = Pipeline(pipeline, _argv(pipeline), names.env(ep, mongodb_database=database))
+    proc = Pipeline(
+        pipeline, _argv(pipeline), names.env(ep, mongodb_database=database, **_extra_env(pipeline))
+    )
     admin = AIOKafkaAdminClient(bootstrap_servers=ep.bootstrap)
     await admin.start()
     results: list[Latency] = []
@@ -352,7 +364,8 @@ async def profile(ep: Endpoints, cfg: Config, output: str, say: Any = print) -> 
 
 def _show(d: Drain) -> str:
     cpu = " ".join(f"{k} {v:.0f}%" for k, v in d.cpu_percent.items())
-    capped = f" (capped: {d.processed} of {d.events})" if d.capped else ""
+    capped = f", {d.transient_faults} transient faults" if d.transient_faults else ""
+    capped += f" (capped: {d.processed} of {d.events})" if d.capped else ""
     return (
         f"{d.events_per_second:8.0f} ev/s in {d.seconds:6.1f}s, "
         f"RSS {d.peak_rss_mb:.0f} MB, CPU {cpu}{capped}"
@@ -366,19 +379,23 @@ def _best(drains: Sequence[Drain], pipeline: str, dist: str) -> float:
     return sorted(rates)[len(rates) // 2] if rates else float("nan")
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or not b:
+        return None
+    return round(a / b, 3)
+
+
 def summarize(drains: Sequence[Drain], latencies: Sequence[Latency]) -> dict[str, Any]:
     """Median events/s per pipeline and distribution, and the ratios of the goals."""
     out: dict[str, Any] = {"events_per_second": {}, "ratios": {}}
     for dist in sorted({d.distribution for d in drains}):
-        rates = {p: _best(drains, p, dist) for p in PIPELINES}
+        rates = {p: _best(drains, p, dist) for p in sorted({d.pipeline for d in drains})}
         out["events_per_second"][dist] = rates
         out["ratios"][dist] = {
-            "service/naive": round(rates["service"] / rates["naive"], 2)
-            if rates["naive"] == rates["naive"] and rates["naive"]
-            else None,
-            "service/passthrough": round(rates["service"] / rates["passthrough"], 3)
-            if rates["passthrough"] == rates["passthrough"] and rates["passthrough"]
-            else None,
+            f"{p}/{base}": _ratio(rates.get(p), rates.get(base))
+            for p in rates
+            if p.startswith("service")
+            for base in ("naive", "passthrough")
         }
     service_rss = [d.peak_rss_mb for d in drains if d.pipeline == "service"]
     out["service_peak_rss_mb"] = max(service_rss) if service_rss else None

@@ -80,7 +80,9 @@ async def core(
     producer = make_producer(settings)
     publisher = KafkaPublisher(producer, metrics)
     relay = OutboxRelay(store, publisher, metrics, settings.topic_status_changed)
-    sink = CheckLogSink(store, publisher, metrics, settings.topic_check_log)
+    sink = CheckLogSink(
+        store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
+    )
     summary = IntervalSummary()
     writer = UserWriter(store, metrics, settings.conflict_retries)
     sweeper = Sweeper(store, writer, relay, sink, summary, metrics, settings.user_concurrency)
@@ -161,6 +163,9 @@ async def run_service(settings: Settings) -> int:
             except TimeoutError:
                 log.error("shutdown_grace_exceeded", grace_seconds=settings.shutdown_grace_seconds)  # noqa: TRY400 - no exception to show; the grace ran out
                 run_task.cancel()
+                # Let the cancelled loop run its finally (leave the group) briefly.
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                    await asyncio.wait_for(run_task, 5)
                 return 1
         finally:
             await http.stop()

@@ -18,8 +18,9 @@ through ``retriable``, whether doing the same thing again later can succeed::
     ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
     ├── TransientError                   yes  infrastructure is unavailable right now
     │   ├── StoreUnavailableError        yes  MongoDB unreachable or timing out
-    │   └── BrokerUnavailableError       yes  Kafka unreachable or timing out
-    ├── WriteConflictError               yes  the document changed between read and write
+    │   ├── BrokerUnavailableError       yes  Kafka unreachable or timing out
+    │   └── WriteConflictError           yes  the document kept changing between read and write
+    ├── PublishRejectedError             no   Kafka refused a record (too large, not authorized)
     └── MissingTopicError                no   a configured topic does not exist at start
 
 Input errors are never raised past the consumer loop: they become dead-letter records.
@@ -117,10 +118,14 @@ class BrokerUnavailableError(TransientError):
     """Kafka cannot be reached or timed out."""
 
 
-class WriteConflictError(PassStatusError):
-    """A conditional write found the document changed since it was read."""
+class WriteConflictError(TransientError):
+    """A user's document kept changing between read and write (``conflict_retries`` lost
+    races in a row). Transient: the consume loop backs off and retries the batch or sweep
+    instead of dying (a sweep's task would otherwise end and leave its partition paused)."""
 
-    retriable = True
+
+class PublishRejectedError(PassStatusError):
+    """Kafka refused a record for a reason that retrying cannot fix."""
 
 
 class MissingTopicError(PassStatusError):

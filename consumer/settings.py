@@ -65,6 +65,9 @@ class Settings:
     sweep_batch_size: int = _setting(500, "Documents per cursor batch in sweeps.")
     max_message_bytes: int = _setting(65536, "Larger input values are dead-lettered.")
     tick_max_future_seconds: int = _setting(300, "Ticks further ahead than this are dead-lettered.")
+    check_log_max_bytes: int = _setting(
+        900000, "Largest check-log document or message; larger logs are split into parts."
+    )
     tick_shards: int = _setting(
         1, "Shard ticks `tick --mode due` publishes (spread over replicas)."
     )

@@ -11,12 +11,15 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import BrokerUnavailableError, MissingTopicError
+from consumer.errors import BrokerUnavailableError, MissingTopicError, PublishRejectedError
 from consumer.settings import Settings
+
+# Marked non-retriable by aiokafka, yet they only say the broker is away right now.
+_TRANSIENT_KAFKA_ERRORS = (KafkaConnectionError, KafkaTimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_interval_ms=settings.max_poll_interval_ms,
+        # Time the group waits for members to finish their revoke callback (which lets the
+        # batch in flight commit); aiokafka's default is only the session timeout.
+        rebalance_timeout_ms=max(settings.session_timeout_ms, 60000),
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 3),
         fetch_max_wait_ms=settings.fetch_timeout_ms,
@@ -97,6 +103,9 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("publish").inc()
+            if not exc.retriable and not isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
+                # Too large, not authorized...: retrying cannot help; an operator must act.
+                raise PublishRejectedError(f"Kafka refused a record: {exc!r}") from exc
             raise BrokerUnavailableError(f"Kafka publish failed: {exc!r}") from exc
         finally:
             self._metrics.kafka_duration.labels("publish").observe(time.perf_counter() - started)

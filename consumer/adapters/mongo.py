@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -69,6 +69,7 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
         "socketTimeoutMS": max(settings.mongodb_timeout_ms, 10000),
         "tz_aware": True,
         "tzinfo": UTC,
+        "datetime_conversion": DatetimeConversion.DATETIME_AUTO,
         "appname": "pass-status",
     }
     if settings.mongodb_tls_cafile:
@@ -92,7 +93,11 @@ class MongoCacheStore:
     ) -> None:
         db = client.get_database(
             settings.mongodb_database,
-            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
+            # DATETIME_AUTO: a date outside datetime's range decodes (as DatetimeMS) instead
+            # of failing the whole read; the rules then report it as unreadable.
+            codec_options=CodecOptions(
+                tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+            ),
             write_concern=_write_concern(settings.mongodb_write_concern),
         )
         self._client = client

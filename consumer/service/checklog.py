@@ -19,8 +19,11 @@ log = get_logger(__name__)
 
 class CheckLogSink:
     def __init__(
-        self, store: CacheStore, publisher: Publisher, metrics: Metrics, topic: str
+        self, store: CacheStore, publisher: Publisher, metrics: Metrics, topic: str, max_bytes: int
     ) -> None:
+        # The same parts go to MongoDB and to Kafka, so they are sized for the smaller
+        # limit: a broker's default max.message.bytes (~1 MB), not MongoDB's 16 MB.
+        self._max_bytes = max_bytes
         self._store = store
         self._publisher = publisher
         self._metrics = metrics
@@ -35,7 +38,7 @@ class CheckLogSink:
         kind: str,
     ) -> list[dict[str, Any]]:
         """Write the check-log document(s) of one check; returns them as written."""
-        documents = check_log_documents(check_time, check_user, edit_mode, logs)
+        documents = check_log_documents(check_time, check_user, edit_mode, logs, self._max_bytes)
         written: list[dict[str, Any]] = []
         for document in documents:
             document["_id"] = await self._store.insert_check_log(document)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 async def for_each_bounded(
@@ -38,3 +39,22 @@ async def for_each_bounded(
     except BaseExceptionGroup as group_error:
         # Callers handle one error (a transient fault, say), not a group of them.
         raise group_error.exceptions[0] from None
+    finally:
+        # Close the stream now (a MongoDB cursor, say), not when it is garbage collected.
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def gather_or_first_error(coroutines: Iterable[Coroutine[object, object, R]]) -> list[R]:
+    """Run all; if one fails, cancel the others and raise its error (not a group).
+
+    Unlike ``asyncio.gather``, no sibling keeps writing in the background after a
+    failure, while the caller already retries the same work.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    return [task.result() for task in tasks]

@@ -35,6 +35,8 @@ from consumer.settings import Settings
 
 log = get_logger(__name__)
 
+_COMMIT_TIMEOUT_SECONDS = 30.0
+
 
 def _to_input(message: Any) -> InputRecord:
     return InputRecord(
@@ -76,11 +78,14 @@ class Runner:
         self._tick_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+        self._stop = asyncio.Event()
+        self._last_fault = ""
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then finish cleanly within the grace period."""
+        self._stop = stop
         topics = [self._settings.topic_ticket_used, self._settings.topic_tick]
         self._consumer.subscribe(topics, listener=_Listener(self))
         await self._consumer.start()
@@ -99,14 +104,22 @@ class Runner:
             while not stop.is_set():
                 await self._poll_once()
         finally:
-            self._health.stopping = True
-            log.info("consumer_stopping", in_flight_ticks=len(self._tick_tasks))
-            await self._finish_ticks(self._settings.shutdown_grace_seconds * 0.6)
+            await self._shut_down(background)
+
+    async def _shut_down(self, background: list[asyncio.Task[None]]) -> None:
+        """Finish within the grace period: ticks get 60 % of it, the summary 10 %, and
+        the consumer always leaves the group (so its partitions move at once)."""
+        grace = self._settings.shutdown_grace_seconds
+        self._health.stopping = True
+        log.info("consumer_stopping", in_flight_ticks=len(self._tick_tasks))
+        try:
+            await self._finish_ticks(grace * 0.6)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(TransientError):
-                await self._flush_summary()
+            with contextlib.suppress(TransientError, TimeoutError):
+                await asyncio.wait_for(self._flush_summary(), grace * 0.1)
+        finally:
             await self._consumer.stop()  # leaves the group
             log.info("consumer_stopped")
 
@@ -122,12 +135,18 @@ class Runner:
             await self._back_off("fetch", exc)
             return
         self._health.joined_group = True
+        if self._health.backing_off and self._last_fault == "fetch":
+            self._recovered()
         if not batch:
             return
         async with self._batch_lock:
-            await self._handle_batch(batch)
+            fault = await self._handle_batch(batch)
+        if fault is not None:
+            # Sleep outside the lock, so a rebalance is never held up by a back-off.
+            await self._back_off("ticket_used_batch", fault)
 
-    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> TransientError | None:
+        """Apply a batch and commit it; on a transient fault seek back and return it."""
         started = asyncio.get_running_loop().time()
         ticket_parts = {
             tp: msgs for tp, msgs in batch.items() if tp.topic == self._settings.topic_ticket_used
@@ -140,7 +159,7 @@ class Runner:
             self._consumer.pause(tp)
             self._tick_tasks[tp] = asyncio.create_task(self._run_ticks(tp, msgs))
         if not ticket_parts:
-            return
+            return None
         records = [_to_input(m) for msgs in ticket_parts.values() for m in msgs]
         self._metrics.batch_size.observe(len(records))
         try:
@@ -148,42 +167,58 @@ class Runner:
         except TransientError as exc:
             for tp, msgs in ticket_parts.items():
                 self._consumer.seek(tp, msgs[0].offset)
-            await self._back_off("ticket_used_batch", exc)
-            return
+            return exc
         await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in ticket_parts.items()})
         self._recovered()
         self._metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
+        return None
 
     async def _run_ticks(self, tp: TopicPartition, messages: list[Any]) -> None:
+        try:
+            for message in messages:
+                await self._run_tick(tp, _to_input(message))
+        finally:
+            self._tick_tasks.pop(tp, None)
+            if tp in self._consumer.assignment():
+                self._consumer.resume(tp)
+
+    async def _run_tick(self, tp: TopicPartition, record: InputRecord) -> None:
+        """Run one tick until done, retrying transient faults; then commit its offset.
+
+        An unexpected error is logged and the tick is passed over: ticks are periodic
+        triggers, the next one covers the same users, and a stuck tick would hold up every
+        later tick of its partition. On shutdown a retried tick is left uncommitted.
+        """
         backoff = Backoff(
             self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
         )
-        for message in messages:
-            record = _to_input(message)
-            while True:
-                try:
-                    await self._ticks.handle(record)
-                    break
-                except TransientError as exc:
-                    self._metrics.retries.labels("tick").inc()
-                    self._health.backing_off = True
-                    self._health.last_error = str(exc)[:300]
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "tick_retry",
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        offset=record.offset,
-                        delay_seconds=round(delay, 2),
-                        error=str(exc)[:300],
-                    )
-                    await asyncio.sleep(delay)
-            backoff.reset()
-            self._recovered()
-            await self._commit({tp: record.offset + 1})
-        self._tick_tasks.pop(tp, None)
-        if tp in self._consumer.assignment():
-            self._consumer.resume(tp)
+        while True:
+            try:
+                await self._ticks.handle(record)
+                break
+            except TransientError as exc:
+                self._metrics.retries.labels("tick").inc()
+                self._health.backing_off = True
+                self._health.last_error = str(exc)[:300]
+                delay = backoff.next_delay()
+                log.warning(
+                    "tick_retry",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=record.offset,
+                    delay_seconds=round(delay, 2),
+                    error=str(exc)[:300],
+                )
+                if await self._sleep(delay):
+                    return
+            except Exception:  # see the docstring: a broken tick must not wedge the rest
+                self._metrics.events_consumed.labels(tp.topic, "failed").inc()
+                log.exception(
+                    "tick_failed", topic=tp.topic, partition=tp.partition, offset=record.offset
+                )
+                break
+        self._recovered()
+        await self._commit({tp: record.offset + 1})
 
     async def _finish_ticks(self, grace: float) -> None:
         tasks = list(self._tick_tasks.values())
@@ -206,8 +241,10 @@ class Runner:
         async with self._commit_lock:
             started = asyncio.get_running_loop().time()
             try:
-                await self._consumer.commit(mine)
-            except KafkaError as exc:
+                # Bounded: aiokafka retries a commit for as long as the coordinator is
+                # unknown, and the batch lock is held meanwhile.
+                await asyncio.wait_for(self._consumer.commit(mine), _COMMIT_TIMEOUT_SECONDS)
+            except (KafkaError, TimeoutError) as exc:
                 # The records are delivered again (here or elsewhere) and re-applied
                 # harmlessly: the effects are durable and the rules idempotent.
                 self._metrics.kafka_errors.labels("commit").inc()
@@ -224,13 +261,20 @@ class Runner:
         self._health.backing_off = True
         self._health.last_error = str(exc)[:300]
         delay = self._backoff.next_delay()
+        self._last_fault = operation
         log.warning(
             "transient_fault",
             operation=operation,
             delay_seconds=round(delay, 2),
             error=str(exc)[:300],
         )
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on shutdown; True when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        return self._stop.is_set()
 
     def _recovered(self) -> None:
         if self._health.backing_off:
@@ -255,8 +299,10 @@ class Runner:
         logs = self._summary.drain()
         try:
             await self._sink.write(datetime.now(UTC), None, True, logs, kind="interval")
-        except TransientError:
-            for entry in logs:  # keep them for the next interval
+        except (TransientError, TimeoutError, asyncio.CancelledError):
+            # Keep them for the next interval; the summary holds only users with
+            # transitions, merged per user, so it cannot grow past the users changed.
+            for entry in logs:
                 self._summary.add(entry)
             raise
 
@@ -276,12 +322,18 @@ class Runner:
         self._metrics.ready.set(1 if self._health.ready() else 0)
         self._metrics.consumer_lag.clear()
         for tp in assigned:
+            # Re-checked at each step: a rebalance may run during the awaits.
+            if tp not in self._consumer.assignment():
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is None:
                 continue
             position = self._committed.get(tp)
             if position is None:
-                position = await self._consumer.committed(tp) or 0
+                try:
+                    position = await asyncio.wait_for(self._consumer.committed(tp), 5) or 0
+                except (KafkaError, TimeoutError):
+                    continue
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                 max(0, highwater - position)
             )
@@ -303,6 +355,8 @@ class Runner:
         )
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # A new generation starts clean: a fault seen before it is raised again if it lasts.
+        self._health.backing_off = False
         self._health.joined_group = True
         self._health.assigned_partitions = len(self._consumer.assignment())
         self._metrics.assigned_partitions.set(self._health.assigned_partitions)

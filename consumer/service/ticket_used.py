@@ -20,6 +20,7 @@ from consumer.parsing import parse_ticket_used
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter
 from consumer.service.outbox import OutboxRelay
+from consumer.service.pool import gather_or_first_error
 from consumer.service.writer import UserWriter
 
 log = get_logger(__name__)
@@ -79,8 +80,8 @@ class TicketUsedHandler:
 
         # One round trip reads every user of the batch; conflicts re-read one by one.
         docs = await self._store.find_users(list(by_user)) if by_user else {}
-        results = await asyncio.gather(
-            *(self._one_user(uid, docs.get(uid), work, now) for uid, work in by_user.items())
+        results = await gather_or_first_error(
+            self._one_user(uid, docs.get(uid), work, now) for uid, work in by_user.items()
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
@@ -105,7 +106,9 @@ class TicketUsedHandler:
                 return [self._dead(r, unknown, now) for r in work.records], [], {}
             cause = Cause(CauseType.TICKET_USED, work.events[-1].event_id)
             try:
-                result = await self._writer.update(doc, work.events, now, cause)
+                # The partition owner relays the user's whole pending outbox in order, so a
+                # later transition is never published before an earlier one left pending.
+                result = await self._writer.update(doc, work.events, now, cause, relay_pending=True)
             except DocumentError as exc:
                 bad = BadDocumentError(f"user {user_id}: {exc}")
                 return [self._dead(r, bad, now) for r in work.records], [], {}

@@ -14,7 +14,7 @@ from typing import Any
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.events import Cause, TicketUsed
-from consumer.domain.user_update import UserUpdate, plan_user_update
+from consumer.domain.user_update import UserUpdate, pending_outbox, plan_user_update
 from consumer.errors import DocumentError, WriteConflictError
 from consumer.logs import get_logger
 
@@ -28,10 +28,10 @@ class UserResult:
     doc_id: Any
     update: UserUpdate
     written: bool
-    # The events this write put in the document's outbox. Entries left by earlier writes
-    # are not repeated here: a concurrent writer is still relaying them, or the orphan
-    # relay will (after PASS_STATUS_OUTBOX_ORPHAN_AGE_SECONDS), so that live replicas do
-    # not publish each other's events twice.
+    # The events to relay: those this write put in the outbox, preceded (with
+    # ``relay_pending``) by entries earlier writes left there. Sweeps leave earlier entries
+    # to their writer or to the orphan relay, so that live replicas touching the same user
+    # do not publish each other's events twice.
     outbox: tuple[dict[str, Any], ...]
 
 
@@ -50,6 +50,7 @@ class UserWriter:
         *,
         apply: bool = True,
         reread: Callable[[], Any] | None = None,
+        relay_pending: bool = False,
     ) -> UserResult:
         """Plan against ``first_read``; write it (when ``apply``); re-read on conflict.
 
@@ -61,10 +62,11 @@ class UserWriter:
             if doc is None:
                 raise DocumentError("document disappeared between read and write")
             update = plan_user_update(doc, events, now, cause)
+            earlier = tuple(pending_outbox(doc)) if relay_pending else ()
             if not apply or not update.writes_document:
-                return UserResult(doc["_id"], update, False, ())
+                return UserResult(doc["_id"], update, False, earlier if apply else ())
             if await self._store.write_user(doc, update, now):
-                return UserResult(doc["_id"], update, True, update.outbox)
+                return UserResult(doc["_id"], update, True, (*earlier, *update.outbox))
             self._metrics.write_conflicts.inc()
             log.info("write_conflict", user_id=update.user_id)
             doc = await (reread() if reread else self._store.find_user(update.user_id))

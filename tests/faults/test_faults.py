@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.faults.scenario import (
 )
 from tests.integration.harness import ConsumerProcess
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
 
 @pytest.fixture
@@ -58,11 +59,19 @@ def _finish(name: str, sc: Scenario, report: Report, **figures: Any) -> None:
             "ticks": sc.traffic.ticks_sent,
             "consumer_processes": len(sc.consumers),
             "user_writes_logged": processed,
+            "store_atomic": sc.store_atomic,
             **report.figures(),
             **figures,
         },
     )
     assert report.expected_events > sc.users, "the scenario must exercise many transitions"
+    if not sc.store_atomic and report.rewritten:
+        # Not a failure of the consumer: the store lost one of its writes (reported).
+        sys.stderr.write(
+            f"{name}: {len(report.rewritten)} transitions made twice: the store's conditional "
+            "updates are not atomic (FerretDB 1.24), a write was overwritten; see "
+            "docs/reliability.md\n"
+        )
     assert report.ok, report.describe()
 
 
@@ -81,7 +90,7 @@ async def test_sigkill_a_consumer_at_random_moments(scenario: Scenario) -> None:
     """SIGKILL the consumer at random moments (starting, joining, mid-batch, mid-sweep) at
     least 20 times, restarting it each time, with two replicas alive most of the time."""
     sc = scenario
-    sc.traffic_seconds = 60
+    sc.traffic_seconds = 45
     await sc.seed_documents()
     rng = random.Random(sc.seed)
     sc.consumer("steady").start()
@@ -108,20 +117,24 @@ async def test_sigkill_a_consumer_at_random_moments(scenario: Scenario) -> None:
 
 
 async def test_kafka_broker_restart_mid_stream(
-    mongodb_uri: str, unique_name: str, tmp_path: Path
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
-    """A broker of the test's own is stopped and started again while traffic flows."""
-    with local_server("kafka", tmp_path / "services", mongodb_uri) as broker:
-        async with deployment(unique_name, broker.address, mongodb_uri) as service:
+    """A broker of the test's own is stopped and started again while traffic flows (with a
+    FerretDB of its own too, so that other scenarios' load does not slow it down)."""
+    with (
+        local_server("mongodb", tmp_path / "ferretdb", kafka_bootstrap) as ferret,
+        local_server("kafka", tmp_path / "kafka", ferret.address) as broker,
+    ):
+        async with deployment(unique_name, broker.address, ferret.address) as service:
             sc = Scenario(
-                unique_name, service, broker.address, mongodb_uri, seed=_seed(unique_name)
+                unique_name, service, broker.address, ferret.address, seed=_seed(unique_name)
             )
-            sc.traffic_seconds = 45
+            sc.traffic_seconds = 30
             try:
                 await sc.seed_documents()
                 sc.consumer("c1").start()
                 traffic = sc.start_traffic()
-                await asyncio.sleep(12)
+                await asyncio.sleep(10)
                 down_at = time.monotonic()
                 await asyncio.to_thread(broker.down)
                 await asyncio.sleep(5)
@@ -146,7 +159,7 @@ async def test_ferretdb_outage_stops_commits_reports_not_ready_and_recovers(
             sc = Scenario(
                 unique_name, service, kafka_bootstrap, ferret.address, seed=_seed(unique_name)
             )
-            sc.traffic_seconds = 45
+            sc.traffic_seconds = 30
             group, topic = service.settings.group_id, service.settings.topic_ticket_used
             try:
                 await sc.seed_documents()
@@ -182,7 +195,7 @@ async def test_ferretdb_outage_stops_commits_reports_not_ready_and_recovers(
 async def test_rebalance_storm(scenario: Scenario) -> None:
     """A second and a third consumer join and leave (SIGTERM) again and again."""
     sc = scenario
-    sc.traffic_seconds = 45
+    sc.traffic_seconds = 30
     await sc.seed_documents()
     rng = random.Random(sc.seed)
     sc.consumer("steady").start()
@@ -205,9 +218,11 @@ async def test_rebalance_storm(scenario: Scenario) -> None:
 async def test_foreign_writer_rewrites_passes_during_traffic(scenario: Scenario) -> None:
     """The refresher rewrites users' passes (same passes, bumped timestamps) all along."""
     sc = scenario
-    sc.traffic_seconds = 45
+    sc.traffic_seconds = 30
     await sc.seed_documents()
-    sc.consumer("c1").start()
+    # One re-read per conflict only: lost races in a row must make the loop back off and
+    # retry (WriteConflictError is transient), never stop it or stall a tick partition.
+    sc.consumer("c1", conflict_retries="1").start()
     traffic = sc.start_traffic()
     assert sc.traffic is not None
     writer = ForeignWriter(

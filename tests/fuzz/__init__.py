@@ -1,0 +1,1 @@
+"""Bad input: generated and hand-written messages against the edge parser and the consumer."""
