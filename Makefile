@@ -1,6 +1,6 @@
 # Developer entry points. Each target is a thin wrapper: the commands it runs are
 # the documented ones (README.md), so nothing here is required to use the project.
-.PHONY: help install services-up services-down services-status services-env tools test lint format ci demo
+.PHONY: bench bench-smoke help install services-up services-down services-status services-env tools test lint format ci demo
 
 help:
 	@echo "make install        uv sync --frozen (creates .venv)"
@@ -47,6 +47,12 @@ format: install
 
 demo:
 	scripts/run_demo
+
+bench: install ## benchmarks -> bench/results/latest.json, docs/img/bench-*.png, docs/benchmarks.md
+	$(UV) run --group bench python -m bench $(BENCH_ARGS)
+
+bench-smoke: install ## tiny run of each benchmark against the integration services
+	$(UV) run pytest -m integration tests/bench -q
 
 ci:
 	bash .ci/run

@@ -143,3 +143,14 @@ def test_first_use_follows_the_first_event_in_offset_order() -> None:
     )
     docs, published = _perfect(expected)
     assert not check(other, docs, published).ok
+
+
+def test_a_first_use_from_a_later_event_is_a_rewrite() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    want = next(w for w in expected.passes if w.later_first_uses)
+    doc = next(d for d in docs if d["user_id"] == want.user_id)
+    doc["passes"][want.index]["payload"]["first_use"] = min(want.later_first_uses)
+    assert len(check(expected, docs, published).rewritten) == 1
+    assert not check(expected, docs, published).ok
+    assert check(expected, docs, published, store_atomic=False).ok
