@@ -15,6 +15,8 @@ re-evaluates. Fields this service adds to a user document:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -106,6 +108,29 @@ class MongoCacheStore:
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
         self._uri = redact_uri(settings.mongodb_uri)
+        # FerretDB 1.24 does not apply a conditional update atomically: two updates of one
+        # document racing each other can both match, the later undoing the earlier. Within
+        # this process its writes are therefore serialised (its SQLite backend serialises
+        # writes anyway, so little is lost). Across replicas nothing can help: on FerretDB,
+        # run one replica. MongoDB needs none of this.
+        self._write_lock: asyncio.Lock | None = None
+
+    async def detect_server(self) -> str:
+        """Identify the server; serialise this process's writes on FerretDB."""
+        with self._op("build_info"):
+            info = await self._client.admin.command("buildInfo")
+        if "ferretdbVersion" in info:
+            self._write_lock = asyncio.Lock()
+            return f"FerretDB {info.get('ferretdbVersion', '?')}"
+        return f"MongoDB {info.get('version', '?')}"
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @contextmanager
     def _op(self, operation: str) -> Iterator[None]:
@@ -157,8 +182,9 @@ class MongoCacheStore:
             change["$push"] = {OUTBOX: {"$each": list(update.outbox)}}
             if read.get(OUTBOX_SINCE) is None:
                 sets[OUTBOX_SINCE] = now
-        with self._op("write_user"):
-            result = await self._cache.update_one(_unchanged_filter(read), change)
+        async with self._writing():
+            with self._op("write_user"):
+                result = await self._cache.update_one(_unchanged_filter(read), change)
         return result.matched_count == 1
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
@@ -177,21 +203,22 @@ class MongoCacheStore:
             )
             for doc_id, entries in docs
         ]
-        with self._op("clear_outbox"):
-            result = await self._cache.bulk_write(emptied, ordered=False)
-            if result.matched_count == len(emptied):
-                return
-            pulls = [
-                UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
-                for doc_id, entries in docs
-                if entries
-            ]
-            if pulls:
-                await self._cache.bulk_write(pulls, ordered=False)
-            await self._cache.update_many(
-                {"_id": {"$in": [doc_id for doc_id, _ in docs]}, OUTBOX: {"$size": 0}},
-                {"$set": {OUTBOX_SINCE: None}},
-            )
+        async with self._writing():
+            with self._op("clear_outbox"):
+                result = await self._cache.bulk_write(emptied, ordered=False)
+                if result.matched_count == len(emptied):
+                    return
+                pulls = [
+                    UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
+                    for doc_id, entries in docs
+                    if entries
+                ]
+                if pulls:
+                    await self._cache.bulk_write(pulls, ordered=False)
+                await self._cache.update_many(
+                    {"_id": {"$in": [doc_id for doc_id, _ in docs]}, OUTBOX: {"$size": 0}},
+                    {"$set": {OUTBOX_SINCE: None}},
+                )
 
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
@@ -249,8 +276,9 @@ class MongoCacheStore:
         body = dict(doc)
         for _ in range(1000):
             try:
-                with self._op("insert_check_log"):
-                    await self._check_log.insert_one(body)
+                async with self._writing():
+                    with self._op("insert_check_log"):
+                        await self._check_log.insert_one(body)
             except DuplicateKeyError:
                 body["_id"] = int(body["_id"]) + 1
                 continue

@@ -451,6 +451,14 @@ class Scenario:
         self.consumers.append(process)
         return process
 
+    def spawn(self, name: str) -> ConsumerProcess:
+        """Start a consumer process without waiting for it to join (under load, joining can
+        take long; a kill or stop during start-up is one more random moment)."""
+        process = self.consumer(name)
+        with contextlib.suppress(AssertionError):  # "not started within 0 s"
+            process.start(wait_assigned=False, timeout=0)
+        return process
+
     def start_traffic(self) -> asyncio.Task[None]:
         self.traffic = Traffic(self.bootstrap, self.service, self.events, self.traffic_seconds)
         return asyncio.create_task(self.traffic.run())

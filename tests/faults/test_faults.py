@@ -25,7 +25,6 @@ from tests.faults.scenario import (
     local_server,
     record_figures,
 )
-from tests.integration.harness import ConsumerProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -96,20 +95,22 @@ async def test_sigkill_a_consumer_at_random_moments(scenario: Scenario) -> None:
     sc.consumer("steady").start()
     traffic = sc.start_traffic()
     kills = 0
-    victim: ConsumerProcess | None = None
     while not traffic.done() or kills < 20:
-        victim = sc.consumer(f"victim-{kills}")
-        victim.start(wait_assigned=False)
-        await asyncio.sleep(rng.uniform(0.2, 4.0))
+        victim = sc.spawn(f"victim-{kills}")
+        await asyncio.sleep(rng.uniform(0.5, 5.0))
+        assert victim.proc is not None
+        assert victim.proc.poll() is None, "\n".join(victim.raw[-20:])  # it did not die alone
         victim.kill()
         kills += 1
         if kills % 5 == 0:
             # Now and then kill the steady one as well, so no replica lives throughout.
             steady = next(p for p in reversed(sc.consumers) if p.name.startswith("steady"))
             await asyncio.sleep(rng.uniform(0.0, 2.0))
+            assert steady.proc is not None
+            assert steady.proc.poll() is None, "\n".join(steady.raw[-20:])
             steady.kill()
             kills += 1
-            sc.consumer(f"steady-{kills}").start(wait_assigned=False)
+            sc.spawn(f"steady-{kills}")
     await traffic
     _expected, report = await sc.converge()
     _finish("sigkill", sc, report, kills=kills)
@@ -202,12 +203,10 @@ async def test_rebalance_storm(scenario: Scenario) -> None:
     traffic = sc.start_traffic()
     cycles = 0
     while not traffic.done() or cycles < 6:
-        extra = [sc.consumer(f"extra-{cycles}-{n}") for n in (2, 3)]
+        extra = [sc.spawn(f"extra-{cycles}-{n}") for n in (2, 3)]
+        await asyncio.sleep(rng.uniform(3.0, 8.0))
         for process in extra:
-            process.start(wait_assigned=False)
-        await asyncio.sleep(rng.uniform(2.0, 6.0))
-        for process in extra:
-            process.stop()
+            process.stop(timeout=60)
         cycles += 1
     await traffic
     _expected, report = await sc.converge()
