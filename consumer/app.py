@@ -63,6 +63,7 @@ class Core:
     relay: OutboxRelay
     sink: CheckLogSink
     summary: IntervalSummary
+    writer: UserWriter
     sweeper: Sweeper
 
 
@@ -88,7 +89,17 @@ async def core(
     sweeper = Sweeper(store, writer, relay, sink, summary, metrics, settings.user_concurrency)
     try:
         yield Core(
-            settings, metrics, client, store, producer, publisher, relay, sink, summary, sweeper
+            settings,
+            metrics,
+            client,
+            store,
+            producer,
+            publisher,
+            relay,
+            sink,
+            summary,
+            writer,
+            sweeper,
         )
     finally:
         with contextlib.suppress(KafkaError):
@@ -175,10 +186,9 @@ async def run_service(settings: Settings) -> int:
 
 
 def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
-    writer = UserWriter(c.store, c.metrics, settings.conflict_retries)
     ticket_used = TicketUsedHandler(
         c.store,
-        writer,
+        c.writer,
         c.relay,
         c.publisher,
         c.summary,

@@ -38,7 +38,6 @@ from consumer.domain.user_update import (
     UserUpdate,
 )
 from consumer.errors import StoreUnavailableError
-from consumer.redact import redact_uri
 from consumer.settings import Settings
 
 Document = dict[str, Any]
@@ -107,7 +106,6 @@ class MongoCacheStore:
         self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
-        self._uri = redact_uri(settings.mongodb_uri)
         # FerretDB 1.24 does not apply a conditional update atomically: two updates of one
         # document racing each other can both match, the later undoing the earlier. Within
         # this process its writes are therefore serialised (its SQLite backend serialises

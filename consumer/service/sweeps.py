@@ -115,9 +115,6 @@ class _SweepRun:
                 self._now,
                 self._cause,
                 apply=self._apply,
-                reread=lambda: (
-                    self._s.store.find_user(user_id) if isinstance(user_id, int) else _none()
-                ),
             )
         except DocumentError as exc:
             log.warning(
@@ -166,7 +163,3 @@ class _SweepRun:
             cause_event_id=self._cause.event_id,
         )
         return SweepResult(self.read, self.changed, self.transitions, tuple(check_log))
-
-
-async def _none() -> None:
-    return None

@@ -6,7 +6,7 @@ replica, or the refresher) the document is re-read and the events re-applied to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,7 +49,6 @@ class UserWriter:
         cause: Cause,
         *,
         apply: bool = True,
-        reread: Callable[[], Any] | None = None,
         relay_pending: bool = False,
     ) -> UserResult:
         """Plan against ``first_read``; write it (when ``apply``); re-read on conflict.
@@ -69,5 +68,5 @@ class UserWriter:
                 return UserResult(doc["_id"], update, True, (*earlier, *update.outbox))
             self._metrics.write_conflicts.inc()
             log.info("write_conflict", user_id=update.user_id)
-            doc = await (reread() if reread else self._store.find_user(update.user_id))
+            doc = await self._store.find_user(update.user_id)
         raise WriteConflictError(f"user {first_read.get('user_id')!r}: document kept changing")
