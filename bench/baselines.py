@@ -62,6 +62,12 @@ def _clients(settings: Settings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     return consumer, producer
 
 
+class _StoreOps:
+    """MongoDB operations made, for the report's operations per event."""
+
+    count = 0
+
+
 async def naive(settings: Settings, stop: asyncio.Event) -> int:
     """One event at a time: read, evaluate, write, publish and wait, commit."""
     consumer, producer = _clients(settings)
@@ -93,6 +99,7 @@ async def _naive_one(
         event = parse_ticket_used(message.value, settings.max_message_bytes)
     except InputError:
         return
+    _StoreOps.count += 1
     doc = await cache.find_one({"user_id": event.user_id})
     if doc is None:
         return
@@ -109,6 +116,7 @@ async def _naive_one(
         sets[f"passes.{t.index}.status"] = t.to_status
     if not sets:
         return
+    _StoreOps.count += 1
     await cache.update_one({"_id": doc["_id"]}, {"$set": sets})
     cause = Cause(CauseType.TICKET_USED, event.event_id)
     for t in evaluation.transitions:
@@ -165,7 +173,7 @@ async def _main(kind: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     run = naive if kind == "naive" else passthrough
     processed = await run(settings, stop)
-    _log("pipeline_done", kind=kind, processed=processed)
+    _log("pipeline_done", kind=kind, processed=processed, store_ops=_StoreOps.count)
     return 0
 
 

@@ -280,7 +280,12 @@ def a_user(user_id: int, now: datetime, *, due: bool = False) -> Document:
 
 
 def mongo_client(uri: str) -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+    # A socket timeout, so that a server that stops answering (FerretDB 1.24 can deadlock:
+    # docs/architecture.md) fails the benchmark instead of hanging it; long enough for a
+    # full scan of the largest collection benchmarked.
+    return AsyncMongoClient(
+        uri, tz_aware=True, serverSelectionTimeoutMS=10_000, socketTimeoutMS=600_000
+    )
 
 
 async def seed_users(

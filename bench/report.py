@@ -108,9 +108,9 @@ def tables(results: dict[str, Any]) -> str:
             "",
             (
                 "| round | distribution | pipeline | events | processed | seconds | events/s "
-                "| peak RSS MB | CPU % (pipeline / kafka / ferretdb) |"
+                "| store ops/event | peak RSS MB | CPU % (pipeline / kafka / ferretdb) |"
             ),
-            "|---|---|---|---:|---:|---:|---:|---:|---|",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for d in tu["throughput"]:
             cpu = d["cpu_percent"]
@@ -118,7 +118,8 @@ def tables(results: dict[str, Any]) -> str:
             out.append(
                 f"| {d['round']} | {d['distribution']} | {d['pipeline']} | {_fmt(d['events'])} "
                 f"| {_fmt(d['processed'])}{capped} | {_fmt(d['seconds'], 1)} "
-                f"| {_fmt(d['events_per_second'])} | {_fmt(d['peak_rss_mb'])} "
+                f"| {_fmt(d['events_per_second'])} | {_fmt(d.get('store_ops_per_event'), 2)} "
+                f"| {_fmt(d['peak_rss_mb'])} "
                 f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('kafka'))} "
                 f"/ {_fmt(cpu.get('ferretdb'))} |"
             )

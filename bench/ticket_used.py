@@ -89,6 +89,9 @@ class Drain:
     peak_rss_mb: float
     cpu_percent: dict[str, float] = field(default_factory=dict)
     transient_faults: int = 0
+    # MongoDB operations per event processed: the service's own count
+    # (pass_status_mongodb_duration_seconds_count, one per logical operation), or naive's.
+    store_ops_per_event: float | None = None
 
 
 @dataclass(slots=True)
@@ -188,18 +191,19 @@ async def _drain(
         cpu1 = _cpu_snapshot(proc.pid)
         rss = proc_status_kb(proc.pid, "VmHWM") / 1024
         processed = done
+        store_ops: float | None = None
         if pipeline.startswith("service"):
-            processed = int(
-                prometheus_sum(
-                    await asyncio.to_thread(proc.metrics_text), "pass_status_events_consumed_total"
-                )
-            )
+            metrics = await asyncio.to_thread(proc.metrics_text)
+            processed = int(prometheus_sum(metrics, "pass_status_events_consumed_total"))
+            store_ops = prometheus_sum(metrics, "pass_status_mongodb_duration_seconds_count")
     finally:
         await asyncio.to_thread(proc.stop)
         await admin.close()
         await delete_topics(ep.bootstrap, names.outputs)
     if not pipeline.startswith("service"):
-        processed = int(proc.seen.get("pipeline_done", (0.0, {"processed": done}))[1]["processed"])
+        summary = proc.seen.get("pipeline_done", (0.0, {"processed": done}))[1]
+        processed = int(summary["processed"])
+        store_ops = summary.get("store_ops")
     seconds = max(1e-6, ended - started)
     return Drain(
         rnd,
@@ -213,6 +217,7 @@ async def _drain(
         round(rss, 1),
         {k: round(100 * (cpu1[k] - cpu0.get(k, 0.0)) / seconds, 1) for k in cpu1},
         proc.transient_faults,
+        None if store_ops is None else round(store_ops / max(1, processed), 2),
     )
 
 

@@ -20,15 +20,23 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bson.codec_options import CodecOptions, DatetimeConversion
-from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
+from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo_conditional import (
+    ABSENT,
+    ClientSideConditions,
+    ConditionalUpdate,
+    ConditionalUpdater,
+    ServerSideConditions,
+)
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEXT_CHECK_AT,
@@ -56,8 +64,7 @@ class CacheStore(Protocol):
     ) -> None: ...
     def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Document]: ...
     def all_users(self, user_id: int | None) -> AsyncIterator[Document]: ...
-    async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]: ...
-    async def outbox_backlog(self) -> int: ...
+    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan: ...
     async def ping(self) -> None: ...
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
 
@@ -81,6 +88,14 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
 
 def _write_concern(value: str) -> WriteConcern:
     return WriteConcern(w=int(value) if value.isdigit() else value)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxScan:
+    """Every pending outbox at one look: the backlog, and the oldest documents to relay."""
+
+    backlog: int
+    orphans: list[Document]
 
 
 class MongoCacheStore:
@@ -112,6 +127,7 @@ class MongoCacheStore:
         # writes anyway, so little is lost). Across replicas nothing can help: on FerretDB,
         # run one replica. MongoDB needs none of this.
         self._write_lock: asyncio.Lock | None = None
+        self._conditional: ConditionalUpdater = ServerSideConditions(self._cache)
 
     async def detect_server(self) -> str:
         """Identify the server; serialise this process's writes on FerretDB."""
@@ -119,6 +135,7 @@ class MongoCacheStore:
             info = await self._client.admin.command("buildInfo")
         if "ferretdbVersion" in info:
             self._write_lock = asyncio.Lock()
+            self._conditional = ClientSideConditions(self._cache)
             return f"FerretDB {info.get('ferretdbVersion', '?')}"
         return f"MongoDB {info.get('version', '?')}"
 
@@ -182,8 +199,9 @@ class MongoCacheStore:
                 sets[OUTBOX_SINCE] = now
         async with self._writing():
             with self._op("write_user"):
-                result = await self._cache.update_one(_unchanged_filter(read), change)
-        return result.matched_count == 1
+                return await self._conditional.update_one(
+                    ConditionalUpdate(read["_id"], _unchanged_condition(read), change)
+                )
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.
@@ -196,26 +214,22 @@ class MongoCacheStore:
         if not docs:
             return
         emptied = [
-            UpdateOne(
-                {"_id": doc_id, OUTBOX: list(entries)}, {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
-            )
+            ConditionalUpdate(doc_id, {OUTBOX: list(entries)}, _EMPTY_OUTBOX)
             for doc_id, entries in docs
         ]
         async with self._writing():
             with self._op("clear_outbox"):
-                result = await self._cache.bulk_write(emptied, ordered=False)
-                if result.matched_count == len(emptied):
+                if await self._conditional.update_each(emptied):
                     return
-                pulls = [
-                    UpdateOne({"_id": doc_id}, {"$pullAll": {OUTBOX: list(entries)}})
-                    for doc_id, entries in docs
-                    if entries
-                ]
-                if pulls:
-                    await self._cache.bulk_write(pulls, ordered=False)
-                await self._cache.update_many(
-                    {"_id": {"$in": [doc_id for doc_id, _ in docs]}, OUTBOX: {"$size": 0}},
-                    {"$set": {OUTBOX_SINCE: None}},
+                await self._conditional.update_each(
+                    [
+                        ConditionalUpdate(doc_id, {}, {"$pullAll": {OUTBOX: list(entries)}})
+                        for doc_id, entries in docs
+                        if entries
+                    ]
+                )
+                await self._conditional.update_each(
+                    [ConditionalUpdate(doc_id, {OUTBOX: []}, _NO_SINCE) for doc_id, _ in docs]
                 )
 
     async def due_users(
@@ -253,21 +267,25 @@ class MongoCacheStore:
         finally:
             await cursor.close()
 
-    async def orphaned_outboxes(self, older_than: datetime, limit: int) -> list[Document]:
-        with self._op("orphaned_outboxes"):
-            cursor = self._cache.find({OUTBOX_SINCE: {"$lte": older_than}}, limit=limit)
-            return await cursor.to_list(length=limit)
+    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:
+        """Count pending outbox entries; return up to ``limit`` documents pending since
+        ``older_than`` or earlier (``_id``, ``user_id`` and the outbox fields only).
 
-    async def outbox_backlog(self) -> int:
-        """Number of status-change events waiting in outboxes."""
-        with self._op("outbox_backlog"):
-            # A range on the indexed marker, so MongoDB reads only documents with a backlog.
-            cursor = self._cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}, {OUTBOX: 1})
-            total = 0
-            async for doc in cursor:
+        One read serves both the backlog gauge and the orphan relay: a range on the indexed
+        marker on MongoDB, so only documents with a backlog are read (on FerretDB every
+        query but one on ``_id`` alone is a scan, and this halves their number).
+        """
+        projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1}
+        backlog = 0
+        orphans: list[Document] = []
+        with self._op("scan_outboxes"):
+            async for doc in self._cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}, projection):
                 entries = doc.get(OUTBOX)
-                total += len(entries) if isinstance(entries, list) else 0
-            return total
+                backlog += len(entries) if isinstance(entries, list) else 0
+                since = doc.get(OUTBOX_SINCE)
+                if len(orphans) < limit and isinstance(since, datetime) and since <= older_than:
+                    orphans.append(doc)
+        return OutboxScan(backlog, orphans)
 
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
         """Insert a check-log document; on an ``_id`` collision use the next free one."""
@@ -284,13 +302,13 @@ class MongoCacheStore:
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
 
 
-def _unchanged_filter(read: Mapping[str, Any]) -> dict[str, Any]:
+def _unchanged_condition(read: Mapping[str, Any]) -> dict[str, Any]:
     """Match the document only while its ``passes`` are exactly as they were read."""
     passes = read.get("passes", _MISSING)
-    if passes is _MISSING:
-        return {"_id": read["_id"], "passes": {"$exists": False}}
-    return {"_id": read["_id"], "passes": passes}
+    return {"passes": ABSENT if passes is _MISSING else passes}
 
 
 _MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EMPTY_OUTBOX: Document = {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
+_NO_SINCE: Document = {"$set": {OUTBOX_SINCE: None}}

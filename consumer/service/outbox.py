@@ -55,14 +55,15 @@ class OutboxRelay:
         await self._store.clear_outbox(cleared)
         return len(records)
 
-    async def backlog(self) -> int:
-        """Events waiting in outboxes, over all documents."""
-        return await self._store.outbox_backlog()
-
     async def relay_orphans(self, now: datetime, older_than: timedelta, limit: int = 500) -> int:
-        """Publish outbox entries left behind (by a crash) for longer than ``older_than``."""
+        """Publish outbox entries left behind (by a crash) for longer than ``older_than``.
+
+        Returns the number of events still waiting in outboxes when the scan was made (the
+        backlog gauge's value), counted in the same read that finds the orphans.
+        """
         started = time.perf_counter()
-        docs = await self._store.orphaned_outboxes(now - older_than, limit)
+        scan = await self._store.scan_outboxes(now - older_than, limit)
+        docs = scan.orphans
         published = await self.relay([(d["_id"], pending_outbox(d)) for d in docs])
         # Documents whose outbox was already empty only need their marker cleared.
         await self._store.clear_outbox([(d["_id"], []) for d in docs if not pending_outbox(d)])
@@ -73,7 +74,7 @@ class OutboxRelay:
                 documents=len(docs),
                 seconds=round(time.perf_counter() - started, 3),
             )
-        return published
+        return scan.backlog
 
 
 def _public(entry: Mapping[str, Any]) -> dict[str, Any]:

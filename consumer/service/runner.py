@@ -307,10 +307,10 @@ class Runner:
             raise
 
     async def _relay_orphans(self) -> None:
-        await self._relay.relay_orphans(
+        backlog = await self._relay.relay_orphans(
             datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)
         )
-        self._metrics.outbox_backlog.set(await self._relay.backlog())
+        self._metrics.outbox_backlog.set(backlog)
 
     async def _observe(self) -> None:
         """Refresh health probes, lag and assignment gauges."""

@@ -11,7 +11,7 @@ import math
 import pytest
 from bench.common import Endpoints
 
-from bench import sweeps, ticket_used
+from bench import store_ops, sweeps, ticket_used
 
 # The session fixtures of the integration tests (scripts/services, or the servers named by
 # PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS / PASS_STATUS_MONGODB_URI).
@@ -71,3 +71,13 @@ async def test_sweep_benchmark_runs(endpoints: Endpoints) -> None:
             assert r[sweep]["seconds"] > 0
             assert r[sweep]["peak_rss_mb"] > 0
             assert not math.isnan(r[sweep]["seconds"])
+
+
+async def test_store_ops_benchmark_runs(endpoints: Endpoints) -> None:
+    rows = await store_ops.run(endpoints.mongodb_uri, [50], repeat=2, say=lambda _line: None)
+
+    assert [r["users"] for r in rows] == [50]
+    timings = rows[0]["median_ms"]
+    assert set(timings) == set(store_ops.OPERATIONS)
+    assert all(ms > 0 for ms in timings.values()), timings
+    assert "| find_one by user_id |" in store_ops.table(rows)
