@@ -89,9 +89,13 @@ class Drain:
     peak_rss_mb: float
     cpu_percent: dict[str, float] = field(default_factory=dict)
     transient_faults: int = 0
-    # MongoDB operations per event processed: the service's own count
-    # (pass_status_mongodb_duration_seconds_count, one per logical operation), or naive's.
+    # MongoDB data commands (round trips) per event processed: the service's own count
+    # (pass_status_mongodb_commands_total), or naive's.
     store_ops_per_event: float | None = None
+
+
+# The commands that read or write data (not the driver's handshakes and pings).
+DATA_COMMANDS = ("find", "getMore", "update", "insert", "delete", "aggregate", "count")
 
 
 @dataclass(slots=True)
@@ -195,7 +199,10 @@ async def _drain(
         if pipeline.startswith("service"):
             metrics = await asyncio.to_thread(proc.metrics_text)
             processed = int(prometheus_sum(metrics, "pass_status_events_consumed_total"))
-            store_ops = prometheus_sum(metrics, "pass_status_mongodb_duration_seconds_count")
+            store_ops = sum(
+                prometheus_sum(metrics, f'pass_status_mongodb_commands_total{{command="{name}"}}')
+                for name in DATA_COMMANDS
+            )
     finally:
         await asyncio.to_thread(proc.stop)
         await admin.close()

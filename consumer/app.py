@@ -76,7 +76,7 @@ async def core(
     settings: Settings, registry: CollectorRegistry | None = None
 ) -> AsyncIterator[Core]:
     metrics = Metrics(registry or CollectorRegistry())
-    client = make_client(settings)
+    client = make_client(settings, metrics)
     store = MongoCacheStore(client, settings, metrics)
     producer = make_producer(settings)
     publisher = KafkaPublisher(producer, metrics)

@@ -140,6 +140,12 @@ class Metrics:
             buckets=_OP_BUCKETS,
             registry=registry,
         )
+        self.mongodb_commands = Counter(
+            p + "mongodb_commands_total",
+            "Commands sent to MongoDB (round trips), by command name, failed ones included.",
+            ["command"],
+            registry=registry,
+        )
         self.mongodb_errors = Counter(
             p + "mongodb_errors_total",
             "MongoDB operations that failed, by operation.",

@@ -30,6 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo_commands import CommandCounter
 from consumer.adapters.mongo_conditional import (
     ABSENT,
     ClientSideConditions,
@@ -69,8 +70,9 @@ class CacheStore(Protocol):
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
 
 
-def make_client(settings: Settings) -> AsyncMongoClient[Document]:
-    """A client with the settings' timeouts, TLS and write concern, and tz-aware dates."""
+def make_client(settings: Settings, metrics: Metrics | None = None) -> AsyncMongoClient[Document]:
+    """A client with the settings' timeouts, TLS and write concern, and tz-aware dates;
+    with ``metrics``, every command it sends is counted."""
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": settings.mongodb_timeout_ms,
         "connectTimeoutMS": settings.mongodb_timeout_ms,
@@ -83,6 +85,8 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
     if settings.mongodb_tls_cafile:
         options["tls"] = True
         options["tlsCAFile"] = settings.mongodb_tls_cafile
+    if metrics is not None:
+        options["event_listeners"] = [CommandCounter(metrics)]
     return AsyncMongoClient(settings.mongodb_uri, **options)
 
 

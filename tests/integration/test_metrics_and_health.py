@@ -111,6 +111,10 @@ async def test_metrics_move_with_traffic_and_pass_promtool(
         ]
         == 5
     )
+    # Every write is at least one update command (two round trips on FerretDB, whose
+    # conditions are checked by a find first); each batch began with a find.
+    assert got[("pass_status_mongodb_commands_total", (("command", "update"),))] >= 5
+    assert got[("pass_status_mongodb_commands_total", (("command", "find"),))] >= 1
     assert got[("pass_status_ready", ())] == 1
     assert got[("pass_status_outbox_backlog_events", ())] == 0
     assert got[("pass_status_assigned_partitions", ())] == 6
