@@ -11,6 +11,8 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench import store_ops
+
 
 def _fmt(value: Any, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -169,4 +171,11 @@ def tables(results: dict[str, Any]) -> str:
             ]
             out.extend(f"| {_fmt(s['users'])} | failed: {e} |" for e in errors)
         out.append("")
+    if results.get("store_ops"):
+        out += [
+            "### One MongoDB operation, by filter shape (median)",
+            "",
+            store_ops.table(results["store_ops"]),
+            "",
+        ]
     return "\n".join(out)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bench import report, sweeps, ticket_used
+from bench import report, store_ops, sweeps, ticket_used
 from bench.common import REPO, Endpoints, endpoints_from_env
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -71,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=_ints, default=(10_000, 100_000, 1_000_000))
     p.add_argument("--skip-ticket-used", action="store_true")
     p.add_argument("--skip-sweeps", action="store_true")
+    p.add_argument(
+        "--store-sizes",
+        type=_ints,
+        default=(1_000, 10_000),
+        help="collection sizes for the per-operation costs (bench/store_ops.py)",
+    )
+    p.add_argument("--skip-store-ops", action="store_true")
     p.add_argument("--profile", action="store_true", help="also profile a service drain")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "latest.json")
     p.add_argument("--img-dir", type=Path, default=REPO / "docs" / "img")
@@ -111,6 +118,10 @@ async def run_all(args: argparse.Namespace, ep: Endpoints) -> dict[str, Any]:
     if not args.skip_sweeps:
         print("sweep benchmark")
         results["sweeps"] = await sweeps.run(ep, args.sizes)
+        _save(args.output, results)
+    if not args.skip_store_ops:
+        print("store operations")
+        results["store_ops"] = await store_ops.run(ep.mongodb_uri, args.store_sizes, repeat=5)
         _save(args.output, results)
     if args.profile:
         print("profile")

@@ -1,9 +1,10 @@
 """MongoDB adapter (PyMongo's async API) for the cache and check-log collections.
 
 Concurrency control: a write applies only if the user's ``passes`` array is exactly as it
-was read (the filter compares the whole array), so a concurrent change by another replica
-or by the refresher makes the write match nothing; the caller then re-reads and
-re-evaluates. Fields this service adds to a user document:
+was read (compared by the filter on MongoDB, by the service on FerretDB: see
+``mongo_conditional``), so a concurrent change by another replica or by the refresher makes
+the write match nothing; the caller then re-reads and re-evaluates. Fields this service
+adds to a user document:
 
 - ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
 - ``pass_status_checked_at`` (date): when this service last evaluated the document;
