@@ -81,9 +81,40 @@ def test_a_missing_event_and_a_missing_status_change_are_lost() -> None:
     )
     doc = next(d for d in docs if d["user_id"] == using.user_id)
     doc["passes"][using.index]["status"] = "USABLE"
-    report = check(expected, docs, published[1:])
+    # Neither written nor published: the status change and its event are both lost.
+    unpublished = [
+        raw
+        for raw in published
+        if (orjson.loads(raw)["pass_uuid"], orjson.loads(raw)["to_status"])
+        != (using.pass_uuid, "USING")
+    ]
+    assert len(unpublished) == len(published) - 1
+    report = check(expected, docs, unpublished)
     assert len(report.lost) == 2
     assert not report.wrong
+    assert not report.rewritten
+
+
+def test_a_change_undone_after_its_event_was_published_is_a_rewrite() -> None:
+    # The write that set status and first_use was durable (its event, written in the
+    # same update, was published), and another writer undid it afterwards.
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    using = next(
+        w
+        for w in expected.passes
+        if w.status == "USING" and w.seeded["status"] == "USABLE" and w.first_use is not None
+    )
+    doc = next(d for d in docs if d["user_id"] == using.user_id)
+    doc["passes"][using.index]["status"] = "USABLE"
+    doc["passes"][using.index]["payload"]["first_use"] = using.seeded["payload"]["first_use"]
+
+    report = check(expected, docs, published)
+
+    assert len(report.rewritten) == 2
+    assert not report.lost
+    assert not report.ok  # on an atomic store (MongoDB), a change undone is a failure
+    assert check(expected, docs, published, store_atomic=False).ok
 
 
 def test_duplicates_are_counted_not_failures_unless_their_content_differs() -> None:
