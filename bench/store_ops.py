@@ -99,7 +99,7 @@ async def run(
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one column per size, and the slowest/fastest ratio per size."""
+    """Markdown: one row per operation, one column per collection size."""
     head = "| operation | " + " | ".join(f"{r['users']:,} users" for r in rows) + " |"
     lines = [head, "|---|" + "---:|" * len(rows)]
     for name in OPERATIONS:

@@ -277,12 +277,12 @@ def _strip_user(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in skip}
 
 
-# (user_id, pass_uuid, to_status, effective_at) of a published pass-status-changed event.
-Made = frozenset[tuple[int, str, str, str]]
+# Per (user_id, pass_uuid): the (to_status, effective_at) of its published status changes.
+Made = Mapping[tuple[int, str], frozenset[tuple[str, str]]]
 
 
 def compare_documents(
-    expected: Expected, documents: Iterable[Mapping[str, Any]], made: Made = frozenset()
+    expected: Expected, documents: Iterable[Mapping[str, Any]], made: Made | None = None
 ) -> Report:
     """Compare the model with the cache documents as they are now (MongoDB).
 
@@ -308,7 +308,7 @@ def compare_documents(
         report.pending_outbox += len(outbox) if isinstance(outbox, list) else 0
         for want in by_user[user_id]:
             report.passes_checked += 1
-            _compare_pass(report, want, passes[want.index], made)
+            _compare_pass(report, want, passes[want.index], made or {})
     return report
 
 
@@ -319,9 +319,7 @@ def _compare_pass(report: Report, want: ExpectedPass, got: Any, made: Made) -> N
         return
     seeded_status = want.seeded["status"]
     status = got.get("status")
-    made_here = {
-        (to, at) for uid, puid, to, at in made if (uid, puid) == (want.user_id, want.pass_uuid)
-    }
+    made_here = made.get((want.user_id, want.pass_uuid), frozenset())
     if status != want.status:
         bucket = report.lost if status == seeded_status else report.wrong
         if status == seeded_status and any(to == want.status for to, _at in made_here):
@@ -432,18 +430,12 @@ def check(
 def _made(published: Sequence[bytes]) -> Made:
     """The changes that published events prove were written (unreadable records skipped:
     :func:`compare_events` reports them)."""
-    made: set[tuple[int, str, str, str]] = set()
+    made: defaultdict[tuple[int, str], set[tuple[str, str]]] = defaultdict(set)
     for raw in published:
         try:
             event = orjson.loads(raw)
-            made.add(
-                (
-                    int(event["user_id"]),
-                    str(event["pass_uuid"]),
-                    str(event["to_status"]),
-                    str(event["effective_at"]),
-                )
-            )
+            key = (int(event["user_id"]), str(event["pass_uuid"]))
+            made[key].add((str(event["to_status"]), str(event["effective_at"])))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-    return frozenset(made)
+    return {key: frozenset(changes) for key, changes in made.items()}
