@@ -17,9 +17,10 @@ every record of the output topic:
   ``detected_at`` or cause): the transition was made twice, so a write that had made it
   was undone in between — a lost update; likewise a ``first_use`` holding a later event's
   ``used_at`` (the first event's write was undone, the later one set it again), or a status
-  or ``first_use`` back at its seeded value although the event of the write that changed
-  it was published (that write was durable: its event went out through the same update's
-  outbox; another writer undid it afterwards). Wrong,
+  or ``first_use`` back at its seeded value although an event proves the write that changed
+  it durable (that event went out through the same update's outbox: for a status, its
+  transition to that status; for ``first_use``, any event of the pass caused by one of the
+  pass's ticket-used events), so another writer undid it afterwards. Wrong,
   except on a store known not to make conditional updates atomic (FerretDB 1.24 on
   SQLite), where it is reported apart.
 
@@ -100,6 +101,9 @@ class ExpectedPass:
     # used_at of the pass's later ticket-used events: a first_use among them means an
     # earlier write that had set it was undone by the store (see ``rewritten``).
     later_first_uses: frozenset[str] = frozenset()
+    # event_id of the pass's ticket-used events: a published event of this pass caused by
+    # one of them proves a write that applied it (and so left first_use set) was durable.
+    ticket_used_ids: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -215,7 +219,8 @@ def _expect_pass(
                 cause_ids=frozenset(str(e["event_id"]) for e in events),
             )
     later = frozenset(str(e["used_at"]) for e in events[1:]) - {str(first_use)}
-    out.passes.append(ExpectedPass(user_id, index, pass_uuid, item, final, first_use, later))
+    own = frozenset(str(e["event_id"]) for e in events)
+    out.passes.append(ExpectedPass(user_id, index, pass_uuid, item, final, first_use, later, own))
     if transition is not None:
         out.transitions[transition.event_id] = transition
 
@@ -277,7 +282,7 @@ def _strip_user(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in skip}
 
 
-# Per (user_id, pass_uuid): the (to_status, effective_at) of its published status changes.
+# Per (user_id, pass_uuid): the (to_status, cause event_id) of its published status changes.
 Made = Mapping[tuple[int, str], frozenset[tuple[str, str]]]
 
 
@@ -322,7 +327,7 @@ def _compare_pass(report: Report, want: ExpectedPass, got: Any, made: Made) -> N
     made_here = made.get((want.user_id, want.pass_uuid), frozenset())
     if status != want.status:
         bucket = report.lost if status == seeded_status else report.wrong
-        if status == seeded_status and any(to == want.status for to, _at in made_here):
+        if status == seeded_status and any(to == want.status for to, _cause in made_here):
             bucket = report.rewritten  # the write that made it was durable, then undone
         bucket.append(f"{where}: status {status!r}, expected {want.status!r}")
     payload = got.get("payload")
@@ -332,7 +337,9 @@ def _compare_pass(report: Report, want: ExpectedPass, got: Any, made: Made) -> N
         bucket = report.lost if first_use == seeded_first_use else report.wrong
         if first_use in want.later_first_uses:
             bucket = report.rewritten  # set by a later event: the first one's write undone
-        elif first_use == seeded_first_use and ("USING", want.first_use) in made_here:
+        elif first_use == seeded_first_use and any(
+            cause in want.ticket_used_ids for _to, cause in made_here
+        ):
             bucket = report.rewritten  # the write that set it was durable, then undone
         bucket.append(f"{where}: first_use {first_use!r}, expected {want.first_use!r}")
     if _strip_pass(got) != _strip_pass(want.seeded):
@@ -435,7 +442,7 @@ def _made(published: Sequence[bytes]) -> Made:
         try:
             event = orjson.loads(raw)
             key = (int(event["user_id"]), str(event["pass_uuid"]))
-            made[key].add((str(event["to_status"]), str(event["effective_at"])))
+            made[key].add((str(event["to_status"]), str(event["cause"]["event_id"])))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
     return {key: frozenset(changes) for key, changes in made.items()}

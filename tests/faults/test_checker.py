@@ -185,3 +185,41 @@ def test_a_first_use_from_a_later_event_is_a_rewrite() -> None:
     assert len(check(expected, docs, published).rewritten) == 1
     assert not check(expected, docs, published).ok
     assert check(expected, docs, published, store_atomic=False).ok
+
+
+def test_a_first_use_undone_under_a_direct_expiry_is_a_rewrite() -> None:
+    # A pass expired at seed: its ticket-used write sets first_use and expires it at once
+    # (no USING event). A tick then expires it again after another writer undid that write;
+    # the published expiry caused by the pass's own ticket-used proves the write durable.
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    want = next(
+        w
+        for w in expected.passes
+        if w.status == "EXPIRED" and w.ticket_used_ids and w.seeded["payload"]["first_use"] is None
+    )
+    doc = next(d for d in docs if d["user_id"] == want.user_id)
+    doc["passes"][want.index]["payload"]["first_use"] = None
+
+    by_tick = [_with_cause(raw, want.pass_uuid, "tick-1") for raw in published]
+    unproven = check(expected, docs, by_tick, store_atomic=False)  # no proof: a loss
+    assert len(unproven.lost) == 1
+    assert not unproven.wrong
+    assert not unproven.rewritten
+    own = min(want.ticket_used_ids)
+    by_own_event = [_with_cause(raw, want.pass_uuid, own) for raw in published]
+    report = check(expected, docs, by_own_event, store_atomic=False)
+    assert len(report.rewritten) == 1
+    assert not report.lost
+    assert report.ok
+    assert not check(expected, docs, by_own_event).ok  # on an atomic store, still a failure
+
+
+def _with_cause(raw: bytes, pass_uuid: str, cause_id: str) -> bytes:
+    event = orjson.loads(raw)
+    if event["pass_uuid"] == pass_uuid:
+        event["cause"] = {
+            "type": "tick" if cause_id.startswith("tick") else "ticket_used",
+            "event_id": cause_id,
+        }
+    return orjson.dumps(event)
