@@ -425,6 +425,8 @@ class Scenario:
     consumers: list[ConsumerProcess] = field(default_factory=list)
     traffic: Traffic | None = None
     store_atomic: bool = True
+    # Another writer rewrites passes during the run (see checker.check).
+    foreign_writer: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -506,7 +508,11 @@ class Scenario:
         deadline = time.monotonic() + wait
         while True:
             docs_report = check(
-                expected, await self.documents(), [], store_atomic=self.store_atomic
+                expected,
+                await self.documents(),
+                [],
+                store_atomic=self.store_atomic,
+                foreign_writer=self.foreign_writer,
             )
             docs_done = not any("status" in x or "first_use" in x for x in docs_report.lost)
             if (docs_done and docs_report.pending_outbox == 0) or time.monotonic() > deadline:
@@ -526,6 +532,7 @@ class Scenario:
                 [r.value for r in published],
                 await self._dead_letters(),
                 store_atomic=self.store_atomic,
+                foreign_writer=self.foreign_writer,
             )
             if report.ok or time.monotonic() > deadline:
                 return expected, report

@@ -223,3 +223,31 @@ def _with_cause(raw: bytes, pass_uuid: str, cause_id: str) -> bytes:
             "event_id": cause_id,
         }
     return orjson.dumps(event)
+
+
+def test_an_unprovable_first_use_undo_is_accepted_only_with_a_foreign_writer() -> None:
+    # A pass whose status needs no change: its first_use write publishes no event.
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    want = next(
+        (
+            w
+            for w in expected.passes
+            if w.status == w.seeded["status"]
+            and w.ticket_used_ids
+            and w.seeded["payload"]["first_use"] is None
+        ),
+        None,
+    )
+    if want is None:
+        pytest.skip("the generated world has no first_use-only pass")
+    doc = next(d for d in docs if d["user_id"] == want.user_id)
+    doc["passes"][want.index]["payload"]["first_use"] = None
+
+    strict = check(expected, docs, published, store_atomic=False)
+    assert len(strict.lost) == 1
+    assert not strict.ok
+    tolerant = check(expected, docs, published, store_atomic=False, foreign_writer=True)
+    assert len(tolerant.rewritten) == 1
+    assert tolerant.ok
+    assert not check(expected, docs, published, foreign_writer=True).ok  # atomic store

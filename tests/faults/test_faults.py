@@ -218,6 +218,7 @@ async def test_foreign_writer_rewrites_passes_during_traffic(scenario: Scenario)
     """The refresher rewrites users' passes (same passes, bumped timestamps) all along."""
     sc = scenario
     sc.traffic_seconds = 30
+    sc.foreign_writer = True
     await sc.seed_documents()
     # One re-read per conflict only: lost races in a row must make the loop back off and
     # retry (WriteConflictError is transient), never stop it or stall a tick partition.
