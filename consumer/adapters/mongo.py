@@ -33,20 +33,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
 from consumer.adapters.mongo_conditional import (
-    ABSENT,
     ClientSideConditions,
     ConditionalUpdate,
     ConditionalUpdater,
     ServerSideConditions,
 )
-from consumer.domain.user_update import (
-    CHECKED_AT,
-    NEXT_CHECK_AT,
-    OUTBOX,
-    OUTBOX_SINCE,
-    REVISION,
-    UserUpdate,
-)
+from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps
+from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
 from consumer.errors import StoreUnavailableError
 from consumer.settings import Settings
 
@@ -191,21 +184,13 @@ class MongoCacheStore:
         return found
 
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
-        """Apply ``update`` if the document's passes are still as read; False on conflict."""
-        sets: dict[str, Any] = {NEXT_CHECK_AT: update.next_check_at, CHECKED_AT: now}
-        for first_use in update.first_use_sets:
-            sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
-        for transition in update.evaluation.transitions:
-            sets[f"passes.{transition.index}.status"] = transition.to_status
-        change: dict[str, Any] = {"$set": sets, "$inc": {REVISION: 1}}
-        if update.outbox:
-            change["$push"] = {OUTBOX: {"$each": list(update.outbox)}}
-            if read.get(OUTBOX_SINCE) is None:
-                sets[OUTBOX_SINCE] = now
+        """Apply ``update`` if the document is still as read (``write_change``); False on
+        conflict."""
+        write = write_change(read, update, now)
         async with self._writing():
             with self._op("write_user"):
                 return await self._conditional.update_one(
-                    ConditionalUpdate(read["_id"], _unchanged_condition(read), change)
+                    ConditionalUpdate(write.doc_id, write.condition, write.change)
                 )
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
@@ -218,24 +203,16 @@ class MongoCacheStore:
         """
         if not docs:
             return
-        emptied = [
-            ConditionalUpdate(doc_id, {OUTBOX: list(entries)}, _EMPTY_OUTBOX)
-            for doc_id, entries in docs
-        ]
+        emptied, pulled, unmarked = (
+            [ConditionalUpdate(c.doc_id, c.condition, c.change) for c in step]
+            for step in clearing_steps(docs)
+        )
         async with self._writing():
             with self._op("clear_outbox"):
                 if await self._conditional.update_each(emptied):
                     return
-                await self._conditional.update_each(
-                    [
-                        ConditionalUpdate(doc_id, {}, {"$pullAll": {OUTBOX: list(entries)}})
-                        for doc_id, entries in docs
-                        if entries
-                    ]
-                )
-                await self._conditional.update_each(
-                    [ConditionalUpdate(doc_id, {OUTBOX: []}, _NO_SINCE) for doc_id, _ in docs]
-                )
+                await self._conditional.update_each(pulled)
+                await self._conditional.update_each(unmarked)
 
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
@@ -307,13 +284,4 @@ class MongoCacheStore:
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
 
 
-def _unchanged_condition(read: Mapping[str, Any]) -> dict[str, Any]:
-    """Match the document only while its ``passes`` are exactly as they were read."""
-    passes = read.get("passes", _MISSING)
-    return {"passes": ABSENT if passes is _MISSING else passes}
-
-
-_MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EMPTY_OUTBOX: Document = {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
-_NO_SINCE: Document = {"$set": {OUTBOX_SINCE: None}}

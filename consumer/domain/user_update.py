@@ -14,6 +14,14 @@ from datetime import datetime
 from typing import Any
 
 from consumer.domain.events import Cause, CauseType, TicketUsed, status_changed_event
+from consumer.domain.outbox import (
+    OUTBOX,
+    OUTBOX_SINCE,
+    REVISION,
+    ConditionalChange,
+    conditional_write,
+    pending_outbox,
+)
 from consumer.domain.rules import UserEvaluation, evaluate_user
 from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
 from consumer.domain.times import truncate_to_milliseconds
@@ -21,9 +29,19 @@ from consumer.errors import InputError
 
 NEXT_CHECK_AT = "next_check_at"
 CHECKED_AT = "pass_status_checked_at"
-REVISION = "pass_status_rev"
-OUTBOX = "pass_status_outbox"
-OUTBOX_SINCE = "pass_status_outbox_since"
+
+__all__ = [
+    "CHECKED_AT",
+    "NEXT_CHECK_AT",
+    "OUTBOX",
+    "OUTBOX_SINCE",
+    "REVISION",
+    "RejectedEvent",
+    "UserUpdate",
+    "pending_outbox",
+    "plan_user_update",
+    "write_change",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +134,11 @@ def _same_instant(stored: object, computed: datetime | None) -> bool:
     return _to_ms(stored) == computed
 
 
-def pending_outbox(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Outbox entries of a document as read (left by an earlier write or a crash)."""
-    entries = doc.get(OUTBOX)
-    if not isinstance(entries, list):
-        return []
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
+def write_change(read: Mapping[str, Any], update: UserUpdate, now: datetime) -> ConditionalChange:
+    """The conditional update that applies ``update`` to the document read as ``read``."""
+    sets: dict[str, Any] = {NEXT_CHECK_AT: update.next_check_at, CHECKED_AT: now}
+    for first_use in update.first_use_sets:
+        sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
+    for transition in update.evaluation.transitions:
+        sets[f"passes.{transition.index}.status"] = transition.to_status
+    return conditional_write(read, sets, update.outbox, now)

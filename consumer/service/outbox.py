@@ -17,7 +17,7 @@ import orjson
 from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
-from consumer.domain.user_update import pending_outbox
+from consumer.domain.outbox import pending_outbox
 from consumer.logs import get_logger
 
 log = get_logger(__name__)

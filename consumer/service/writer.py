@@ -14,7 +14,8 @@ from typing import Any
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.events import Cause, TicketUsed
-from consumer.domain.user_update import UserUpdate, pending_outbox, plan_user_update
+from consumer.domain.outbox import relay_after_write
+from consumer.domain.user_update import UserUpdate, plan_user_update
 from consumer.errors import DocumentError, WriteConflictError
 from consumer.logs import get_logger
 
@@ -61,11 +62,16 @@ class UserWriter:
             if doc is None:
                 raise DocumentError("document disappeared between read and write")
             update = plan_user_update(doc, events, now, cause)
-            earlier = tuple(pending_outbox(doc)) if relay_pending else ()
-            if not apply or not update.writes_document:
-                return UserResult(doc["_id"], update, False, earlier if apply else ())
+            if not apply:
+                return UserResult(doc["_id"], update, False, ())
+            if not update.writes_document:
+                relay = relay_after_write(doc, (), written=False, relay_pending=relay_pending)
+                return UserResult(doc["_id"], update, False, relay)
             if await self._store.write_user(doc, update, now):
-                return UserResult(doc["_id"], update, True, (*earlier, *update.outbox))
+                relay = relay_after_write(
+                    doc, update.outbox, written=True, relay_pending=relay_pending
+                )
+                return UserResult(doc["_id"], update, True, relay)
             self._metrics.write_conflicts.inc()
             log.info("write_conflict", user_id=update.user_id)
             doc = await self._store.find_user(update.user_id)

@@ -21,7 +21,7 @@ from consumer.adapters.mongo_conditional import (
     ConditionalUpdater,
     ServerSideConditions,
 )
-from consumer.domain.user_update import OUTBOX, OUTBOX_SINCE
+from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase

@@ -1,0 +1,131 @@
+"""The outbox lifecycle: how a status-change event travels from its transition to Kafka.
+
+This module is the one owner of the rules; the store adapter sends what it builds, the
+relay (:mod:`consumer.service.outbox`) publishes and clears as it says. Two fields of the
+user's cache document hold the outbox:
+
+- ``pass_status_outbox``: the events not yet confirmed published, oldest first;
+- ``pass_status_outbox_since``: a date no later than the write of the oldest entry, or
+  null when the outbox is empty; indexed, so that orphans are found without a scan.
+
+An entry's life:
+
+1. **written** by :func:`conditional_write`, in the same single-document update as its
+   transition, appended at the end of the outbox;
+2. **relayed**: published by the writer that appended it, together with every entry that
+   was already there, head first (:func:`relay_after_write`);
+3. **cleared** by :func:`clearing_steps`, by exact value, only after the broker
+   acknowledged it;
+4. **re-published**, with the same ``event_id``, by any replica's orphan relay once it has
+   waited longer than the orphan age (found by ``since``), if a crash or a fault left it.
+
+Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
+
+- **I1 durable together.** An entry is in the document if and only if its transition
+  was written: one update does both, or neither.
+- **I2 findable.** A document whose outbox is not empty has a date in ``since``. A write
+  that appends is conditioned on the outbox *and* ``since`` being exactly as read (so a
+  concurrent clear makes it conflict and re-read), and sets ``since`` when the read had
+  none; a clear unsets ``since`` only while the outbox is empty.
+- **I3 never lost.** An entry leaves the outbox only after the broker acknowledged it,
+  and only that exact entry (a concurrent append is never removed).
+- **I4 ordered.** Each relay publishes the outbox as it was at its write (or read), head
+  first, so the first publication of each of a pass's events follows the order of its
+  transitions; within a process one relay at a time handles a document, and an entry
+  already acknowledged there is not published again.
+- **I5 same id.** An entry is stored whole and published as stored: a re-publication
+  carries the same ``event_id`` (deterministic from user, pass and new status).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+OUTBOX = "pass_status_outbox"
+OUTBOX_SINCE = "pass_status_outbox_since"
+
+# The one operator a condition may use besides plain equality: the field is missing.
+ABSENT: Mapping[str, Any] = {"$exists": False}
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionalChange:
+    """``change`` (a MongoDB update document) applied to document ``doc_id`` only while
+    it matches ``condition`` (fields mapped to their exact expected value, or
+    :data:`ABSENT`; an empty condition always matches)."""
+
+    doc_id: Any
+    condition: Mapping[str, Any]
+    change: Mapping[str, Any]
+
+
+def pending_outbox(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Outbox entries of a document as read (left by an earlier write or a crash)."""
+    entries = doc.get(OUTBOX)
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
+
+
+def as_read(read: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """A condition matching ``fields`` exactly as they were in ``read`` (or missing)."""
+    return {f: read.get(f, ABSENT) for f in fields}
+
+
+def conditional_write(
+    read: Mapping[str, Any],
+    sets: Mapping[str, Any],
+    entries: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> ConditionalChange:
+    """The update of a document read as ``read``: ``sets``, an incremented revision, and
+    ``entries`` appended to its outbox, applied only while ``passes`` are as read."""
+    all_sets = dict(sets)
+    change: dict[str, Any] = {"$set": all_sets, "$inc": {REVISION: 1}}
+    if entries:
+        change["$push"] = {OUTBOX: {"$each": list(entries)}}
+        if read.get(OUTBOX_SINCE) is None:
+            all_sets[OUTBOX_SINCE] = now
+    return ConditionalChange(read["_id"], as_read(read, ("passes",)), change)
+
+
+def relay_after_write(
+    read: Mapping[str, Any],
+    appended: Sequence[Mapping[str, Any]],
+    *,
+    written: bool,
+    relay_pending: bool,
+) -> tuple[dict[str, Any], ...]:
+    """The entries a writer relays after its write of ``read``.
+
+    With ``relay_pending``, the entries earlier writes left come first; sweeps leave
+    them to their writer or to the orphan relay.
+    """
+    earlier = tuple(pending_outbox(read)) if relay_pending else ()
+    if not written:
+        return earlier
+    return (*earlier, *(dict(e) for e in appended))
+
+
+def clearing_steps(
+    docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]],
+) -> tuple[list[ConditionalChange], list[ConditionalChange], list[ConditionalChange]]:
+    """The updates that remove acknowledged ``entries`` from each document's outbox.
+
+    Step 1 empties an outbox holding exactly the acknowledged entries, marker included;
+    it is usually all that runs. If any did not match (another write appended entries
+    meanwhile), step 2 pulls only the acknowledged entries (``$pullAll`` by exact value),
+    and step 3 clears the marker of each outbox that is then empty.
+    """
+    emptied = [ConditionalChange(i, {OUTBOX: list(e)}, _EMPTY_OUTBOX) for i, e in docs]
+    pulled = [ConditionalChange(i, {}, {"$pullAll": {OUTBOX: list(e)}}) for i, e in docs if e]
+    unmarked = [ConditionalChange(i, {OUTBOX: []}, _NO_SINCE) for i, _ in docs]
+    return emptied, pulled, unmarked
+
+
+REVISION = "pass_status_rev"
+_EMPTY_OUTBOX: Mapping[str, Any] = {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
+_NO_SINCE: Mapping[str, Any] = {"$set": {OUTBOX_SINCE: None}}

@@ -1,0 +1,263 @@
+"""In-memory fakes of the store and publisher ports, for fast service-layer tests.
+
+:class:`FakeCacheStore` keeps documents in a :class:`FakeCollection` that applies
+MongoDB's filter and update semantics (``tests/unit/mongo_semantics.py``), and builds its
+conditional writes with the same pure functions as ``MongoCacheStore``
+(:func:`consumer.domain.user_update.write_change`,
+:func:`consumer.domain.outbox.clearing_steps`): a test on the fake exercises the real
+conditions, not a copy of them.
+
+Both fakes let a test interleave steps on purpose: :meth:`FakeCacheStore.before` runs a
+coroutine before the next call of an operation (say, an owner's ``clear_outbox`` between
+a sweep's read and its write), and :meth:`FakeCacheStore.hold` /
+:meth:`FakePublisher.hold` stop the next call at a :class:`Gate` until the test releases
+it. ``fail_next`` makes the next calls raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from consumer.adapters.kafka import OutRecord
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo import OutboxScan
+from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, ConditionalChange, clearing_steps
+from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.service.outbox import OutboxRelay
+from consumer.service.sweeps import Sweeper
+from consumer.service.ticket_used import TicketUsedHandler
+from consumer.service.writer import UserWriter
+from prometheus_client import CollectorRegistry
+
+from tests.unit.mongo_semantics import Document, apply_update, matches, stored
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Gate:
+    """Stops a caller until released; ``reached`` is set when the caller arrives."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self._open = asyncio.Event()
+
+    async def pass_through(self) -> None:
+        self.reached.set()
+        await self._open.wait()
+
+    def release(self) -> None:
+        self._open.set()
+
+
+class _Interleavings:
+    """Per-operation hooks, gates and injected failures, each used once."""
+
+    def __init__(self) -> None:
+        self._before: dict[str, list[Callable[[], Awaitable[None]]]] = {}
+        self._gates: dict[str, list[Gate]] = {}
+        self._failures: dict[str, list[BaseException]] = {}
+        self.calls: dict[str, int] = {}
+
+    def before(self, op: str, hook: Callable[[], Awaitable[None]]) -> None:
+        self._before.setdefault(op, []).append(hook)
+
+    def hold(self, op: str) -> Gate:
+        gate = Gate()
+        self._gates.setdefault(op, []).append(gate)
+        return gate
+
+    def fail_next(self, op: str, error: BaseException, times: int = 1) -> None:
+        self._failures.setdefault(op, []).extend([error] * times)
+
+    async def enter(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        if self._failures.get(op):
+            raise self._failures[op].pop(0)
+        if self._before.get(op):
+            await self._before[op].pop(0)()
+        if self._gates.get(op):
+            await self._gates[op].pop(0).pass_through()
+
+
+class FakeCollection:
+    """Documents in insertion order, read and written with MongoDB's semantics."""
+
+    def __init__(self) -> None:
+        self.docs: list[Document] = []
+
+    def insert(self, *docs: Mapping[str, Any]) -> None:
+        for doc in docs:
+            if any(d["_id"] == doc["_id"] for d in self.docs):
+                raise KeyError(f"duplicate _id {doc['_id']!r}")
+            self.docs.append(stored(doc))
+
+    def find(self, query: Mapping[str, Any]) -> list[Document]:
+        return [stored(d) for d in self.docs if matches(d, query)]
+
+    def get(self, doc_id: Any) -> Document:
+        return next(stored(d) for d in self.docs if d["_id"] == doc_id)
+
+    def update_one(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+        for doc in self.docs:
+            if matches(doc, query):
+                apply_update(doc, update)
+                return True
+        return False
+
+    def apply(self, change: ConditionalChange) -> bool:
+        return self.update_one({"_id": change.doc_id, **change.condition}, change.change)
+
+
+class FakeCacheStore(_Interleavings):
+    """:class:`consumer.adapters.mongo.CacheStore` over a :class:`FakeCollection`."""
+
+    def __init__(self, *docs: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.cache = FakeCollection()
+        self.cache.insert(*docs)
+        self.check_logs: list[Document] = []
+
+    async def find_user(self, user_id: int) -> Document | None:
+        await self.enter("find_user")
+        found = self.cache.find({"user_id": user_id})
+        return found[0] if found else None
+
+    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]:
+        await self.enter("find_users")
+        found: dict[int, Document] = {}
+        for doc in self.cache.find({"user_id": {"$in": list(user_ids)}}):
+            user_id = doc.get("user_id")
+            if isinstance(user_id, int) and user_id not in found:
+                found[user_id] = doc
+        return found
+
+    async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
+        await self.enter("write_user")
+        return self.cache.apply(write_change(read, update, now))
+
+    async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
+        await self.enter("clear_outbox")
+        if not docs:
+            return
+        emptied, pulled, unmarked = clearing_steps(docs)
+        matched = [self.cache.apply(c) for c in emptied]  # each one, as a bulk write does
+        if all(matched):
+            return
+        for change in (*pulled, *unmarked):
+            self.cache.apply(change)
+
+    async def due_users(
+        self, tick_at: datetime, shard: int, shards: int
+    ) -> AsyncIterator[Document]:
+        await self.enter("due_users")
+        query: dict[str, Any] = {
+            "$or": [{NEXT_CHECK_AT: {"$lte": tick_at}}, {NEXT_CHECK_AT: {"$exists": False}}]
+        }
+        if shards > 1:
+            query["user_id"] = {"$mod": [shards, shard]}
+        for doc in self.cache.find(query):
+            yield doc
+
+    async def all_users(self, user_id: int | None) -> AsyncIterator[Document]:
+        await self.enter("all_users")
+        query: dict[str, Any] = {} if user_id is None else {"user_id": user_id}
+        for doc in sorted(self.cache.find(query), key=lambda d: d.get("user_id", 0)):
+            yield doc
+
+    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:
+        await self.enter("scan_outboxes")
+        backlog = 0
+        orphans: list[Document] = []
+        for doc in self.cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}):
+            entries = doc.get(OUTBOX)
+            backlog += len(entries) if isinstance(entries, list) else 0
+            since = doc.get(OUTBOX_SINCE)
+            if len(orphans) < limit and isinstance(since, datetime) and since <= older_than:
+                orphans.append(
+                    {k: doc[k] for k in ("_id", "user_id", OUTBOX, OUTBOX_SINCE) if k in doc}
+                )
+        return OutboxScan(backlog, orphans)
+
+    async def ping(self) -> None:
+        await self.enter("ping")
+
+    async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
+        await self.enter("insert_check_log")
+        body = stored(doc)
+        while any(d["_id"] == body["_id"] for d in self.check_logs):
+            body["_id"] += 1
+        self.check_logs.append(body)
+        return int(body["_id"])
+
+    # -- what tests look at ----------------------------------------------------------
+
+    def doc(self, doc_id: Any) -> Document:
+        return self.cache.get(doc_id)
+
+    def lost_outboxes(self) -> list[Any]:
+        """Documents holding outbox entries that the orphan scan would never find."""
+        return [
+            d["_id"]
+            for d in self.cache.docs
+            if d.get(OUTBOX) and not isinstance(d.get(OUTBOX_SINCE), datetime)
+        ]
+
+
+class FakePublisher(_Interleavings):
+    """:class:`consumer.adapters.kafka.Publisher` keeping every acknowledged record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[OutRecord] = []
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        if not records:
+            return
+        await self.enter("publish")
+        self.records.extend(records)
+
+    def values(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.records if r.topic == topic]
+
+
+class FakeService:
+    """The real service layer (writer, relay, sweeper, ticket-used handler) over fakes."""
+
+    STATUS_TOPIC = "status"
+    DEAD_LETTER_TOPIC = "dead"
+    CHECK_LOG_TOPIC = "check-log"
+
+    def __init__(self, store: FakeCacheStore, publisher: FakePublisher | None = None) -> None:
+        self.store = store
+        self.publisher = publisher or FakePublisher()
+        self.metrics = Metrics(CollectorRegistry())
+        self.relay = OutboxRelay(store, self.publisher, self.metrics, self.STATUS_TOPIC)
+        self.writer = UserWriter(store, self.metrics, conflict_retries=3)
+        self.summary = IntervalSummary()
+        self.sink = CheckLogSink(store, self.publisher, self.metrics, self.CHECK_LOG_TOPIC, 900_000)
+        self.sweeper = Sweeper(
+            store, self.writer, self.relay, self.sink, self.summary, self.metrics, 4
+        )
+        self.ticket_used = TicketUsedHandler(
+            store,
+            self.writer,
+            self.relay,
+            self.publisher,
+            self.summary,
+            self.metrics,
+            group_id="g",
+            dead_letter_topic=self.DEAD_LETTER_TOPIC,
+            max_message_bytes=65536,
+            concurrency=4,
+        )
+
+    def status_events(self) -> list[dict[str, Any]]:
+        return self.publisher.values(self.STATUS_TOPIC)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self.publisher.values(self.DEAD_LETTER_TOPIC)
