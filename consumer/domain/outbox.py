@@ -82,14 +82,20 @@ def conditional_write(
     now: datetime,
 ) -> ConditionalChange:
     """The update of a document read as ``read``: ``sets``, an incremented revision, and
-    ``entries`` appended to its outbox, applied only while ``passes`` are as read."""
+    ``entries`` appended to its outbox.
+
+    It applies only while ``passes`` are as read and, when it appends, while the outbox
+    and its marker are too: the marker is set only if the read had none, so a clear
+    between the read and the write must make the write conflict (invariant I2).
+    """
     all_sets = dict(sets)
     change: dict[str, Any] = {"$set": all_sets, "$inc": {REVISION: 1}}
-    if entries:
-        change["$push"] = {OUTBOX: {"$each": list(entries)}}
-        if read.get(OUTBOX_SINCE) is None:
-            all_sets[OUTBOX_SINCE] = now
-    return ConditionalChange(read["_id"], as_read(read, ("passes",)), change)
+    if not entries:
+        return ConditionalChange(read["_id"], as_read(read, ("passes",)), change)
+    change["$push"] = {OUTBOX: {"$each": list(entries)}}
+    if not isinstance(read.get(OUTBOX_SINCE), datetime):
+        all_sets[OUTBOX_SINCE] = now
+    return ConditionalChange(read["_id"], as_read(read, ("passes", OUTBOX, OUTBOX_SINCE)), change)
 
 
 def relay_after_write(

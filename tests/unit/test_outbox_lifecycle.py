@@ -1,0 +1,147 @@
+"""The outbox lifecycle's invariants (``consumer/domain/outbox.py``), one test each, on fakes.
+
+Each test drives the real service layer (writer, relay, sweeper, ticket-used handler) over
+the in-memory store, interleaving steps where a race would hurt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from consumer.domain.events import Cause, CauseType
+from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
+from consumer.errors import BrokerUnavailableError
+from consumer.service.deadletter import InputRecord
+
+from tests.unit.fakes import FakeCacheStore, FakeService
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+TICK = Cause(CauseType.TICK, "tick-1")
+
+
+def iso(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def a_pass(uuid: str, status: str, expires_in: timedelta, first_use: str | None = None) -> Any:
+    return {
+        "pass_uuid": uuid,
+        "status": status,
+        "payload": {"expiration": iso(NOW + expires_in), "first_use": first_use},
+    }
+
+
+def user_doc(*passes: Any, **extra: Any) -> dict[str, Any]:
+    return {"_id": "d7", "user_id": 7, "passes": list(passes), **extra}
+
+
+def ticket_used(pass_uuid: str, offset: int = 0) -> InputRecord:
+    body = {"event_id": f"tu-{offset}", "user_id": 7, "pass_uuid": pass_uuid, "used_at": iso(NOW)}
+    return InputRecord("ticket-used", 0, offset, b"7", orjson.dumps(body), None)
+
+
+def pending_entry(pass_uuid: str, log: str) -> dict[str, Any]:
+    """An entry an earlier write left in the outbox."""
+    return {"event_id": f"ev-{pass_uuid}", "user_id": 7, "pass_uuid": pass_uuid, "status_log": log}
+
+
+async def test_i1_an_entry_is_written_with_its_transition_or_not_at_all() -> None:
+    store = FakeCacheStore(user_doc(a_pass("p", "USING", -timedelta(hours=1), "x")))
+    service = FakeService(store)
+    store.fail_next("write_user", BrokerUnavailableError("store down"))
+    with pytest.raises(BrokerUnavailableError):
+        await service.sweeper.due(NOW, 0, 1, True, TICK)
+    doc = store.doc("d7")
+    assert doc["passes"][0]["status"] == "USING"
+    assert OUTBOX not in doc
+
+    service.publisher.fail_next("publish", BrokerUnavailableError("kafka down"))
+    with pytest.raises(BrokerUnavailableError):
+        await service.sweeper.due(NOW, 0, 1, True, TICK)
+    doc = store.doc("d7")
+    assert doc["passes"][0]["status"] == "EXPIRED"
+    assert [e["status_log"] for e in doc[OUTBOX]] == ["USING -> EXPIRED"]
+
+
+async def test_i2_a_sweep_writing_from_a_read_older_than_a_clear_leaves_its_entry_findable() -> (
+    None
+):
+    """The outbox marker race (issue 12, item 1): a sweep reads a document whose outbox
+    holds an owner's entry; the owner clears it; the sweep writes from its stale read and
+    its publish fails. The sweep's entry must still be found by the orphan scan."""
+    owners = [pending_entry("a", "USABLE -> USING")]
+    store = FakeCacheStore(
+        user_doc(
+            a_pass("a", "USING", timedelta(days=1), "x"),
+            a_pass("b", "USING", -timedelta(hours=1), "x"),
+            **{OUTBOX: owners, OUTBOX_SINCE: NOW - timedelta(seconds=1)},
+        )
+    )
+    service = FakeService(store)
+
+    async def owner_clears() -> None:
+        await store.clear_outbox([("d7", owners)])
+
+    store.before("write_user", owner_clears)  # between the sweep's read and its write
+    service.publisher.fail_next("publish", BrokerUnavailableError("kafka down"))
+    with pytest.raises(BrokerUnavailableError):
+        await service.sweeper.due(NOW, 0, 1, True, TICK)
+
+    assert store.lost_outboxes() == []
+    assert [e["status_log"] for e in store.doc("d7")[OUTBOX]] == ["USING -> EXPIRED"]
+    await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
+    assert [e["status_log"] for e in service.status_events()] == ["USING -> EXPIRED"]
+    assert store.doc("d7")[OUTBOX] == []
+    assert store.doc("d7")[OUTBOX_SINCE] is None
+
+
+async def test_i3_a_clear_removes_only_the_acknowledged_entries() -> None:
+    store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x"), **{OUTBOX: []}))
+    service = FakeService(store)
+    acknowledged = [pending_entry("z", "USABLE -> USING")]
+    await service.sweeper.due(NOW, 0, 1, True, TICK)  # relays and clears its own entry
+    await store.clear_outbox([("d7", acknowledged)])  # a stale clear of another entry
+    assert store.doc("d7")[OUTBOX] == []
+
+    store.cache.update_one({"_id": "d7"}, {"$set": {OUTBOX: [*acknowledged, {"event_id": "x"}]}})
+    await store.clear_outbox([("d7", acknowledged)])
+    assert store.doc("d7")[OUTBOX] == [{"event_id": "x"}]  # a concurrent append stays
+
+
+async def test_i5_a_republished_entry_carries_the_same_event_id() -> None:
+    store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x")))
+    service = FakeService(store)
+    store.fail_next("clear_outbox", BrokerUnavailableError("store down"))  # crash after ack
+    with pytest.raises(BrokerUnavailableError):
+        await service.sweeper.due(NOW, 0, 1, True, TICK)
+    await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
+    first, again = service.status_events()
+    assert first == again
+    assert store.lost_outboxes() == []
+    assert store.doc("d7")[OUTBOX] == []
+
+
+async def test_i4_a_passes_events_are_published_in_the_order_of_its_transitions() -> None:
+    """Issue 12, item 2: a ticket-used batch writes ``USABLE -> USING``; before it
+    publishes, a tick's sweep (running alongside) writes ``USING -> EXPIRED`` for the same
+    pass. Consumers must never see the second first."""
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(seconds=60))))
+    service = FakeService(store)
+    held = service.publisher.hold("publish")  # the ticket-used batch's relay
+
+    batch = asyncio.create_task(service.ticket_used.handle([ticket_used("p")]))
+    await held.reached.wait()
+    sweep = asyncio.create_task(service.sweeper.due(NOW + timedelta(seconds=120), 0, 1, True, TICK))
+    for _ in range(50):  # let the sweep go as far as it can
+        await asyncio.sleep(0)
+    held.release()
+    await asyncio.gather(batch, sweep)
+
+    logs = [e["status_log"] for e in service.status_events()]
+    assert logs == ["USABLE -> USING", "USING -> EXPIRED"]
+    assert store.doc("d7")[OUTBOX] == []
+    assert store.doc("d7")[OUTBOX_SINCE] is None
