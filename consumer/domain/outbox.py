@@ -105,15 +105,19 @@ def relay_after_write(
     written: bool,
     relay_pending: bool,
 ) -> tuple[dict[str, Any], ...]:
-    """The entries a writer relays after its write of ``read``.
+    """The entries a writer relays after its write of ``read``, head first (I4).
 
-    With ``relay_pending``, the entries earlier writes left come first; sweeps leave
-    them to their writer or to the orphan relay.
+    A write that appended entries relays the whole outbox as it was at that write (its
+    condition held the outbox as read): the entries already there, then its own. A
+    writer that appended nothing relays the entries already there only with
+    ``relay_pending`` (the ticket-used partition owner, so that a redelivered batch
+    publishes what its first attempt left); a sweep leaves them to their writer or to
+    the orphan relay, since it has nothing to put after them.
     """
-    earlier = tuple(pending_outbox(read)) if relay_pending else ()
-    if not written:
-        return earlier
-    return (*earlier, *(dict(e) for e in appended))
+    earlier = tuple(pending_outbox(read))
+    if written and appended:
+        return (*earlier, *(dict(e) for e in appended))
+    return earlier if relay_pending else ()
 
 
 def clearing_steps(

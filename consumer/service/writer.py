@@ -29,10 +29,7 @@ class UserResult:
     doc_id: Any
     update: UserUpdate
     written: bool
-    # The events to relay: those this write put in the outbox, preceded (with
-    # ``relay_pending``) by entries earlier writes left there. Sweeps leave earlier entries
-    # to their writer or to the orphan relay, so that live replicas touching the same user
-    # do not publish each other's events twice.
+    # The events to relay, head first: see consumer.domain.outbox.relay_after_write.
     outbox: tuple[dict[str, Any], ...]
 
 

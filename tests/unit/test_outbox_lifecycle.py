@@ -145,3 +145,27 @@ async def test_i4_a_passes_events_are_published_in_the_order_of_its_transitions(
     assert logs == ["USABLE -> USING", "USING -> EXPIRED"]
     assert store.doc("d7")[OUTBOX] == []
     assert store.doc("d7")[OUTBOX_SINCE] is None
+    assert len(service.relay._locks) == 0  # no per-document state outlives its relays
+
+
+async def test_i4_across_replicas_each_events_first_publication_keeps_the_order() -> None:
+    """Two replicas (no shared lock): the sweep's relay publishes the whole outbox head
+    first, so ``USABLE -> USING`` is first seen before ``USING -> EXPIRED``; the batch's
+    later copy of it is a re-publication with the same ``event_id``."""
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(seconds=60))))
+    replica_a = FakeService(store)
+    replica_b = FakeService(store, replica_a.publisher)  # one topic, seen by both
+    held = replica_a.publisher.hold("publish")
+
+    batch = asyncio.create_task(replica_a.ticket_used.handle([ticket_used("p")]))
+    await held.reached.wait()
+    await replica_b.sweeper.due(NOW + timedelta(seconds=120), 0, 1, True, TICK)
+    held.release()
+    await batch
+
+    events = replica_a.status_events()
+    first_seen = list(dict.fromkeys(e["event_id"] for e in events))
+    by_id = {e["event_id"]: e["status_log"] for e in events}
+    assert [by_id[i] for i in first_seen] == ["USABLE -> USING", "USING -> EXPIRED"]
+    assert store.lost_outboxes() == []
+    assert store.doc("d7")[OUTBOX] == []
