@@ -10,7 +10,7 @@ import orjson
 
 from consumer.adapters.kafka import OutRecord
 from consumer.domain.times import format_instant
-from consumer.errors import InputError
+from consumer.errors import BadDocumentError, InputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,16 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
+def failure_reason(error: BaseException) -> str:
+    """The dead-letter reason code of ``error``: its own (input errors, and any error with
+    a ``reason``), else ``bad_document``: a non-retriable failure applying an event to
+    its user's document (an unusable document, one too large to write, a bug)."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) and reason else BadDocumentError.reason
+
+
 def dead_letter(
-    record: InputRecord, error: InputError, failed_at: datetime, group_id: str, topic: str
+    record: InputRecord, error: BaseException, failed_at: datetime, group_id: str, topic: str
 ) -> OutRecord:
     """The dead-letter record of ``record`` (schemas/dead-letter.v1.json), keyed as the input."""
     body = {
@@ -40,8 +48,8 @@ def dead_letter(
         "source_timestamp_ms": record.timestamp_ms,
         "key_base64": _b64(record.key),
         "value_base64": _b64(record.value),
-        "reason": error.reason,
-        "message": str(error)[:2000],
+        "reason": failure_reason(error),
+        "message": (str(error) if isinstance(error, InputError) else repr(error))[:2000],
         "failed_at": format_instant(failed_at),
         "consumer_group": group_id,
     }

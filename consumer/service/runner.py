@@ -1,12 +1,18 @@
 """The consume loop: fetch bounded batches, apply them, commit only what is durable.
 
+Its decisions (commit, seek, pause, resume, apply one by one) are made without I/O by
+:class:`consumer.service.consume_plan.ConsumePlan`, which states the rules; this module
+carries them out with aiokafka:
+
 - ticket-used records are applied batch by batch, inline; their offsets are committed
   after the batch's MongoDB writes and status-change events are durable/published;
 - a tick partition's records run in a background task while that partition is paused, so
   a long sweep never holds up polling (no ``max_poll_interval_ms`` overrun); its offset is
   committed when the sweep finishes;
 - a transient fault seeks the batch's partitions back to the batch start and backs off:
-  nothing is committed past unapplied work, and the batch is fetched again.
+  nothing is committed past unapplied work, and the batch is fetched again;
+- any other error re-applies the batch one record at a time, dead-lettering the records
+  at fault (their error's reason, else ``bad_document``): the loop never dies of one.
 """
 
 from __future__ import annotations
@@ -15,17 +21,31 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import TransientError
+from consumer.errors import PassStatusError, TransientError
 from consumer.logs import get_logger
+from consumer.service.background import BackgroundJobs, every
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.service.consume_plan import (
+    Action,
+    ApplyBatch,
+    ApplyOneByOne,
+    BackOff,
+    Commit,
+    ConsumePlan,
+    Pause,
+    Recovered,
+    Resume,
+    Seek,
+    StartTicks,
+)
 from consumer.service.deadletter import InputRecord
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
@@ -76,7 +96,7 @@ class Runner:
         self._batch_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._tick_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._plan = ConsumePlan(settings.topic_ticket_used, settings.topic_tick)
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._stop = asyncio.Event()
         self._last_fault = ""
@@ -90,14 +110,17 @@ class Runner:
         self._consumer.subscribe(topics, listener=_Listener(self))
         await self._consumer.start()
         self._health.started = True
+        jobs = BackgroundJobs(
+            self._settings, self._consumer, self._relay, self._health, self._metrics
+        )
         background = [
             asyncio.create_task(
-                self._every(self._settings.check_log_interval_seconds, self._flush_summary)
+                every(self._settings.check_log_interval_seconds, self._flush_summary)
             ),
             asyncio.create_task(
-                self._every(self._settings.outbox_relay_interval_seconds, self._relay_orphans)
+                every(self._settings.outbox_relay_interval_seconds, jobs.relay_orphans)
             ),
-            asyncio.create_task(self._every(5.0, self._observe)),
+            asyncio.create_task(every(5.0, lambda: jobs.observe(self._probes, self._plan))),
         ]
         log.info("consumer_started", topics=topics, group_id=self._settings.group_id)
         try:
@@ -145,45 +168,79 @@ class Runner:
             # Sleep outside the lock, so a rebalance is never held up by a back-off.
             await self._back_off("ticket_used_batch", fault)
 
-    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> TransientError | None:
-        """Apply a batch and commit it; on a transient fault seek back and return it."""
+    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> Exception | None:
+        """Apply a batch and commit it; on a fault to back off from, return it."""
+        offsets = {tp: [m.offset for m in msgs] for tp, msgs in batch.items()}
+        return await self._carry_out(self._plan.batch_fetched(offsets), batch)
+
+    async def _carry_out(
+        self, actions: list[Action], batch: dict[TopicPartition, list[Any]]
+    ) -> Exception | None:
+        """Carry out the plan's actions (and those they lead to), in order."""
+        fault: Exception | None = None
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, Pause):
+                self._consumer.pause(action.partition)
+            elif isinstance(action, Resume):
+                if action.partition in self._consumer.assignment():
+                    self._consumer.resume(action.partition)
+            elif isinstance(action, StartTicks):
+                tp = action.partition
+                self._tick_tasks[tp] = asyncio.create_task(self._run_ticks(tp, batch[tp]))
+            elif isinstance(action, ApplyBatch | ApplyOneByOne):
+                fault, more = await self._apply(action, batch)
+                queue[:0] = more
+            elif isinstance(action, Seek):
+                self._consumer.seek(action.partition, action.offset)
+            elif isinstance(action, Commit):
+                await self._commit(dict(action.offsets))
+            elif isinstance(action, BackOff):
+                return fault
+            elif isinstance(action, Recovered):
+                self._recovered()
+        return None
+
+    async def _apply(
+        self, action: ApplyBatch | ApplyOneByOne, batch: dict[TopicPartition, list[Any]]
+    ) -> tuple[Exception | None, list[Action]]:
         started = asyncio.get_running_loop().time()
-        ticket_parts = {
-            tp: msgs for tp, msgs in batch.items() if tp.topic == self._settings.topic_ticket_used
-        }
-        tick_parts = {
-            tp: msgs for tp, msgs in batch.items() if tp.topic == self._settings.topic_tick
-        }
-        for tp, msgs in tick_parts.items():
-            # Paused until its sweep ends; polling goes on for every other partition.
-            self._consumer.pause(tp)
-            self._tick_tasks[tp] = asyncio.create_task(self._run_ticks(tp, msgs))
-        if not ticket_parts:
-            return None
-        records = [_to_input(m) for msgs in ticket_parts.values() for m in msgs]
+        records = [_to_input(m) for tp in action.spans for m in batch[tp]]
+        one_by_one = isinstance(action, ApplyOneByOne)
         self._metrics.batch_size.observe(len(records))
         try:
-            await self._ticket_used.handle(records)
-        except TransientError as exc:
-            for tp, msgs in ticket_parts.items():
-                self._consumer.seek(tp, msgs[0].offset)
-            return exc
-        await self._commit({tp: msgs[-1].offset + 1 for tp, msgs in ticket_parts.items()})
-        self._recovered()
+            if one_by_one:
+                await self._ticket_used.handle_each(records)
+            else:
+                await self._ticket_used.handle(records)
+        except Exception as exc:  # the plan decides: retry, or one record at a time
+            retriable = isinstance(exc, PassStatusError) and exc.retriable
+            if not retriable:
+                log.exception(
+                    "batch_failed",
+                    error=repr(exc)[:300],
+                    one_by_one=one_by_one,
+                    partitions=sorted(f"{tp[0]}-{tp[1]}" for tp in action.spans),
+                )
+            return exc, self._plan.batch_failed(
+                action.spans, retriable=retriable, one_by_one=one_by_one
+            )
         self._metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
-        return None
+        return None, self._plan.batch_applied(action.spans)
 
     async def _run_ticks(self, tp: TopicPartition, messages: list[Any]) -> None:
         try:
             for message in messages:
-                await self._run_tick(tp, _to_input(message))
+                if not await self._run_tick(tp, _to_input(message)):
+                    return
+                await self._carry_out(self._plan.tick_ended(tp, message.offset), {})
         finally:
             self._tick_tasks.pop(tp, None)
-            if tp in self._consumer.assignment():
-                self._consumer.resume(tp)
+            await self._carry_out(self._plan.ticks_stopped(tp), {})
 
-    async def _run_tick(self, tp: TopicPartition, record: InputRecord) -> None:
-        """Run one tick until done, retrying transient faults; then commit its offset.
+    async def _run_tick(self, tp: TopicPartition, record: InputRecord) -> bool:
+        """Run one tick until done, retrying transient faults; False if stopping first.
 
         An unexpected error is logged and the tick is passed over: ticks are periodic
         triggers, the next one covers the same users, and a stuck tick would hold up every
@@ -210,7 +267,7 @@ class Runner:
                     error=str(exc)[:300],
                 )
                 if await self._sleep(delay):
-                    return
+                    return False
             except Exception:  # see the docstring: a broken tick must not wedge the rest
                 self._metrics.events_consumed.labels(tp.topic, "failed").inc()
                 log.exception(
@@ -218,7 +275,7 @@ class Runner:
                 )
                 break
         self._recovered()
-        await self._commit({tp: record.offset + 1})
+        return True
 
     async def _finish_ticks(self, grace: float) -> None:
         tasks = list(self._tick_tasks.values())
@@ -254,7 +311,7 @@ class Runner:
                 self._metrics.kafka_duration.labels("commit").observe(
                     asyncio.get_running_loop().time() - started
                 )
-        self._committed.update(mine)
+        self._plan.commit_succeeded(mine)
 
     async def _back_off(self, operation: str, exc: Exception) -> None:
         self._metrics.retries.labels(operation).inc()
@@ -283,16 +340,6 @@ class Runner:
         self._health.backing_off = False
         self._health.mongodb_ok = self._health.kafka_ok = True
 
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except TransientError as exc:
-                log.warning("background_job_failed", job=job.__name__, error=str(exc)[:300])
-            except Exception:
-                log.exception("background_job_crashed", job=job.__name__)
-
     async def _flush_summary(self) -> None:
         if not len(self._summary):
             return
@@ -306,38 +353,6 @@ class Runner:
                 self._summary.add(entry)
             raise
 
-    async def _relay_orphans(self) -> None:
-        backlog = await self._relay.relay_orphans(
-            datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)
-        )
-        self._metrics.outbox_backlog.set(backlog)
-
-    async def _observe(self) -> None:
-        """Refresh health probes, lag and assignment gauges."""
-        mongodb_ok, kafka_ok = await self._probes()
-        self._health.mongodb_ok, self._health.kafka_ok = mongodb_ok, kafka_ok
-        assigned = self._consumer.assignment()
-        self._health.assigned_partitions = len(assigned)
-        self._metrics.assigned_partitions.set(len(assigned))
-        self._metrics.ready.set(1 if self._health.ready() else 0)
-        self._metrics.consumer_lag.clear()
-        for tp in assigned:
-            # Re-checked at each step: a rebalance may run during the awaits.
-            if tp not in self._consumer.assignment():
-                continue
-            highwater = self._consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = self._committed.get(tp)
-            if position is None:
-                try:
-                    position = await asyncio.wait_for(self._consumer.committed(tp), 5) or 0
-                except (KafkaError, TimeoutError):
-                    continue
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max(0, highwater - position)
-            )
-
     # -- rebalance -------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -348,8 +363,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for tp in revoked:
-            self._committed.pop(tp, None)
+        self._plan.partitions_revoked(list(revoked))
         log.info(
             "partitions_revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
         )
@@ -358,6 +372,7 @@ class Runner:
         # A new generation starts clean: a fault seen before it is raised again if it lasts.
         self._health.backing_off = False
         self._health.joined_group = True
+        self._plan.partitions_assigned(list(self._consumer.assignment()))
         self._health.assigned_partitions = len(self._consumer.assignment())
         self._metrics.assigned_partitions.set(self._health.assigned_partitions)
         log.info(

@@ -14,11 +14,17 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.checklog import user_log
 from consumer.domain.events import Cause, CauseType, TicketUsed
-from consumer.errors import BadDocumentError, DocumentError, InputError, UnknownUserError
+from consumer.errors import (
+    BadDocumentError,
+    DocumentError,
+    InputError,
+    TransientError,
+    UnknownUserError,
+)
 from consumer.logs import get_logger
 from consumer.parsing import parse_ticket_used
 from consumer.service.checklog import IntervalSummary
-from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import gather_or_first_error
 from consumer.service.writer import UserWriter
@@ -109,9 +115,21 @@ class TicketUsedHandler:
                 # The partition owner relays the user's whole pending outbox in order, so a
                 # later transition is never published before an earlier one left pending.
                 result = await self._writer.update(doc, work.events, now, cause, relay_pending=True)
+            except TransientError:
+                raise
             except DocumentError as exc:
                 bad = BadDocumentError(f"user {user_id}: {exc}")
                 return [self._dead(r, bad, now) for r in work.records], [], {}
+            except Exception as exc:  # not retriable: skip the user, keep the partition moving
+                log.exception(
+                    "user_skipped",
+                    user_id=user_id,
+                    reason=failure_reason(exc),
+                    topic=work.records[-1].topic,
+                    partition=work.records[-1].partition,
+                    offset=work.records[-1].offset,
+                )
+                return [self._dead(r, exc, now) for r in work.records], [], {}
         update = result.update
         rejected_ids = {id(r.event) for r in update.rejected}
         dead = [
@@ -147,15 +165,38 @@ class TicketUsedHandler:
             )
         return dead, [(result.doc_id, result.outbox)] if result.outbox else [], timestamps
 
-    def _dead(self, record: InputRecord, error: InputError, now: datetime) -> OutRecord:
+    async def handle_each(self, records: list[InputRecord]) -> None:
+        """Apply records one at a time, dead-lettering each that fails for good.
+
+        For a batch that failed with a non-retriable error: the record at fault goes to
+        the dead-letter topic with its error's reason (else ``bad_document``) and the
+        others apply. Transient errors propagate, as from :meth:`handle`.
+        """
+        for record in records:
+            try:
+                await self.handle([record])
+            except TransientError:
+                raise
+            except Exception as exc:  # the record at fault: dead-letter it, go on
+                log.exception(
+                    "event_failed",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    reason=failure_reason(exc),
+                )
+                await self._publisher.publish([self._dead(record, exc, datetime.now(UTC))])
+
+    def _dead(self, record: InputRecord, error: Exception, now: datetime) -> OutRecord:
+        reason = failure_reason(error)
         self._metrics.events_consumed.labels(record.topic, "dead_lettered").inc()
-        self._metrics.dead_letters.labels(error.reason).inc()
+        self._metrics.dead_letters.labels(reason).inc()
         log.warning(
             "event_dead_lettered",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            reason=error.reason,
+            reason=reason,
             message=str(error)[:300],
         )
         return dead_letter(record, error, now, self._group_id, self._dlq_topic)

@@ -18,20 +18,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, ConditionalChange, clearing_steps
 from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
 from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
+from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper
 from consumer.service.ticket_used import TicketUsedHandler
+from consumer.service.ticks import TickHandler
 from consumer.service.writer import UserWriter
+from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 
 from tests.unit.mongo_semantics import Document, apply_update, matches, stored
@@ -121,6 +127,15 @@ class FakeCacheStore(_Interleavings):
         self.cache = FakeCollection()
         self.cache.insert(*docs)
         self.check_logs: list[Document] = []
+        self._write_errors: dict[int, BaseException] = {}
+        self._writes_by_user: dict[int, int] = {}
+
+    def fail_writes_of(self, user_id: int, error: BaseException) -> None:
+        """Every write of ``user_id`` raises ``error`` (a document too large, say)."""
+        self._write_errors[user_id] = error
+
+    def write_calls_of(self, user_id: int) -> int:
+        return self._writes_by_user.get(user_id, 0)
 
     async def find_user(self, user_id: int) -> Document | None:
         await self.enter("find_user")
@@ -138,6 +153,9 @@ class FakeCacheStore(_Interleavings):
 
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
         await self.enter("write_user")
+        self._writes_by_user[update.user_id] = self._writes_by_user.get(update.user_id, 0) + 1
+        if update.user_id in self._write_errors:
+            raise self._write_errors[update.user_id]
         return self.cache.apply(write_change(read, update, now))
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
@@ -261,3 +279,69 @@ class FakeService:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.publisher.values(self.DEAD_LETTER_TOPIC)
+
+
+@dataclass(frozen=True, slots=True)
+class FakeMessage:
+    """What aiokafka's ``getmany`` returns for one record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None = None
+
+
+class FakeConsumer:
+    """The part of ``AIOKafkaConsumer`` the runner drives, recording what it was told."""
+
+    def __init__(self, *partitions: tuple[str, int]) -> None:
+        self.partitions = {TopicPartition(t, p) for t, p in partitions}
+        self.commits: list[dict[Any, int]] = []
+        self.seeks: list[tuple[Any, int]] = []
+        self.paused: set[Any] = set()
+
+    def assignment(self) -> set[Any]:
+        return set(self.partitions)
+
+    def pause(self, *partitions: Any) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: Any) -> None:
+        self.paused.difference_update(partitions)
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def a_runner(service: FakeService, consumer: FakeConsumer, settings: Settings) -> Runner:
+    """The real runner over fakes; its plan knows the consumer's partitions."""
+    ticks = TickHandler(
+        service.sweeper,
+        service.publisher,
+        service.metrics,
+        group_id="g",
+        dead_letter_topic=settings.topic_dead_letter,
+        max_message_bytes=65536,
+        max_future=timedelta(seconds=300),
+    )
+
+    async def probes() -> tuple[bool, bool]:
+        return True, True
+
+    return Runner(
+        settings,
+        consumer,
+        service.ticket_used,
+        ticks,
+        service.relay,
+        service.sink,
+        service.summary,
+        Health(),
+        service.metrics,
+        probes,
+    )

@@ -1,0 +1,83 @@
+"""The consumer's periodic jobs: orphaned outbox entries, and health and lag gauges."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from consumer.adapters.metrics import Metrics
+from consumer.errors import TransientError
+from consumer.logs import get_logger
+from consumer.service.consume_plan import ConsumePlan
+from consumer.service.health import Health
+from consumer.service.outbox import OutboxRelay
+from consumer.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` every ``seconds`` until cancelled; a failed run is logged, not fatal."""
+    name = getattr(job, "__name__", "job")
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except TransientError as exc:
+            log.warning("background_job_failed", job=name, error=str(exc)[:300])
+        except Exception:
+            log.exception("background_job_crashed", job=name)
+
+
+class BackgroundJobs:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        relay: OutboxRelay,
+        health: Health,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._relay = relay
+        self._health = health
+        self._metrics = metrics
+
+    async def relay_orphans(self) -> None:
+        backlog = await self._relay.relay_orphans(
+            datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)
+        )
+        self._metrics.outbox_backlog.set(backlog)
+
+    async def observe(
+        self, probes: Callable[[], Awaitable[tuple[bool, bool]]], plan: ConsumePlan
+    ) -> None:
+        """Refresh health probes, lag and assignment gauges."""
+        mongodb_ok, kafka_ok = await probes()
+        self._health.mongodb_ok, self._health.kafka_ok = mongodb_ok, kafka_ok
+        assigned = self._consumer.assignment()
+        self._health.assigned_partitions = len(assigned)
+        self._metrics.assigned_partitions.set(len(assigned))
+        self._metrics.ready.set(1 if self._health.ready() else 0)
+        self._metrics.consumer_lag.clear()
+        for tp in assigned:
+            # Re-checked at each step: a rebalance may run during the awaits.
+            if tp not in self._consumer.assignment():
+                continue
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = plan.committed.get(tp)
+            if position is None:
+                try:
+                    position = await asyncio.wait_for(self._consumer.committed(tp), 5) or 0
+                except (KafkaError, TimeoutError):
+                    continue
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                max(0, highwater - position)
+            )

@@ -1,0 +1,120 @@
+"""Non-transient errors never kill the consume loop (issue 12, item 3, runner side).
+
+An event whose user cannot be written for good (a document too large, one BSON cannot
+encode, any non-retriable error, a bug) is dead-lettered with its error's reason, else
+``bad_document``; the other events of its batch apply, and the partition moves on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from bson.errors import InvalidDocument
+from consumer.errors import BadDocumentError
+from consumer.settings import Settings
+from pymongo.errors import DocumentTooLarge
+
+from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeMessage, FakeService, a_runner
+
+NOW = datetime.now(UTC)
+SETTINGS = Settings(
+    topic_ticket_used="used",
+    topic_tick="tick",
+    topic_dead_letter=FakeService.DEAD_LETTER_TOPIC,
+    topic_status_changed=FakeService.STATUS_TOPIC,
+)
+
+
+def a_user(user_id: int) -> dict[str, Any]:
+    expiration = (NOW + timedelta(days=1)).isoformat()
+    return {
+        "_id": f"d{user_id}",
+        "user_id": user_id,
+        "passes": [
+            {"pass_uuid": f"p{user_id}", "status": "USABLE", "payload": {"expiration": expiration}}
+        ],
+    }
+
+
+def used(user_id: int, offset: int) -> FakeMessage:
+    body = {
+        "event_id": f"e{offset}",
+        "user_id": user_id,
+        "pass_uuid": f"p{user_id}",
+        "used_at": NOW.isoformat(),
+    }
+    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidDocument("cannot encode object"),
+        DocumentTooLarge("BSON document too large (16793600 bytes)"),
+        BadDocumentError("user 8: document too large to write"),
+    ],
+    ids=["invalid_document", "document_too_large", "bad_document_error"],
+)
+async def test_a_user_that_cannot_be_written_is_dead_lettered_and_the_batch_goes_on(
+    error: Exception,
+) -> None:
+    store = FakeCacheStore(a_user(7), a_user(8))
+    store.fail_writes_of(8, error)
+    service = FakeService(store)
+    consumer = FakeConsumer(("used", 0))
+    runner = a_runner(service, consumer, SETTINGS)
+    await runner.on_assigned(consumer.assignment())
+    batch = {TopicPartition("used", 0): [used(7, 10), used(8, 11), used(7, 12)]}
+
+    fault = await runner._handle_batch(batch)
+
+    assert fault is None
+    assert consumer.commits == [{TopicPartition("used", 0): 13}]
+    assert consumer.seeks == []
+    dead = service.dead_letters()
+    assert [(d["source_offset"], d["reason"]) for d in dead] == [(11, "bad_document")]
+    assert store.doc("d7")["passes"][0]["status"] == "USING"
+    assert [e["user_id"] for e in service.status_events()] == [7]
+    assert store.write_calls_of(8) == 1  # skipped, not retried
+
+
+async def test_an_unexpected_batch_error_isolates_the_record_at_fault() -> None:
+    store = FakeCacheStore(a_user(7), a_user(8))
+    store.fail_next("find_users", RuntimeError("a bug"))  # the whole batch fails once
+    store.fail_writes_of(8, RuntimeError("another bug"))
+    service = FakeService(store)
+    consumer = FakeConsumer(("used", 0))
+    runner = a_runner(service, consumer, SETTINGS)
+    await runner.on_assigned(consumer.assignment())
+    batch = {TopicPartition("used", 0): [used(7, 10), used(8, 11)]}
+
+    fault = await runner._handle_batch(batch)
+
+    assert fault is None
+    assert consumer.commits == [{TopicPartition("used", 0): 12}]
+    assert [(d["source_offset"], d["reason"]) for d in service.dead_letters()] == [
+        (11, "bad_document")
+    ]
+    assert store.doc("d7")["passes"][0]["status"] == "USING"
+
+
+async def test_a_transient_fault_still_seeks_back_and_commits_nothing() -> None:
+    from consumer.errors import StoreUnavailableError  # noqa: PLC0415
+
+    store = FakeCacheStore(a_user(7))
+    store.fail_next("find_users", StoreUnavailableError("down"))
+    service = FakeService(store)
+    consumer = FakeConsumer(("used", 0))
+    runner = a_runner(service, consumer, SETTINGS)
+    await runner.on_assigned(consumer.assignment())
+
+    fault = await runner._handle_batch({TopicPartition("used", 0): [used(7, 10), used(7, 11)]})
+
+    assert isinstance(fault, StoreUnavailableError)
+    assert consumer.commits == []
+    assert consumer.seeks == [(TopicPartition("used", 0), 10)]
+    assert service.dead_letters() == []
