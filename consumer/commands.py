@@ -15,7 +15,9 @@ import orjson
 
 from consumer import app, logs
 from consumer.errors import ConfigError, MissingTopicError, TransientError
-from consumer.settings import Settings
+from consumer.settings import Settings, unknown_variables
+
+log = logs.get_logger(__name__)
 
 
 def load_settings() -> Settings:
@@ -34,6 +36,9 @@ def _settings_or_exit() -> Settings | int:
     except ConfigError as exc:
         return _fail(2, str(exc))
     logs.configure(settings.log_level, settings.secrets())
+    unknown = unknown_variables(os.environ)
+    if unknown:  # names only: a misspelt variable may hold a secret
+        log.warning("unknown_settings_ignored", variables=unknown)
     return settings
 
 

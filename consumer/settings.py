@@ -7,6 +7,7 @@ This is the only module that reads the environment (see :meth:`Settings.from_env
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,9 @@ class Settings:
     )
     mongodb_database: str = _setting("cache", "Database holding the collections.")
     mongodb_tls_cafile: str = _setting("", "CA bundle for MongoDB TLS (turns TLS on).")
-    mongodb_write_concern: str = _setting("majority", "Write concern w: majority or a number.")
+    mongodb_write_concern: str = _setting(
+        "majority", "Write concern w: `majority` or a number of members."
+    )
     mongodb_timeout_ms: int = _setting(5000, "Server selection and socket timeout, ms.")
     collection_cache: str = _setting("bytemark_tickets_cache", "Cache collection.")
     collection_check_log: str = _setting("bytemark_cache_status_check_log", "Check-log collection.")
@@ -66,7 +69,9 @@ class Settings:
     max_message_bytes: int = _setting(65536, "Larger input values are dead-lettered.")
     tick_max_future_seconds: int = _setting(300, "Ticks further ahead than this are dead-lettered.")
     check_log_max_bytes: int = _setting(
-        900000, "Largest check-log document or message; larger logs are split into parts."
+        900000,
+        "Largest check-log document or message; larger logs are split into parts. At most "
+        "1032192: the producer's request size (1 MiB) less room for framing.",
     )
     tick_shards: int = _setting(
         1, "Shard ticks `tick --mode due` publishes (spread over replicas)."
@@ -81,7 +86,7 @@ class Settings:
         30.0, "Outbox entries older than this are re-published by any replica."
     )
     conflict_retries: int = _setting(
-        10, "Re-reads after a write conflict before giving up a batch."
+        10, "Re-reads after a write conflict before giving up a batch (0 or more)."
     )
     backoff_initial_seconds: float = _setting(0.2, "First back-off after a transient fault.")
     backoff_max_seconds: float = _setting(10.0, "Longest back-off after transient faults.")
@@ -102,7 +107,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` if values are inconsistent."""
+        """Raise :class:`ConfigError`, naming the variable, for a value that cannot work."""
         protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
         if self.kafka_security_protocol not in protocols:
             raise ConfigError(
@@ -113,14 +118,32 @@ class Settings:
             raise ConfigError(
                 f"PASS_STATUS_KAFKA_SASL_MECHANISM must be one of {sorted(mechanisms)}"
             )
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ConfigError(
+                "PASS_STATUS_KAFKA_SASL_USERNAME must be set with PASS_STATUS_KAFKA_SECURITY_"
+                f"PROTOCOL={self.kafka_security_protocol}"
+            )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("PASS_STATUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        positive = ("max_batch_records", "user_concurrency", "sweep_batch_size", "tick_shards")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least 1")
+        if not (self.mongodb_write_concern == "majority" or self.mongodb_write_concern.isdigit()):
+            raise ConfigError("PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or a number")
+        _check_mongodb_uri(self.mongodb_uri)
+        for name, minimum in _MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least {minimum}")
         if not 0 <= self.http_port <= 65535:
             raise ConfigError("PASS_STATUS_HTTP_PORT must be between 0 and 65535")
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ConfigError(
+                "PASS_STATUS_BACKOFF_MAX_SECONDS must be at least "
+                "PASS_STATUS_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.check_log_max_bytes > CHECK_LOG_MAX_BYTES_LIMIT:
+            raise ConfigError(
+                f"PASS_STATUS_CHECK_LOG_MAX_BYTES must be at most {CHECK_LOG_MAX_BYTES_LIMIT} "
+                f"(the producer's request size, {PRODUCER_MAX_REQUEST_BYTES} bytes, less "
+                "room for the record's framing)"
+            )
 
     def secrets(self) -> tuple[str, ...]:
         """Secret values, so that log output can be scrubbed of them."""
@@ -131,6 +154,22 @@ class Settings:
         if password:
             out.append(password)
         return tuple(out)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``PASS_STATUS_*`` variables that are no setting (a misspelling, say), each with the
+    setting it most resembles, if any: ``["PASS_STATUS_GRUOP_ID (PASS_STATUS_GROUP_ID?)"]``.
+    Variables of the repository's own tools (``scripts/services``, tests) are not listed.
+    """
+    known = [PREFIX + spec.name.upper() for spec in dataclasses.fields(Settings)]
+    unknown = []
+    for name in sorted(environ):
+        if not name.startswith(PREFIX) or name in known or name.startswith(TOOL_VARIABLES):
+            continue
+        suffixes = [k.removeprefix(PREFIX) for k in known]
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), suffixes, n=1)
+        unknown.append(f"{name} ({PREFIX}{close[0]}?)" if close else name)
+    return unknown
 
 
 def describe() -> list[tuple[str, str, str]]:
@@ -148,5 +187,63 @@ def _convert(name: str, raw: str, convert: Callable[[str], Any]) -> Any:
     except ValueError:
         raise ConfigError(f"PASS_STATUS_{name.upper()}: cannot read {raw!r}") from None
 
+
+def _check_mongodb_uri(uri: str) -> None:
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError("PASS_STATUS_MONGODB_URI must begin with mongodb:// or mongodb+srv://")
+    if uri.startswith("mongodb+srv://"):
+        return  # parsing it would look up DNS records: the client reports its errors
+    from pymongo.errors import ConfigurationError  # noqa: PLC0415 - only online commands need it
+    from pymongo.uri_parser import parse_uri  # noqa: PLC0415
+
+    from consumer.redact import uri_password  # noqa: PLC0415 - avoids an import cycle
+
+    try:
+        parse_uri(uri)
+    except (ConfigurationError, ValueError) as exc:
+        message = str(exc)
+        password = uri_password(uri)
+        if password:
+            message = message.replace(password, "***")
+        raise ConfigError(f"PASS_STATUS_MONGODB_URI is not a MongoDB URI: {message}") from None
+
+
+# Each setting's smallest workable value (numbers, times and sizes).
+_MINIMUMS: dict[str, float] = {
+    "mongodb_timeout_ms": 1,
+    "max_batch_records": 1,
+    "fetch_timeout_ms": 1,
+    "max_poll_interval_ms": 1,
+    "session_timeout_ms": 1,
+    "user_concurrency": 1,
+    "sweep_batch_size": 1,
+    "max_message_bytes": 1,
+    "tick_max_future_seconds": 0,
+    "check_log_max_bytes": 4096,
+    "tick_shards": 1,
+    "check_log_interval_seconds": 0.001,
+    "outbox_relay_interval_seconds": 0.001,
+    "outbox_orphan_age_seconds": 0,
+    "conflict_retries": 0,
+    "backoff_initial_seconds": 0.001,
+    "backoff_max_seconds": 0.001,
+    "shutdown_grace_seconds": 0,
+    "producer_linger_ms": 0,
+}
+
+# aiokafka's producer sends requests of at most this size (its max_request_size default);
+# a check-log message must fit in one, with room for the record's key and framing.
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+CHECK_LOG_MAX_BYTES_LIMIT = PRODUCER_MAX_REQUEST_BYTES - 16_384
+
+# Variables of the repository's tools (scripts/services, the fault suite), not settings.
+TOOL_VARIABLES = (
+    "PASS_STATUS_CACHE",
+    "PASS_STATUS_STATE",
+    "PASS_STATUS_LOCAL_",
+    "PASS_STATUS_SERVICES_",
+    "PASS_STATUS_PYTHON",
+    "PASS_STATUS_FAULTS_",
+)
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,40 @@ def test_configuration_doc_lists_every_setting() -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr.decode()
+
+
+def test_unknown_prefixed_variables_are_named_with_the_setting_they_resemble() -> None:
+    from consumer.settings import unknown_variables  # noqa: PLC0415
+
+    environ = {
+        "PASS_STATUS_GRUOP_ID": "g",
+        "PASS_STATUS_HTTP_PORT": "1",  # a setting
+        "PASS_STATUS_LOCAL_KAFKA_PORT": "9092",  # scripts/services' own
+        "PASS_STATUS_ZZZ": "1",
+        "OTHER": "x",
+    }
+    assert unknown_variables(environ) == [
+        "PASS_STATUS_GRUOP_ID (PASS_STATUS_GROUP_ID?)",
+        "PASS_STATUS_ZZZ",
+    ]
+
+
+def test_start_warns_once_about_unknown_variables_without_their_values(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import orjson  # noqa: PLC0415
+    from consumer import commands  # noqa: PLC0415
+
+    for name in [n for n in os.environ if n.startswith("PASS_STATUS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PASS_STATUS_KAFKA_SASL_PASWORD", "hunter2")
+    settings = commands._settings_or_exit()
+    assert isinstance(settings, Settings)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "hunter2" not in lines[0]
+    line = orjson.loads(lines[0])
+    assert line["event"] == "unknown_settings_ignored"
+    assert line["variables"] == [
+        "PASS_STATUS_KAFKA_SASL_PASWORD (PASS_STATUS_KAFKA_SASL_PASSWORD?)"
+    ]
