@@ -12,6 +12,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,7 +114,11 @@ def _online_check(args: argparse.Namespace) -> int:
 
 
 def _offline_check(args: argparse.Namespace) -> int:
-    from consumer.offline.check import OfflineCheck, run_offline_check  # noqa: PLC0415
+    from consumer.offline.check import (  # noqa: PLC0415
+        CheckLogOutputError,
+        OfflineCheck,
+        run_offline_check,
+    )
 
     if args.apply and args.output is None:
         raise ConfigError("check: --apply with --input needs --output FILE")
@@ -129,6 +134,13 @@ def _offline_check(args: argparse.Namespace) -> int:
     )
     try:
         run_offline_check(check, sys.stdout.buffer)
+    except CheckLogOutputError:
+        # Standard output is unusable: point it at /dev/null so that the interpreter's
+        # final flush cannot add a second message to the one line on stderr.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise
     except OSError as exc:  # writing failed (the output file, if any, was removed)
         target = exc.filename or args.output or "a temporary file"
         raise FileInputError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -5,8 +5,9 @@ writes all documents back (changed ones changed) to ``output``, and writes the c
 document(s) as JSON to ``log_out``: one document per line; more than one line only when
 the log is split into parts.
 
-Nothing is written unless the whole input was read: the output file appears only after the
-last document was checked, and the check log is written after that. Memory does not grow
+Nothing is written unless the whole input was read and the check log was written: the
+output file appears only after the last document was checked and the check log reached
+``log_out``; if writing the check log fails, no output file appears. Memory does not grow
 with an NDJSON input (one line at a time; check-log entries spill to disk when many).
 """
 
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from consumer.offline.formats import InputRecord
+
+
+class CheckLogOutputError(FileInputError):
+    """The check log could not be written (standard output closed or full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +76,17 @@ def run_offline_check(check: OfflineCheck, log_out: BinaryIO) -> OfflineCheckRes
         writer = DocumentWriter(output, input_format) if output is not None else None
         for record in read_records(check.input_path, input_format):
             _check_record(check, record, spill, writer, counts)
-        if output is not None and writer is not None:
+        if writer is not None:
             writer.finish()
-            output.commit()
-        log_documents = _write_check_log(check, spill, log_out)
+        try:
+            log_documents = _write_check_log(check, spill, log_out)
+        except OSError as exc:
+            # The output file is not committed: a failed check writes no file.
+            raise CheckLogOutputError(
+                f"cannot write the check log to standard output: {exc.strerror or exc}"
+            ) from None
+        if output is not None:
+            output.commit()  # only once the check log is out
     return OfflineCheckResult(
         documents=counts.documents,
         users_checked=counts.users,

@@ -16,6 +16,7 @@ target with ``os.replace`` only when everything succeeded; on any failure it is 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -118,8 +119,19 @@ def _read_array(path: Path) -> Iterator[InputRecord]:
         yield InputRecord(f"index {index}", document, None)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode ``cp`` would give ``path``: an existing file's own, else 0666 less the
+    umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 class AtomicOutput:
-    """A file that appears at ``path`` complete, or not at all.
+    """A file that appears at ``path`` complete, or not at all (with the mode ``cp`` gives).
 
     Bytes go to a temporary file beside ``path``; :meth:`commit` fsyncs it and renames it
     over ``path``. Leaving the ``with`` block without a commit removes the temporary file.
@@ -130,6 +142,12 @@ class AtomicOutput:
         directory = path.parent
         fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
         self._temp_path = Path(temp_name)
+        try:
+            os.fchmod(fd, _new_file_mode(path))  # mkstemp's 0600 is for secrets
+        except OSError:
+            os.close(fd)
+            self._temp_path.unlink(missing_ok=True)
+            raise
         self._stream: BinaryIO = os.fdopen(fd, "wb", buffering=_READ_BUFFER)
         self._committed = False
 
