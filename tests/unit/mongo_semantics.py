@@ -146,8 +146,11 @@ def _parent(doc: Document, path: str, *, create: bool) -> tuple[Any, str] | None
     for part in parts[:-1]:
         if isinstance(node, list):
             index = int(part)
-            if index >= len(node):
-                return None
+            if index >= len(node) or node[index] is None:
+                if not create:
+                    return None
+                node.extend([None] * (index + 1 - len(node)))  # MongoDB pads with nulls
+                node[index] = {}
             node = node[index]
         elif isinstance(node, dict):
             if part not in node:
