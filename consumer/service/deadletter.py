@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -23,6 +24,18 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+
+
+def input_record(message: Any) -> InputRecord:
+    """An aiokafka ``ConsumerRecord`` as an :class:`InputRecord`."""
+    return InputRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=message.timestamp,
+    )
 
 
 def _b64(data: bytes | None) -> str | None:

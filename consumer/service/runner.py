@@ -46,9 +46,10 @@ from consumer.service.consume_plan import (
     Seek,
     StartTicks,
 )
-from consumer.service.deadletter import InputRecord
+from consumer.service.deadletter import input_record
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
+from consumer.service.tick_tasks import TickTasks
 from consumer.service.ticket_used import TicketUsedHandler
 from consumer.service.ticks import TickHandler
 from consumer.settings import Settings
@@ -56,17 +57,6 @@ from consumer.settings import Settings
 log = get_logger(__name__)
 
 _COMMIT_TIMEOUT_SECONDS = 30.0
-
-
-def _to_input(message: Any) -> InputRecord:
-    return InputRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp_ms=message.timestamp,
-    )
 
 
 class Runner:
@@ -86,7 +76,6 @@ class Runner:
         self._settings = settings
         self._consumer = consumer
         self._ticket_used = ticket_used
-        self._ticks = ticks
         self._relay = relay
         self._sink = sink
         self._summary = summary
@@ -95,7 +84,16 @@ class Runner:
         self._probes = probes
         self._batch_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
-        self._tick_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._tick_tasks = TickTasks(
+            ticks,
+            settings,
+            metrics,
+            health,
+            sleep=self._sleep,
+            recovered=self._recovered,
+            ended=lambda tp, offset: self._carry_out(self._plan.tick_ended(tp, offset), {}),
+            stopped=lambda tp: self._carry_out(self._plan.ticks_stopped(tp), {}),
+        )
         self._plan = ConsumePlan(settings.topic_ticket_used, settings.topic_tick)
         self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._stop = asyncio.Event()
@@ -136,7 +134,7 @@ class Runner:
         self._health.stopping = True
         log.info("consumer_stopping", in_flight_ticks=len(self._tick_tasks))
         try:
-            await self._finish_ticks(grace * 0.6)
+            await self._tick_tasks.finish(grace * 0.6)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -187,8 +185,7 @@ class Runner:
                 if action.partition in self._consumer.assignment():
                     self._consumer.resume(action.partition)
             elif isinstance(action, StartTicks):
-                tp = action.partition
-                self._tick_tasks[tp] = asyncio.create_task(self._run_ticks(tp, batch[tp]))
+                self._tick_tasks.start(action.partition, batch[action.partition])
             elif isinstance(action, ApplyBatch | ApplyOneByOne):
                 fault, more = await self._apply(action, batch)
                 queue[:0] = more
@@ -206,7 +203,7 @@ class Runner:
         self, action: ApplyBatch | ApplyOneByOne, batch: dict[TopicPartition, list[Any]]
     ) -> tuple[Exception | None, list[Action]]:
         started = asyncio.get_running_loop().time()
-        records = [_to_input(m) for tp in action.spans for m in batch[tp]]
+        records = [input_record(m) for tp in action.spans for m in batch[tp]]
         one_by_one = isinstance(action, ApplyOneByOne)
         self._metrics.batch_size.observe(len(records))
         try:
@@ -228,64 +225,6 @@ class Runner:
             )
         self._metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
         return None, self._plan.batch_applied(action.spans)
-
-    async def _run_ticks(self, tp: TopicPartition, messages: list[Any]) -> None:
-        try:
-            for message in messages:
-                if not await self._run_tick(tp, _to_input(message)):
-                    return
-                await self._carry_out(self._plan.tick_ended(tp, message.offset), {})
-        finally:
-            self._tick_tasks.pop(tp, None)
-            await self._carry_out(self._plan.ticks_stopped(tp), {})
-
-    async def _run_tick(self, tp: TopicPartition, record: InputRecord) -> bool:
-        """Run one tick until done, retrying transient faults; False if stopping first.
-
-        An unexpected error is logged and the tick is passed over: ticks are periodic
-        triggers, the next one covers the same users, and a stuck tick would hold up every
-        later tick of its partition. On shutdown a retried tick is left uncommitted.
-        """
-        backoff = Backoff(
-            self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
-        )
-        while True:
-            try:
-                await self._ticks.handle(record)
-                break
-            except TransientError as exc:
-                self._metrics.retries.labels("tick").inc()
-                self._health.backing_off = True
-                self._health.last_error = str(exc)[:300]
-                delay = backoff.next_delay()
-                log.warning(
-                    "tick_retry",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=record.offset,
-                    delay_seconds=round(delay, 2),
-                    error=str(exc)[:300],
-                )
-                if await self._sleep(delay):
-                    return False
-            except Exception:  # see the docstring: a broken tick must not wedge the rest
-                self._metrics.events_consumed.labels(tp.topic, "failed").inc()
-                log.exception(
-                    "tick_failed", topic=tp.topic, partition=tp.partition, offset=record.offset
-                )
-                break
-        self._recovered()
-        return True
-
-    async def _finish_ticks(self, grace: float) -> None:
-        tasks = list(self._tick_tasks.values())
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()  # its offset stays uncommitted: the sweep runs again elsewhere
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tick_tasks.clear()
 
     # -- commits, back-off, health ---------------------------------------------------
 
@@ -359,10 +298,7 @@ class Runner:
         # Let the batch in flight finish and commit while the partitions are still ours.
         async with self._batch_lock:
             pass
-        tasks = [self._tick_tasks.pop(tp) for tp in revoked if tp in self._tick_tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tick_tasks.cancel(revoked)
         self._plan.partitions_revoked(list(revoked))
         log.info(
             "partitions_revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
