@@ -280,6 +280,8 @@ def test_env_is_read_by_the_settings(values_file: str) -> None:
         assert set(env) - extra <= known, sorted(set(env) - extra - known)
         plain = {k: v["value"] for k, v in env.items() if "value" in v and k not in extra}
         plain |= {k: "from-secret" for k, v in env.items() if "valueFrom" in v}
+        if "valueFrom" in env.get("PASS_STATUS_MONGODB_URI", {}):
+            plain["PASS_STATUS_MONGODB_URI"] = "mongodb://from-secret"  # settings check URIs
         Settings.from_env(plain)
 
 
