@@ -11,7 +11,7 @@ import orjson
 
 from consumer.adapters.kafka import OutRecord
 from consumer.domain.times import format_instant
-from consumer.errors import BadDocumentError, InputError
+from consumer.errors import BadDocumentError, InputError, PassStatusError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +43,10 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def failure_reason(error: BaseException) -> str:
-    """The dead-letter reason code of ``error``: its own (input errors, and any error with
-    a ``reason``), else ``bad_document``: a non-retriable failure applying an event to
-    its user's document (an unusable document, one too large to write, a bug)."""
-    reason = getattr(error, "reason", None)
+    """The dead-letter reason code of ``error``: its own for an error of this package that
+    has one (input errors), else ``bad_document``: a non-retriable failure applying an
+    event to its user's document (an unusable document, one too large to write, a bug)."""
+    reason = getattr(error, "reason", None) if isinstance(error, PassStatusError) else None
     return reason if isinstance(reason, str) and reason else BadDocumentError.reason
 
 

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from bson.errors import InvalidDocument
 from consumer.errors import BadDocumentError
+from consumer.schemas import DEAD_LETTER, validator
 from consumer.settings import Settings
 from pymongo.errors import DocumentTooLarge
 
@@ -77,6 +78,7 @@ async def test_a_user_that_cannot_be_written_is_dead_lettered_and_the_batch_goes
     assert consumer.seeks == []
     dead = service.dead_letters()
     assert [(d["source_offset"], d["reason"]) for d in dead] == [(11, "bad_document")]
+    validator(DEAD_LETTER)(dead[0])
     assert store.doc("d7")["passes"][0]["status"] == "USING"
     assert [e["user_id"] for e in service.status_events()] == [7]
     assert store.write_calls_of(8) == 1  # skipped, not retried
