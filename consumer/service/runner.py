@@ -111,6 +111,10 @@ class Runner:
         jobs = BackgroundJobs(
             self._settings, self._consumer, self._relay, self._health, self._metrics
         )
+
+        async def observe() -> None:
+            await jobs.observe(self._probes, self._plan)
+
         background = [
             asyncio.create_task(
                 every(self._settings.check_log_interval_seconds, self._flush_summary)
@@ -118,7 +122,7 @@ class Runner:
             asyncio.create_task(
                 every(self._settings.outbox_relay_interval_seconds, jobs.relay_orphans)
             ),
-            asyncio.create_task(every(5.0, lambda: jobs.observe(self._probes, self._plan))),
+            asyncio.create_task(every(5.0, observe)),
         ]
         log.info("consumer_started", topics=topics, group_id=self._settings.group_id)
         try:
