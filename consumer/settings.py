@@ -87,6 +87,11 @@ class Settings:
     backoff_max_seconds: float = _setting(10.0, "Longest back-off after transient faults.")
     shutdown_grace_seconds: float = _setting(25.0, "Time to finish work after SIGTERM.")
     producer_linger_ms: int = _setting(5, "Producer linger, ms.")
+    read_batch_max_bytes: int = _setting(
+        16777216,
+        "Most bytes (BSON) of user documents a ticket-used batch holds at once; "
+        "more are read in rounds.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -115,7 +120,13 @@ class Settings:
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("PASS_STATUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        positive = ("max_batch_records", "user_concurrency", "sweep_batch_size", "tick_shards")
+        positive = (
+            "max_batch_records",
+            "user_concurrency",
+            "sweep_batch_size",
+            "tick_shards",
+            "read_batch_max_bytes",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least 1")

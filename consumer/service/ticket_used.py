@@ -14,7 +14,13 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.checklog import user_log
 from consumer.domain.events import Cause, CauseType, TicketUsed
-from consumer.errors import BadDocumentError, DocumentError, InputError, UnknownUserError
+from consumer.errors import (
+    BadDocumentError,
+    DocumentError,
+    DocumentRejectedError,
+    InputError,
+    UnknownUserError,
+)
 from consumer.logs import get_logger
 from consumer.parsing import parse_ticket_used
 from consumer.service.checklog import IntervalSummary
@@ -78,10 +84,16 @@ class TicketUsedHandler:
             work.records.append(record)
             work.events.append(event)
 
-        # One round trip reads every user of the batch; conflicts re-read one by one.
-        docs = await self._store.find_users(list(by_user)) if by_user else {}
-        results = await gather_or_first_error(
-            self._one_user(uid, docs.get(uid), work, now) for uid, work in by_user.items()
+        # One query reads every user of the batch (conflicts re-read one by one), in rounds
+        # within the read budget: a round is applied before the next is read.
+        results = []
+        if by_user:
+            async for docs in self._store.find_users(list(by_user)):
+                results += await gather_or_first_error(
+                    self._one_user(uid, doc, by_user.pop(uid), now) for uid, doc in docs.items()
+                )
+        results += await gather_or_first_error(
+            self._one_user(uid, None, work, now) for uid, work in by_user.items()
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
@@ -112,6 +124,8 @@ class TicketUsedHandler:
             except DocumentError as exc:
                 bad = BadDocumentError(f"user {user_id}: {exc}")
                 return [self._dead(r, bad, now) for r in work.records], [], {}
+            except DocumentRejectedError as exc:  # MongoDB refused the write: never retried
+                return [self._dead(r, exc, now) for r in work.records], [], {}
         update = result.update
         rejected_ids = {id(r.event) for r in update.rejected}
         dead = [
