@@ -1,0 +1,1 @@
+"""Store tests: MongoDB behaviour the service relies on, against the configured server."""
