@@ -5,12 +5,10 @@
 Seeds N bench users (``bench.common.a_user``, about 2 KB each) into a scratch database and
 times, side by side, the operations the service and the baselines make: a read by
 ``user_id``, a read and a write by ``_id`` alone, the same write with a condition on
-``passes`` (MongoDB's form of the service's conditional write), the client-side form of
-that write (read by ``_id``, compare, write by ``_id``: what the service does on FerretDB),
-and a range query on ``next_check_at`` (a ``due`` sweep's query, matching nothing here).
-On MongoDB each is an index lookup, flat in N. On FerretDB 1.24/SQLite none is
-(``docs/benchmarks.md``), and the ratios show which shape is cheap. Median of
-``--repeat`` runs each; writes JSON with ``--output``.
+``passes`` (the service's conditional write), and a range query on ``next_check_at`` (a
+``due`` sweep's query, matching nothing here). On MongoDB each is an index lookup, flat in
+N (``tests/store`` checks that shape on any server). Median of ``--repeat`` runs each;
+writes JSON with ``--output``.
 """
 
 from __future__ import annotations
@@ -25,11 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from consumer.adapters.mongo_conditional import (
-    ClientSideConditions,
-    ConditionalUpdate,
-    ServerSideConditions,
-)
 
 from bench.common import drop_database, endpoints_from_env, mongo_client, seed_users
 
@@ -39,7 +32,6 @@ OPERATIONS = (
     "find_one by _id",
     "update_one by _id",
     "update_one by _id + passes (server-side condition)",
-    "conditional update, client-side (find by _id, compare, update by _id)",
     "find next_check_at <= t (no match)",
 )
 
@@ -64,19 +56,15 @@ async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
         if middle is None:
             raise RuntimeError(f"seeded user {(size + 1) // 2} is missing from {database}")
         doc_id, passes = middle["_id"], middle["passes"]
-        server, local = ServerSideConditions(cache), ClientSideConditions(cache)
         never = datetime(2000, 1, 1, tzinfo=UTC)
         ops: dict[str, Callable[[], Awaitable[Any]]] = {
             OPERATIONS[0]: lambda: cache.find_one({"user_id": middle["user_id"]}),
             OPERATIONS[1]: lambda: cache.find_one({"_id": doc_id}),
             OPERATIONS[2]: lambda: cache.update_one({"_id": doc_id}, {"$inc": {"probe": 1}}),
-            OPERATIONS[3]: lambda: server.update_one(
-                ConditionalUpdate(doc_id, {"passes": passes}, {"$inc": {"probe": 1}})
+            OPERATIONS[3]: lambda: cache.update_one(
+                {"_id": doc_id, "passes": passes}, {"$inc": {"probe": 1}}
             ),
-            OPERATIONS[4]: lambda: local.update_one(
-                ConditionalUpdate(doc_id, {"passes": passes}, {"$inc": {"probe": 1}})
-            ),
-            OPERATIONS[5]: lambda: cache.find({"next_check_at": {"$lte": never}}).to_list(),
+            OPERATIONS[4]: lambda: cache.find({"next_check_at": {"$lte": never}}).to_list(),
         }
         timings = {name: await _median_ms(op, repeat) for name, op in ops.items()}
     finally:

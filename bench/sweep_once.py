@@ -24,9 +24,6 @@ from consumer.settings import Settings
 async def sweep(mode: str) -> dict[str, float | int]:
     settings = Settings.from_env(os.environ)
     async with core(settings) as c:
-        # As the service's own entry points do: on FerretDB its writes take the cheap,
-        # serialised path (consumer/adapters/mongo_conditional.py).
-        await c.store.detect_server()
         await c.store.ensure_indexes()
         await c.producer.start()
         cause = Cause(CauseType.TICK, f"bench-{uuid.uuid4()}")

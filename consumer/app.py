@@ -120,7 +120,6 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
     while not stop.is_set():
         try:
             await c.store.ping()
-            log.info("store_detected", server=await c.store.detect_server())
             health.mongodb_ok = True
             await check_topics(
                 settings,
@@ -275,7 +274,6 @@ async def publish_ticks(
 async def run_full_check(settings: Settings, user_id: int | None, apply: bool) -> SweepResult:
     """``python -m consumer check --user ID | --all``: the old job against MongoDB."""
     async with core(settings) as c:
-        await c.store.detect_server()
         await _start_producer(c.producer)
         await c.store.ensure_indexes()
         cause = Cause(CauseType.CHECK, f"cli-{uuid.uuid4()}")

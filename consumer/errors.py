@@ -14,6 +14,8 @@ through ``retriable``, whether doing the same thing again later can succeed::
     │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
     │   ├── UnreadableTimeError          no   reason "unreadable_time"
     │   └── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    │       └── DocumentRejectedError    no   MongoDB or the driver refused it (over 16 MB, not
+    │                                         BSON); carries ``user_id`` so the user is reported
     ├── DocumentError                    no   a cache document this service cannot use
     ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
     ├── TransientError                   yes  infrastructure is unavailable right now
@@ -94,6 +96,17 @@ class BadDocumentError(InputError):
     """The event's user has a cache document this service cannot evaluate."""
 
     reason = "bad_document"
+
+
+class DocumentRejectedError(BadDocumentError):
+    """MongoDB (or the driver, before sending) refused a document: the result of a write
+    would exceed 16 MB, or a value cannot be encoded as BSON. Doing the same again fails the
+    same way, so the event is dead-lettered and the user reported, never retried.
+    ``user_id`` names the user when the operation concerned one."""
+
+    def __init__(self, message: str, *, user_id: int | None = None) -> None:
+        super().__init__(message)
+        self.user_id = user_id
 
 
 class DocumentError(PassStatusError):

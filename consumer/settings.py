@@ -92,6 +92,11 @@ class Settings:
     backoff_max_seconds: float = _setting(10.0, "Longest back-off after transient faults.")
     shutdown_grace_seconds: float = _setting(25.0, "Time to finish work after SIGTERM.")
     producer_linger_ms: int = _setting(5, "Producer linger, ms.")
+    read_batch_max_bytes: int = _setting(
+        16777216,
+        "Most bytes (BSON) of user documents a ticket-used batch holds at once; "
+        "more are read in rounds.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -221,6 +226,7 @@ _MINIMUMS: dict[str, float] = {
     "tick_max_future_seconds": 0,
     "check_log_max_bytes": 4096,
     "tick_shards": 1,
+    "read_batch_max_bytes": 1,
     "check_log_interval_seconds": 0.001,
     "outbox_relay_interval_seconds": 0.001,
     "outbox_orphan_age_seconds": 0,

@@ -1,10 +1,10 @@
 """MongoDB adapter (PyMongo's async API) for the cache and check-log collections.
 
 Concurrency control: a write applies only if the user's ``passes`` array is exactly as it
-was read (compared by the filter on MongoDB, by the service on FerretDB: see
-``mongo_conditional``), so a concurrent change by another replica or by the refresher makes
-the write match nothing; the caller then re-reads and re-evaluates. Fields this service
-adds to a user document:
+was read: ``update_one({_id, passes: <as read>}, change)``, which the server matches and
+applies atomically. A concurrent change by another replica or by the refresher makes the
+write match nothing; the caller then re-reads and re-evaluates. ``tests/store`` states
+every server behaviour relied on here. Fields this service adds to a user document:
 
 - ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
 - ``pass_status_checked_at`` (date): when this service last evaluated the document;
@@ -16,31 +16,26 @@ adds to a user document:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
-from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
-from consumer.adapters.mongo_conditional import (
-    ClientSideConditions,
-    ConditionalUpdate,
-    ConditionalUpdater,
-    ServerSideConditions,
-)
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps
 from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
-from consumer.errors import StoreUnavailableError
+from consumer.errors import DocumentRejectedError, StoreUnavailableError
 from consumer.settings import Settings
 
 Document = dict[str, Any]
@@ -50,7 +45,7 @@ class CacheStore(Protocol):
     """What the service needs from MongoDB."""
 
     async def find_user(self, user_id: int) -> Document | None: ...
-    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]: ...
+    def find_users(self, user_ids: Sequence[int]) -> AsyncIterator[dict[int, Document]]: ...
     async def write_user(
         self, read: Mapping[str, Any], update: UserUpdate, now: datetime
     ) -> bool: ...
@@ -105,55 +100,47 @@ class MongoCacheStore:
         settings: Settings,
         metrics: Metrics,
     ) -> None:
+        # DATETIME_AUTO: a date outside datetime's range decodes (as DatetimeMS) instead of
+        # failing the whole read; the rules then report it as unreadable.
+        self._codec: CodecOptions[Document] = CodecOptions(
+            tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+        )
         db = client.get_database(
             settings.mongodb_database,
-            # DATETIME_AUTO: a date outside datetime's range decodes (as DatetimeMS) instead
-            # of failing the whole read; the rules then report it as unreadable.
-            codec_options=CodecOptions(
-                tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO
-            ),
+            codec_options=self._codec,
             write_concern=_write_concern(settings.mongodb_write_concern),
         )
         self._client = client
         self._cache: AsyncCollection[Document] = db[settings.collection_cache]
+        # Undecoded documents, so a batch read can weigh each one before keeping it.
+        self._raw_cache = cast(
+            "AsyncCollection[RawBSONDocument]",
+            db.get_collection(
+                settings.collection_cache,
+                codec_options=CodecOptions(document_class=RawBSONDocument),
+            ),
+        )
         self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
-        # FerretDB 1.24 does not apply a conditional update atomically: two updates of one
-        # document racing each other can both match, the later undoing the earlier. Within
-        # this process its writes are therefore serialised (its SQLite backend serialises
-        # writes anyway, so little is lost). Across replicas nothing can help: on FerretDB,
-        # run one replica. MongoDB needs none of this.
-        self._write_lock: asyncio.Lock | None = None
-        self._conditional: ConditionalUpdater = ServerSideConditions(self._cache)
-
-    async def detect_server(self) -> str:
-        """Identify the server; serialise this process's writes on FerretDB."""
-        with self._op("build_info"):
-            info = await self._client.admin.command("buildInfo")
-        if "ferretdbVersion" in info:
-            self._write_lock = asyncio.Lock()
-            self._conditional = ClientSideConditions(self._cache)
-            return f"FerretDB {info.get('ferretdbVersion', '?')}"
-        return f"MongoDB {info.get('version', '?')}"
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        if self._write_lock is None:
-            yield
-            return
-        async with self._write_lock:
-            yield
+        self._read_budget = settings.read_batch_max_bytes
 
     @contextmanager
-    def _op(self, operation: str) -> Iterator[None]:
+    def _op(self, operation: str, user_id: int | None = None) -> Iterator[None]:
         started = time.perf_counter()
         try:
             yield
         except DuplicateKeyError:
             raise
+        except BSONError as exc:
+            # The driver cannot encode or decode the document (a command over 16 MB, a value
+            # BSON cannot hold): doing the same again fails the same way.
+            self._metrics.mongodb_errors.labels(operation).inc()
+            raise _rejected(operation, user_id, exc) from exc
         except PyMongoError as exc:
             self._metrics.mongodb_errors.labels(operation).inc()
+            if _too_large(exc):
+                raise _rejected(operation, user_id, exc) from exc
             raise StoreUnavailableError(f"MongoDB {operation} failed: {exc}") from exc
         finally:
             self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
@@ -170,49 +157,82 @@ class MongoCacheStore:
             await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
 
     async def find_user(self, user_id: int) -> Document | None:
-        with self._op("find_user"):
+        with self._op("find_user", user_id):
             return await self._cache.find_one({"user_id": user_id})
 
-    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]:
-        """The documents of many users in one round trip (the first one per user)."""
-        found: dict[int, Document] = {}
-        with self._op("find_users"):
-            async for doc in self._cache.find({"user_id": {"$in": list(user_ids)}}):
+    async def find_users(self, user_ids: Sequence[int]) -> AsyncIterator[dict[int, Document]]:
+        """The documents of many users (the first one per user) from one query, in rounds.
+
+        A round holds at most ``read_batch_max_bytes`` of documents (as BSON), or a single
+        document larger than that. A caller that is done with a round before asking for the
+        next therefore holds the budget plus the one document being weighed, however large
+        the users are; besides, the driver buffers one reply of the server (at most 16 MB).
+        """
+        seen: set[int] = set()
+        batch: dict[int, Document] = {}
+        size = 0
+        cursor = self._raw_cache.find({"user_id": {"$in": list(user_ids)}})
+        try:
+            while True:
+                with self._op("find_users"):
+                    try:
+                        raw = await cursor.next()
+                    except StopAsyncIteration:
+                        break
+                    doc = bson.decode(raw.raw, self._codec)
                 user_id = doc.get("user_id")
-                if isinstance(user_id, int) and user_id not in found:
-                    found[user_id] = doc
-        return found
+                if not isinstance(user_id, int) or user_id in seen:
+                    continue
+                if batch and size + len(raw.raw) > self._read_budget:
+                    yield batch
+                    batch, size = {}, 0
+                seen.add(user_id)
+                batch[user_id] = doc
+                size += len(raw.raw)
+            if batch:
+                yield batch
+        finally:
+            await cursor.close()
 
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
         """Apply ``update`` if the document is still as read (``write_change``); False on
-        conflict."""
+        conflict.
+
+        Raises :class:`DocumentRejectedError` if MongoDB refuses the result (over 16 MB)."""
         write = write_change(read, update, now)
-        async with self._writing():
-            with self._op("write_user"):
-                return await self._conditional.update_one(
-                    ConditionalUpdate(write.doc_id, write.condition, write.change)
-                )
+        user_id = read.get("user_id")
+        with self._op("write_user", user_id if isinstance(user_id, int) else None):
+            result = await self._cache.update_one(
+                {"_id": write.doc_id, **write.condition}, write.change
+            )
+        return result.matched_count == 1
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.
 
         Usually the outbox holds exactly the entries published: one atomic update empties
         it and its marker. If another write added entries meanwhile, only the published
-        ones are pulled (``$pullAll`` with the exact entries: FerretDB 1.24 matches but does
-        not modify with a conditional ``$pull``), and the marker stays for the rest.
+        ones are pulled (``$pullAll`` of the exact entries), and the marker stays for the
+        rest. Each step is one bulk command, whatever the number of documents.
         """
         if not docs:
             return
         emptied, pulled, unmarked = (
-            [ConditionalUpdate(c.doc_id, c.condition, c.change) for c in step]
+            [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
             for step in clearing_steps(docs)
         )
-        async with self._writing():
-            with self._op("clear_outbox"):
-                if await self._conditional.update_each(emptied):
-                    return
-                await self._conditional.update_each(pulled)
-                await self._conditional.update_each(unmarked)
+        with self._op("clear_outbox"):
+            if await self._update_each(emptied):
+                return
+            await self._update_each(pulled)
+            await self._update_each(unmarked)
+
+    async def _update_each(self, updates: list[UpdateOne]) -> bool:
+        """Apply each update that matches (one unordered bulk); True if every one did."""
+        if not updates:
+            return True
+        result = await self._cache.bulk_write(updates, ordered=False)
+        return result.matched_count == len(updates)
 
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
@@ -254,8 +274,7 @@ class MongoCacheStore:
         ``older_than`` or earlier (``_id``, ``user_id`` and the outbox fields only).
 
         One read serves both the backlog gauge and the orphan relay: a range on the indexed
-        marker on MongoDB, so only documents with a backlog are read (on FerretDB every
-        query but one on ``_id`` alone is a scan, and this halves their number).
+        marker, so only documents with a backlog are read.
         """
         projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1}
         backlog = 0
@@ -274,14 +293,32 @@ class MongoCacheStore:
         body = dict(doc)
         for _ in range(1000):
             try:
-                async with self._writing():
-                    with self._op("insert_check_log"):
-                        await self._check_log.insert_one(body)
+                with self._op("insert_check_log"):
+                    await self._check_log.insert_one(body)
             except DuplicateKeyError:
                 body["_id"] = int(body["_id"]) + 1
                 continue
             return int(body["_id"])
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
+
+
+# Server errors saying a document would exceed the BSON size limit (16 MB): 17419 "Resulting
+# document after update is larger than 16777216", 17420 the same for an upsert, 10334
+# BSONObjectTooLarge. Retrying cannot help.
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _too_large(exc: PyMongoError) -> bool:
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        return any(e.get("code") in _TOO_LARGE_CODES for e in errors)
+    return isinstance(exc, OperationFailure) and exc.code in _TOO_LARGE_CODES
+
+
+def _rejected(operation: str, user_id: int | None, exc: Exception) -> DocumentRejectedError:
+    who = "a document" if user_id is None else f"user {user_id}'s document"
+    message = f"MongoDB {operation}: {who} was refused: {str(exc)[:300]}"
+    return DocumentRejectedError(message, user_id=user_id)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

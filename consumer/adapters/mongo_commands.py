@@ -1,8 +1,8 @@
 """Counting the commands sent to MongoDB: one per round trip, by command name.
 
 ``pass_status_mongodb_operation_duration_seconds`` times the store's operations; one of
-them can be several commands (a conditional write on FerretDB is a read and a write, a
-batched read is a ``find`` and its ``getMore``s). The round trips are what a server's
+them can be several commands (a batched read is a ``find`` and its ``getMore``s; clearing
+outboxes can take up to three bulk ``update`` commands). The round trips are what a server's
 load and a batch's latency scale with, so they are counted from the driver itself.
 """
 

@@ -84,10 +84,16 @@ class TicketUsedHandler:
             work.records.append(record)
             work.events.append(event)
 
-        # One round trip reads every user of the batch; conflicts re-read one by one.
-        docs = await self._store.find_users(list(by_user)) if by_user else {}
-        results = await gather_or_first_error(
-            self._one_user(uid, docs.get(uid), work, now) for uid, work in by_user.items()
+        # One query reads every user of the batch (conflicts re-read one by one), in rounds
+        # within the read budget: a round is applied before the next is read.
+        results = []
+        if by_user:
+            async for docs in self._store.find_users(list(by_user)):
+                results += await gather_or_first_error(
+                    self._one_user(uid, doc, by_user.pop(uid), now) for uid, doc in docs.items()
+                )
+        results += await gather_or_first_error(
+            self._one_user(uid, None, work, now) for uid, work in by_user.items()
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}

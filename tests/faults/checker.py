@@ -20,9 +20,9 @@ every record of the output topic:
   or ``first_use`` back at its seeded value although an event proves the write that changed
   it durable (that event went out through the same update's outbox: for a status, its
   transition to that status; for ``first_use``, any event of the pass caused by one of the
-  pass's ticket-used events), so another writer undid it afterwards. Wrong,
-  except on a store known not to make conditional updates atomic (FerretDB 1.24 on
-  SQLite), where it is reported apart.
+  pass's ticket-used events), so another writer undid it afterwards. A failure like lost
+  and wrong (the store's conditional updates are atomic: ``tests/store``), counted apart
+  because it points at the write path rather than at a missing step.
 
 The model is only sound when the result does not depend on timing: every non-terminal
 pass must expire either before the first event (expired at seed) or well after the run.
@@ -240,11 +240,10 @@ class Report:
     lost: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     rewritten: list[str] = field(default_factory=list)
-    store_atomic: bool = True
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.wrong and not (self.store_atomic and self.rewritten)
+        return not self.lost and not self.wrong and not self.rewritten
 
     def figures(self) -> dict[str, int]:
         return {
@@ -256,7 +255,7 @@ class Report:
             "pending_outbox": self.pending_outbox,
             "dead_letters": self.dead_letters,
             "lost": len(self.lost),
-            "wrong": len(self.wrong) + (len(self.rewritten) if self.store_atomic else 0),
+            "wrong": len(self.wrong),
             "rewritten": len(self.rewritten),
         }
 
@@ -290,8 +289,6 @@ def compare_documents(
     expected: Expected,
     documents: Iterable[Mapping[str, Any]],
     made: Made | None = None,
-    *,
-    foreign_writer: bool = False,
 ) -> Report:
     """Compare the model with the cache documents as they are now (MongoDB).
 
@@ -317,13 +314,11 @@ def compare_documents(
         report.pending_outbox += len(outbox) if isinstance(outbox, list) else 0
         for want in by_user[user_id]:
             report.passes_checked += 1
-            _compare_pass(report, want, passes[want.index], made or {}, foreign_writer)
+            _compare_pass(report, want, passes[want.index], made or {})
     return report
 
 
-def _compare_pass(
-    report: Report, want: ExpectedPass, got: Any, made: Made, foreign_writer: bool
-) -> None:
+def _compare_pass(report: Report, want: ExpectedPass, got: Any, made: Made) -> None:
     where = f"user {want.user_id} pass {want.pass_uuid}"
     if not isinstance(got, Mapping) or got.get("pass_uuid") != want.pass_uuid:
         report.wrong.append(f"{where}: pass replaced or moved")
@@ -347,11 +342,6 @@ def _compare_pass(
             cause in want.ticket_used_ids for _to, cause in made_here
         ):
             bucket = report.rewritten  # the write that set it was durable, then undone
-        elif first_use == seeded_first_use and foreign_writer and want.status == seeded_status:
-            # A first_use-only write (the status needs no change) publishes nothing, so no
-            # event can prove it durable; with a foreign writer on the store it may have been
-            # undone like the others. Only scenarios with a foreign writer accept this.
-            bucket = report.rewritten
         bucket.append(f"{where}: first_use {first_use!r}, expected {want.first_use!r}")
     if _strip_pass(got) != _strip_pass(want.seeded):
         report.wrong.append(f"{where}: a field other than status/first_use changed")
@@ -436,13 +426,9 @@ def check(
     documents: Iterable[Mapping[str, Any]],
     published: Sequence[bytes],
     dead_letters: Sequence[bytes] = (),
-    *,
-    store_atomic: bool = True,
-    foreign_writer: bool = False,
 ) -> Report:
     """Both comparisons in one report."""
-    report = compare_documents(expected, documents, _made(published), foreign_writer=foreign_writer)
-    report.store_atomic = store_atomic
+    report = compare_documents(expected, documents, _made(published))
     return compare_events(expected, published, report, dead_letters=dead_letters)
 
 

@@ -424,15 +424,11 @@ class Scenario:
     seeded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     consumers: list[ConsumerProcess] = field(default_factory=list)
     traffic: Traffic | None = None
-    store_atomic: bool = True
-    # Another writer rewrites passes during the run (see checker.check).
-    foreign_writer: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
     async def seed_documents(self) -> None:
-        self.store_atomic = await store_is_atomic(self.mongodb_uri)
         self.seeded_at = datetime.now(UTC)
         self.seeds = make_seeds(self.rng, self.users, 1000, self.seeded_at)
         self.events = plan_ticket_used(self.rng, self.seeds, self.seeded_at)
@@ -507,13 +503,7 @@ class Scenario:
         settings = self.service.settings
         deadline = time.monotonic() + wait
         while True:
-            docs_report = check(
-                expected,
-                await self.documents(),
-                [],
-                store_atomic=self.store_atomic,
-                foreign_writer=self.foreign_writer,
-            )
+            docs_report = check(expected, await self.documents(), [])
             docs_done = not any("status" in x or "first_use" in x for x in docs_report.lost)
             if (docs_done and docs_report.pending_outbox == 0) or time.monotonic() > deadline:
                 break
@@ -531,8 +521,6 @@ class Scenario:
                 await self.documents(),
                 [r.value for r in published],
                 await self._dead_letters(),
-                store_atomic=self.store_atomic,
-                foreign_writer=self.foreign_writer,
             )
             if report.ok or time.monotonic() > deadline:
                 return expected, report
@@ -543,33 +531,6 @@ class Scenario:
             self.bootstrap, self.service.settings.topic_dead_letter, wait=1, settle=0
         )
         return [r.value for r in records]
-
-
-async def store_is_atomic(mongodb_uri: str, trials: int = 20) -> bool:
-    """Does the server apply a conditional update atomically? Two clients race to update
-    one document under the same filter; atomically, exactly one of them matches.
-
-    FerretDB 1.24 on SQLite fails this (both match, the second overwrites the first), so
-    the service's optimistic concurrency control (DESIGN §2) cannot hold on it.
-    """
-    first: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri)
-    second: AsyncMongoClient[Document] = AsyncMongoClient(mongodb_uri)
-    name = f"atomicity_probe_{uuid.uuid4().hex[:8]}"
-    try:
-        one, two = first[name]["docs"], second[name]["docs"]
-        for number in range(trials):
-            await one.insert_one({"_id": number, "v": 0})
-            results = await asyncio.gather(
-                one.update_one({"_id": number, "v": 0}, {"$set": {"v": 1, "a": 1}}),
-                two.update_one({"_id": number, "v": 0}, {"$set": {"v": 1, "b": 1}}),
-            )
-            if all(r.matched_count == 1 for r in results):
-                return False
-        return True
-    finally:
-        await first.drop_database(name)
-        await first.close()
-        await second.close()
 
 
 def record_figures(scenario: str, figures: dict[str, Any]) -> None:

@@ -1,157 +1,122 @@
-"""Both ways of a conditional update (``consumer/adapters/mongo_conditional.py``) give the
-same outcome on the real server: applied while the document matches, refused and
-untouched once it does not. The server-side form is what runs on MongoDB; the client-side
-form is what runs on FerretDB. Each is checked against whichever server the tests use.
+"""The store adapter's writes and batch reads against the real server: a conditional write
+applies while the passes are as read and is refused after a change; outboxes are cleared in
+bulk however many; a batch read stays within its byte budget; a document the server or the
+driver refuses becomes a non-retriable :class:`DocumentRejectedError` naming the user.
+
+The server behaviours underneath (operators, atomicity, costs) are stated in ``tests/store``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import MongoCacheStore, make_client
-from consumer.adapters.mongo_conditional import (
-    ABSENT,
-    BATCH_READ_MIN,
-    ClientSideConditions,
-    ConditionalUpdate,
-    ConditionalUpdater,
-    ServerSideConditions,
-)
+from consumer.domain.events import Cause, CauseType
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
+from consumer.domain.user_update import UserUpdate, plan_user_update
+from consumer.errors import DocumentRejectedError, TransientError
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.conftest import Document
+from tests.integration.factories import a_pass, a_user
 
-PASSES = [{"pass_uuid": "p-1", "status": "USABLE", "payload": {"expiration": "2030-01-01"}}]
-STRATEGIES: dict[str, type[ServerSideConditions | ClientSideConditions]] = {
-    "server_side": ServerSideConditions,
-    "client_side": ClientSideConditions,
-}
+CAUSE = Cause(CauseType.TICK, "test-tick")
 
 
-@pytest.fixture(params=sorted(STRATEGIES))
-def strategy(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+async def store_for(mongodb_uri: str, mongo_db: AsyncDatabase[Document]) -> AsyncIterator[Any]:
+    """``store_for(**settings)``: a MongoCacheStore on this test's database."""
+    clients = []
 
-
-def _updater(db: AsyncDatabase[Document], strategy: str) -> ConditionalUpdater:
-    updater: ConditionalUpdater = STRATEGIES[strategy](db["cache"])
-    return updater
-
-
-def _set(value: Any) -> dict[str, Any]:
-    return {"$set": {"marker": value}}
-
-
-async def test_update_applies_while_the_condition_holds(
-    mongo_db: AsyncDatabase[Document], strategy: str
-) -> None:
-    await mongo_db["cache"].insert_one({"_id": "u1", "user_id": 1, "passes": PASSES})
-
-    applied = await _updater(mongo_db, strategy).update_one(
-        ConditionalUpdate("u1", {"passes": PASSES}, _set("written"))
-    )
-
-    assert applied is True
-    doc = await mongo_db["cache"].find_one({"_id": "u1"})
-    assert doc is not None
-    assert doc["marker"] == "written"
-    assert doc["passes"] == PASSES
-
-
-async def test_update_is_refused_after_a_concurrent_change(
-    mongo_db: AsyncDatabase[Document], strategy: str
-) -> None:
-    await mongo_db["cache"].insert_one({"_id": "u1", "user_id": 1, "passes": PASSES})
-    changed = [{**PASSES[0], "status": "USING"}]
-    await mongo_db["cache"].update_one({"_id": "u1"}, {"$set": {"passes": changed}})
-
-    applied = await _updater(mongo_db, strategy).update_one(
-        ConditionalUpdate("u1", {"passes": PASSES}, _set("stale"))
-    )
-
-    assert applied is False
-    doc = await mongo_db["cache"].find_one({"_id": "u1"})
-    assert doc is not None
-    assert "marker" not in doc
-    assert doc["passes"] == changed
-
-
-async def test_absent_condition_and_missing_document(
-    mongo_db: AsyncDatabase[Document], strategy: str
-) -> None:
-    await mongo_db["cache"].insert_one({"_id": "bare", "user_id": 2})
-    updater = _updater(mongo_db, strategy)
-
-    assert await updater.update_one(ConditionalUpdate("bare", {"passes": ABSENT}, _set(1)))
-    assert not await updater.update_one(ConditionalUpdate("bare", {"passes": []}, _set(2)))
-    assert not await updater.update_one(ConditionalUpdate("gone", {"passes": ABSENT}, _set(3)))
-
-    doc = await mongo_db["cache"].find_one({"_id": "bare"})
-    assert doc is not None
-    assert doc["marker"] == 1
-    assert await mongo_db["cache"].count_documents({"_id": "gone"}) == 0
-
-
-async def test_update_each_applies_the_matching_and_reports_a_miss(
-    mongo_db: AsyncDatabase[Document], strategy: str
-) -> None:
-    outbox = [{"event_id": "e1"}, {"event_id": "e2"}]
-    await mongo_db["cache"].insert_many(
-        [
-            {"_id": "a", "user_id": 1, "outbox": outbox},
-            {"_id": "b", "user_id": 2, "outbox": [*outbox, {"event_id": "e3"}]},
-        ]
-    )
-    updater = _updater(mongo_db, strategy)
-    emptied: dict[str, Any] = {"$set": {"outbox": []}}
-
-    all_matched = await updater.update_each(
-        [ConditionalUpdate(d, {"outbox": outbox}, emptied) for d in ("a", "b")]
-    )
-
-    assert all_matched is False
-    by_id = {d["_id"]: d["outbox"] async for d in mongo_db["cache"].find({})}
-    assert by_id == {"a": [], "b": [*outbox, {"event_id": "e3"}]}
-    assert await updater.update_each([]) is True
-
-
-async def test_update_each_of_a_large_batch_reads_once_and_gets_each_right(
-    mongo_db: AsyncDatabase[Document], strategy: str
-) -> None:
-    count = BATCH_READ_MIN + 8
-    await mongo_db["cache"].insert_many(
-        [{"_id": f"d{i}", "user_id": i, "outbox": [{"event_id": f"e{i}"}]} for i in range(count)]
-    )
-    # Every third document gained an entry since it was read: its update must not apply.
-    stale = {f"d{i}" for i in range(0, count, 3)}
-    for doc_id in stale:
-        await mongo_db["cache"].update_one(
-            {"_id": doc_id}, {"$push": {"outbox": {"event_id": "x"}}}
+    def make(**extra: str) -> MongoCacheStore:
+        env = {
+            "PASS_STATUS_MONGODB_URI": mongodb_uri,
+            "PASS_STATUS_MONGODB_DATABASE": mongo_db.name,
+        }
+        settings = Settings.from_env(
+            {**env, **{f"PASS_STATUS_{k.upper()}": v for k, v in extra.items()}}
         )
-    updates = [
-        ConditionalUpdate(f"d{i}", {"outbox": [{"event_id": f"e{i}"}]}, {"$set": {"outbox": []}})
-        for i in range(count)
-    ]
+        client = make_client(settings)
+        clients.append(client)
+        return MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
 
-    all_matched = await _updater(mongo_db, strategy).update_each(updates)
-
-    assert all_matched is False
-    outboxes = {d["_id"]: len(d["outbox"]) async for d in mongo_db["cache"].find({})}
-    assert outboxes == {f"d{i}": 2 if f"d{i}" in stale else 0 for i in range(count)}
+    yield make
+    for client in clients:
+        await client.close()
 
 
-async def test_clearing_more_outboxes_than_ferretdb_has_connections_completes(
-    mongodb_uri: str, mongo_db: AsyncDatabase[Document]
+def _expiring_plan(doc: Document, now: datetime) -> UserUpdate:
+    return plan_user_update(doc, [], now, CAUSE)
+
+
+async def test_write_applies_while_the_passes_are_as_read(
+    mongo_db: AsyncDatabase[Document], store_for: Any
 ) -> None:
-    # More documents than FerretDB 1.24 has SQLite connections per database (100): one
-    # update command with a statement each would hang the server (see the adapter's notes).
+    now = datetime.now(UTC)
+    await mongo_db["bytemark_tickets_cache"].insert_one(
+        a_user(1, [a_pass(expires_in=timedelta(hours=-1), now=now)])
+    )
+    store: MongoCacheStore = store_for()
+    read = await store.find_user(1)
+    assert read is not None
+
+    assert await store.write_user(read, _expiring_plan(read, now), now) is True
+
+    doc = await mongo_db["bytemark_tickets_cache"].find_one({"user_id": 1})
+    assert doc is not None
+    assert doc["passes"][0]["status"] == "EXPIRED"
+    assert [e["to_status"] for e in doc[OUTBOX]] == ["EXPIRED"]
+    assert doc[OUTBOX_SINCE] is not None
+
+
+async def test_write_is_refused_after_a_concurrent_change(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    now = datetime.now(UTC)
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_one(a_user(1, [a_pass(expires_in=timedelta(hours=-1), now=now)]))
+    store: MongoCacheStore = store_for()
+    read = await store.find_user(1)
+    assert read is not None
+    await cache.update_one({"user_id": 1}, {"$set": {"passes.0.status": "USING"}})
+
+    assert await store.write_user(read, _expiring_plan(read, now), now) is False
+
+    doc = await cache.find_one({"user_id": 1})
+    assert doc is not None
+    assert doc["passes"][0]["status"] == "USING"
+    assert OUTBOX not in doc
+
+
+async def test_write_of_a_document_without_passes_requires_them_still_absent(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    now = datetime.now(UTC)
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_one({"user_id": 7})
+    store: MongoCacheStore = store_for()
+    read = await store.find_user(7)
+    assert read is not None
+    plan = _expiring_plan(read, now)
+
+    assert await store.write_user(read, plan, now) is True
+    await cache.update_one({"user_id": 7}, {"$set": {"passes": []}})
+    assert await store.write_user(read, plan, now) is False
+
+
+async def test_clearing_many_outboxes_completes_in_bulk(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    # More documents than one command's statements FerretDB 1.24 could serve (100), and
+    # every third outbox already emptied by another relay, so the fallback steps run too.
     count = 150
     now = datetime.now(UTC)
     entries = {i: [{"event_id": f"e{i}", "user_id": i}] for i in range(count)}
@@ -162,26 +127,130 @@ async def test_clearing_more_outboxes_than_ferretdb_has_connections_completes(
             for i in range(count)
         ]
     )
-    # Another relay (the orphan relay) already emptied every third outbox, so the usual
-    # one-step clear misses there and the store takes its fallback path for all of them.
     for i in range(0, count, 3):
         await cache.update_one({"_id": f"d{i}"}, {"$set": {OUTBOX: [], OUTBOX_SINCE: None}})
-    settings = Settings.from_env(
-        {"PASS_STATUS_MONGODB_URI": mongodb_uri, "PASS_STATUS_MONGODB_DATABASE": mongo_db.name}
+    # And one outbox gained an entry since it was published: that entry and its marker stay.
+    await cache.update_one({"_id": "d1"}, {"$push": {OUTBOX: {"event_id": "late"}}})
+    store: MongoCacheStore = store_for()
+
+    await asyncio.wait_for(
+        store.clear_outbox([(f"d{i}", entries[i]) for i in range(count)]), timeout=120
     )
-    client = make_client(settings)
-    try:
-        store = MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
-        await store.detect_server()
-        await asyncio.wait_for(
-            store.clear_outbox([(f"d{i}", entries[i]) for i in range(count)]), timeout=120
-        )
-    finally:
-        await client.close()
 
     left = [
-        (doc["_id"], doc[OUTBOX], doc[OUTBOX_SINCE])
+        (doc["_id"], doc[OUTBOX], doc[OUTBOX_SINCE] is not None)
         async for doc in cache.find({"$or": [{OUTBOX: {"$ne": []}}, {OUTBOX_SINCE: {"$ne": None}}]})
     ]
-    assert left == []
+    assert left == [("d1", [{"event_id": "late"}], True)]
     assert await cache.count_documents({}) == count
+
+
+async def _rounds(store: MongoCacheStore, user_ids: list[int]) -> list[dict[int, Document]]:
+    return [batch async for batch in store.find_users(user_ids)]
+
+
+def _bson_size(doc: Document) -> int:
+    return len(bson.encode(doc))
+
+
+async def test_find_users_reads_in_rounds_within_the_byte_budget(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    # Eight users of about 300 KB each and a budget of 1 MB: no round may hold more than
+    # the budget, so they come in rounds of three (and every user exactly once).
+    filler = "x" * 300_000
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_many([a_user(i, [a_pass()], filler=filler) for i in range(1, 9)])
+    store: MongoCacheStore = store_for(read_batch_max_bytes="1000000")
+
+    rounds = await _rounds(store, [*range(1, 9), 99])
+
+    assert [len(r) for r in rounds] == [3, 3, 2]
+    assert sorted(uid for r in rounds for uid in r) == list(range(1, 9))
+    for batch in rounds:
+        assert sum(_bson_size(d) for d in batch.values()) <= 1_000_000
+
+
+async def test_find_users_gives_a_document_larger_than_the_budget_alone(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_many(
+        [
+            a_user(1, [a_pass()]),
+            a_user(2, [a_pass()], filler="x" * 200_000),
+            a_user(3, [a_pass()]),
+        ]
+    )
+    store: MongoCacheStore = store_for(read_batch_max_bytes="100000")
+
+    rounds = await _rounds(store, [1, 2, 3])
+
+    assert [sorted(r) for r in rounds] == [[1], [2], [3]]
+
+
+async def test_find_users_in_one_round_under_the_default_budget(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_many([a_user(i, [a_pass()]) for i in range(1, 501)])
+    store: MongoCacheStore = store_for()
+
+    rounds = await _rounds(store, list(range(1, 501)))
+
+    assert [sorted(r) for r in rounds] == [list(range(1, 501))]
+
+
+async def test_a_write_too_large_to_send_is_rejected_for_good_naming_the_user(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    # Two expired passes with 3 MB identifiers (a 12 MB document): the write's condition
+    # (the passes as read) and its two outbox events make an update of over 16 MB, which
+    # the driver refuses to send. On MongoDB the result would be refused too (code 17419).
+    now = datetime.now(UTC)
+    passes = [
+        a_pass(expires_in=timedelta(hours=-1), now=now, pass_uuid=f"{n}" * 3_000_000)
+        for n in (1, 2)
+    ]
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_one(a_user(42, passes))
+    store: MongoCacheStore = store_for()
+    read = await store.find_user(42)
+    assert read is not None
+
+    with pytest.raises(DocumentRejectedError) as caught:
+        await store.write_user(read, _expiring_plan(read, now), now)
+
+    assert caught.value.user_id == 42
+    assert caught.value.reason == "bad_document"
+    assert not caught.value.retriable
+    assert not isinstance(caught.value, TransientError)
+    doc = await cache.find_one({"user_id": 42}, {"passes.status": 1})
+    assert doc is not None
+    assert [p["status"] for p in doc["passes"]] == ["USABLE", "USABLE"]
+
+
+async def test_a_value_bson_cannot_hold_is_rejected_for_good_naming_the_user(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    now = datetime.now(UTC)
+    cache = mongo_db["bytemark_tickets_cache"]
+    await cache.insert_one(a_user(5, [a_pass(expires_in=timedelta(hours=-1), now=now)]))
+    store: MongoCacheStore = store_for()
+    read = await store.find_user(5)
+    assert read is not None
+    plan = _expiring_plan(read, now)
+    unencodable = UserUpdate(
+        user_id=plan.user_id,
+        first_use_sets=plan.first_use_sets,
+        evaluation=plan.evaluation,
+        outbox=({**plan.outbox[0], "extra": {1, 2}},),
+        rejected=plan.rejected,
+        next_check_at=plan.next_check_at,
+        writes_document=True,
+    )
+
+    with pytest.raises(DocumentRejectedError) as caught:
+        await store.write_user(read, unencodable, now)
+
+    assert caught.value.user_id == 5

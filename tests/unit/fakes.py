@@ -142,14 +142,16 @@ class FakeCacheStore(_Interleavings):
         found = self.cache.find({"user_id": user_id})
         return found[0] if found else None
 
-    async def find_users(self, user_ids: Sequence[int]) -> dict[int, Document]:
+    async def find_users(self, user_ids: Sequence[int]) -> AsyncIterator[dict[int, Document]]:
+        """One round holding every user found (the real store splits rounds by bytes)."""
         await self.enter("find_users")
         found: dict[int, Document] = {}
         for doc in self.cache.find({"user_id": {"$in": list(user_ids)}}):
             user_id = doc.get("user_id")
             if isinstance(user_id, int) and user_id not in found:
                 found[user_id] = doc
-        return found
+        if found:
+            yield found
 
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
         await self.enter("write_user")
