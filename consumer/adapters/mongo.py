@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
-from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps
+from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
 from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
 from consumer.errors import DocumentRejectedError, StoreUnavailableError
 from consumer.settings import Settings
@@ -50,6 +50,9 @@ class CacheStore(Protocol):
         self, read: Mapping[str, Any], update: UserUpdate, now: datetime
     ) -> bool: ...
     async def clear_outbox(
+        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
+    ) -> None: ...
+    async def reject_outbox_entries(
         self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
     ) -> None: ...
     def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Document]: ...
@@ -225,6 +228,19 @@ class MongoCacheStore:
             if await self._update_each(emptied):
                 return
             await self._update_each(pulled)
+            await self._update_each(unmarked)
+
+    async def reject_outbox_entries(
+        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
+    ) -> None:
+        """Move entries Kafka refused for good from each document's outbox to
+        ``pass_status_outbox_rejected`` (``rejecting_steps``); two bulk commands."""
+        moved, unmarked = (
+            [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
+            for step in rejecting_steps(docs)
+        )
+        with self._op("reject_outbox_entries"):
+            await self._update_each(moved)
             await self._update_each(unmarked)
 
     async def _update_each(self, updates: list[UpdateOne]) -> bool:

@@ -17,7 +17,10 @@ An entry's life:
 3. **cleared** by :func:`clearing_steps`, by exact value, only after the broker
    acknowledged it;
 4. **re-published**, with the same ``event_id``, by any replica's orphan relay once it has
-   waited longer than the orphan age (found by ``since``), if a crash or a fault left it.
+   waited longer than the orphan age (found by ``since``), if a crash or a fault left it;
+5. or **rejected**: if Kafka refuses it for good (``PublishRejectedError``: too large, not
+   authorized), moved whole by :func:`rejecting_steps` to ``pass_status_outbox_rejected``,
+   where an operator finds it and can replay it (docs/operations.md).
 
 Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
 
@@ -28,13 +31,20 @@ Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
   concurrent clear makes it conflict and re-read), and sets ``since`` when the read had
   none; a clear unsets ``since`` only while the outbox is empty.
 - **I3 never lost.** An entry leaves the outbox only after the broker acknowledged it,
-  and only that exact entry (a concurrent append is never removed).
+  or by moving whole to the rejected list (I6); and only that exact entry (a concurrent
+  append is never removed).
 - **I4 ordered.** Each relay publishes the outbox as it was at its write (or read), head
   first, so the first publication of each of a pass's events follows the order of its
   transitions; within a process one relay at a time handles a document, and an entry
   already acknowledged there is not published again.
 - **I5 same id.** An entry is stored whole and published as stored: a re-publication
   carries the same ``event_id`` (deterministic from user, pass and new status).
+- **I6 refused, not stuck.** An entry Kafka refuses for good moves, in one update, from
+  the outbox to ``pass_status_outbox_rejected`` exactly as stored (its full payload and
+  ``event_id``, for a replay), and the marker is cleared if the outbox is then empty: the
+  user's later entries flow, and no relay tries it again. Each is counted and logged.
+  Kafka never saw it, so a replay comes after the pass's later events (order I4 cannot
+  hold for it); consumers place it by ``effective_at`` and de-duplicate by ``event_id``.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from typing import Any
 
 OUTBOX = "pass_status_outbox"
 OUTBOX_SINCE = "pass_status_outbox_since"
+OUTBOX_REJECTED = "pass_status_outbox_rejected"
 
 # The one operator a condition may use besides plain equality: the field is missing.
 ABSENT: Mapping[str, Any] = {"$exists": False}
@@ -134,6 +145,31 @@ def clearing_steps(
     pulled = [ConditionalChange(i, {}, {"$pullAll": {OUTBOX: list(e)}}) for i, e in docs if e]
     unmarked = [ConditionalChange(i, {OUTBOX: []}, _NO_SINCE) for i, _ in docs]
     return emptied, pulled, unmarked
+
+
+def rejecting_steps(
+    docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]],
+) -> tuple[list[ConditionalChange], list[ConditionalChange]]:
+    """The updates that move entries Kafka refused out of each document's outbox (I6).
+
+    Step 1 moves each entry, while the outbox still holds its ``event_id``, to
+    ``pass_status_outbox_rejected`` (``$pullAll`` by exact value and ``$push`` of that
+    value, in one update: it is never in neither, and never parked twice); step 2 clears
+    the marker of each outbox that is then empty. (``$elemMatch`` or a whole-entry element
+    match would state the condition exactly, but FerretDB 1.24 matches neither; a dotted
+    path is supported by both servers.)
+    """
+    moved = [
+        ConditionalChange(
+            i,
+            {f"{OUTBOX}.event_id": e["event_id"]},
+            {"$pullAll": {OUTBOX: [e]}, "$push": {OUTBOX_REJECTED: e}},
+        )
+        for i, entries in docs
+        for e in entries
+    ]
+    unmarked = [ConditionalChange(i, {OUTBOX: []}, _NO_SINCE) for i, entries in docs if entries]
+    return moved, unmarked
 
 
 REVISION = "pass_status_rev"

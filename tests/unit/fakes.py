@@ -27,8 +27,15 @@ from aiokafka import TopicPartition
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import OutboxScan
-from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, ConditionalChange, clearing_steps
+from consumer.domain.outbox import (
+    OUTBOX,
+    OUTBOX_SINCE,
+    ConditionalChange,
+    clearing_steps,
+    rejecting_steps,
+)
 from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.errors import PublishRejectedError
 from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
@@ -171,6 +178,14 @@ class FakeCacheStore(_Interleavings):
         for change in (*pulled, *unmarked):
             self.cache.apply(change)
 
+    async def reject_outbox_entries(
+        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
+    ) -> None:
+        await self.enter("reject_outbox_entries")
+        moved, unmarked = rejecting_steps(docs)
+        for change in (*moved, *unmarked):
+            self.cache.apply(change)
+
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
     ) -> AsyncIterator[Document]:
@@ -229,17 +244,31 @@ class FakeCacheStore(_Interleavings):
 
 
 class FakePublisher(_Interleavings):
-    """:class:`consumer.adapters.kafka.Publisher` keeping every acknowledged record."""
+    """:class:`consumer.adapters.kafka.Publisher` keeping every acknowledged record.
+
+    :meth:`refuse` makes it refuse some records for good, as Kafka does a record too
+    large or a topic not authorized: the others of the same call are acknowledged (the
+    producer sends them all), then the call raises ``PublishRejectedError``.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[OutRecord] = []
+        self.refused: list[OutRecord] = []
+        self._refuse: Callable[[OutRecord], bool] = lambda _record: False
+
+    def refuse(self, predicate: Callable[[OutRecord], bool]) -> None:
+        self._refuse = predicate
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         if not records:
             return
         await self.enter("publish")
-        self.records.extend(records)
+        refused = [r for r in records if self._refuse(r)]
+        self.records.extend(r for r in records if not self._refuse(r))
+        if refused:
+            self.refused.extend(refused)
+            raise PublishRejectedError(f"Kafka refused {len(refused)} record(s): too large")
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.records if r.topic == topic]

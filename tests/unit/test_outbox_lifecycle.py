@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from consumer.domain.events import Cause, CauseType
-from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
+from consumer.domain.outbox import OUTBOX, OUTBOX_REJECTED, OUTBOX_SINCE
 from consumer.errors import BrokerUnavailableError
 from consumer.service.deadletter import InputRecord
 
@@ -169,3 +169,71 @@ async def test_i4_across_replicas_each_events_first_publication_keeps_the_order(
     assert [by_id[i] for i in first_seen] == ["USABLE -> USING", "USING -> EXPIRED"]
     assert store.lost_outboxes() == []
     assert store.doc("d7")[OUTBOX] == []
+
+
+def refuse_pass(uuid: str) -> Any:
+    """A predicate refusing the status-change events of pass ``uuid`` (a record too large)."""
+    return lambda record: record.topic == FakeService.STATUS_TOPIC and (
+        orjson.loads(record.value)["pass_uuid"] == uuid
+    )
+
+
+async def test_i6_an_event_kafka_refuses_for_good_leaves_the_outbox_and_later_ones_flow() -> None:
+    """Issue 12 left-over: an event Kafka refuses for good (too large, not authorized)
+    stayed in the outbox, the orphan relay failed on it every interval, and every later
+    event of the user sat behind it. It must move, whole, to the rejected list."""
+    refused = {
+        "event_id": "ev-a",
+        "user_id": 7,
+        "pass_uuid": "a",
+        "status_log": "USABLE -> USING",
+        "cause": {"type": "ticket_used", "event_id": "tu-1"},
+    }
+    store = FakeCacheStore(
+        user_doc(
+            a_pass("a", "USING", timedelta(days=1), "x"),
+            a_pass("b", "USING", -timedelta(hours=1), "x"),
+            **{OUTBOX: [refused], OUTBOX_SINCE: NOW - timedelta(hours=1)},
+        )
+    )
+    service = FakeService(store)
+    service.publisher.refuse(refuse_pass("a"))
+
+    await service.sweeper.due(NOW, 0, 1, True, TICK)  # appends b's event behind a's
+    await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
+
+    assert [e["pass_uuid"] for e in service.status_events()] == ["b"]
+    doc = store.doc("d7")
+    assert doc[OUTBOX] == []
+    assert doc[OUTBOX_SINCE] is None
+    assert doc[OUTBOX_REJECTED] == [refused]  # whole, for a replay
+    assert service.metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
+
+    # Nothing is left to try: the next orphan relays publish nothing and fail on nothing.
+    attempts = service.publisher.calls["publish"]
+    await service.relay.relay_orphans(NOW + timedelta(hours=2), timedelta(seconds=30))
+    assert service.publisher.calls["publish"] == attempts
+    assert store.lost_outboxes() == []
+
+
+async def test_i6_a_refused_event_of_a_ticket_used_batch_does_not_dead_letter_its_input() -> None:
+    """The input was good: its transition is kept and its offset may be committed; only
+    the event is set aside (with the user's other events, which still go out)."""
+    store = FakeCacheStore(
+        user_doc(
+            a_pass("a", "USABLE", timedelta(days=1)),
+            a_pass("b", "USABLE", timedelta(days=1)),
+        )
+    )
+    service = FakeService(store)
+    service.publisher.refuse(refuse_pass("a"))
+
+    await service.ticket_used.handle([ticket_used("a", 0), ticket_used("b", 1)])
+
+    assert service.dead_letters() == []
+    assert [e["status_log"] for e in service.status_events()] == ["USABLE -> USING"]
+    doc = store.doc("d7")
+    assert [p["status"] for p in doc["passes"]] == ["USING", "USING"]
+    assert [e["pass_uuid"] for e in doc[OUTBOX_REJECTED]] == ["a"]
+    assert doc[OUTBOX] == []
+    assert service.metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
