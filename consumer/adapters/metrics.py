@@ -128,6 +128,12 @@ class Metrics:
             "Status-change events published from the outbox (re-publications included).",
             registry=registry,
         )
+        self.outbox_rejected = Counter(
+            p + "outbox_rejected_total",
+            "Status-change events Kafka refused for good (too large, not authorized), moved"
+            " from the outbox to pass_status_outbox_rejected for an operator to replay.",
+            registry=registry,
+        )
         self.write_conflicts = Counter(
             p + "write_conflicts_total",
             "Conditional writes that found the document changed and were re-evaluated.",

@@ -11,6 +11,13 @@ publishes the outbox as its writer saw it, head first, and skips entries that a 
 of the same document acknowledged while it waited. So a sweep that appended
 ``USING -> EXPIRED`` behind a batch's pending ``USABLE -> USING`` never publishes
 before that batch's relay is done.
+
+Refusals (invariant I6): if Kafka refuses a publish for good (``PublishRejectedError``:
+a record too large, a topic not authorized), the relay publishes the entries again one at
+a time, head first, to find those refused; it moves each refused entry to the document's
+``pass_status_outbox_rejected`` (counted, logged with user, pass and ``event_id``) and
+clears the others as usual. A refusal never fails the relay: the user's later entries
+flow, and the input that caused the event is not dead-lettered (it was applied).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.outbox import pending_outbox
+from consumer.errors import PublishRejectedError
 from consumer.logs import get_logger
 from consumer.service.doclocks import DocumentLocks
 
@@ -38,9 +46,25 @@ Pending = Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
 
 @dataclass(slots=True)
 class _Relayed:
-    """What relays of one document acknowledged while others waited for it."""
+    """What relays of one document settled (acknowledged, or moved aside as refused)
+    while others waited for it."""
 
     acknowledged: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
+
+    def settled(self, event_id: str) -> bool:
+        return event_id in self.acknowledged or event_id in self.rejected
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    doc_id: Any
+    state: _Relayed
+    value: Mapping[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.value["event_id"])
 
 
 class OutboxRelay:
@@ -54,27 +78,77 @@ class OutboxRelay:
         self._locks: DocumentLocks[_Relayed] = DocumentLocks(_Relayed)
 
     async def relay(self, pending: Pending) -> int:
-        """Publish each document's pending entries, then clear them. Returns events published."""
+        """Publish each document's pending entries, then clear them. Returns events published.
+
+        Entries Kafka refuses for good are moved aside (I6), never raised; a transient
+        fault raises and leaves every entry not yet cleared in its outbox.
+        """
         docs = [(doc_id, entries) for doc_id, entries in pending if entries]
         if not docs:
             return 0
         async with self._holding(docs) as relayed:
-            records: list[OutRecord] = []
-            published: list[tuple[_Relayed, str]] = []
-            for doc_id, entries in docs:
-                state = relayed[_key(doc_id)]
-                for entry in entries:
-                    event_id = str(entry["event_id"])
-                    if event_id in state.acknowledged:
-                        continue
-                    records.append(self._record(entry))
-                    published.append((state, event_id))
-            await self._publisher.publish(records)
-            for state, event_id in published:
-                state.acknowledged.add(event_id)
-            self._metrics.outbox_published.inc(len(records))
-            await self._store.clear_outbox(docs)
-        return len(records)
+            todo = [
+                _Entry(doc_id, relayed[_key(doc_id)], entry)
+                for doc_id, entries in docs
+                for entry in entries
+                if not relayed[_key(doc_id)].settled(str(entry["event_id"]))
+            ]
+            try:
+                await self._publisher.publish([self._record(e.value) for e in todo])
+            except PublishRejectedError:
+                refused = await self._one_at_a_time(todo)
+            else:
+                refused = []
+                for entry in todo:
+                    entry.state.acknowledged.add(entry.event_id)
+            self._metrics.outbox_published.inc(len(todo) - len(refused))
+            if refused:
+                await self._reject(refused)
+            await self._store.clear_outbox(
+                [
+                    (doc_id, [e for e in entries if str(e["event_id"]) not in state.rejected])
+                    for doc_id, entries in docs
+                    for state in (relayed[_key(doc_id)],)
+                ]
+            )
+        return len(todo) - len(refused)
+
+    async def _one_at_a_time(self, todo: Sequence[_Entry]) -> list[tuple[_Entry, str]]:
+        """Publish ``todo`` one entry at a time, head first; return the entries refused,
+        each with Kafka's error.
+
+        Entries the failed batch publish got through are published again (same
+        ``event_id``); a refused one does not stop the entries behind it.
+        """
+        refused: list[tuple[_Entry, str]] = []
+        for entry in todo:
+            try:
+                await self._publisher.publish([self._record(entry.value)])
+            except PublishRejectedError as exc:
+                entry.state.rejected.add(entry.event_id)
+                refused.append((entry, str(exc)[:300]))
+            else:
+                entry.state.acknowledged.add(entry.event_id)
+        return refused
+
+    async def _reject(self, refused: Sequence[tuple[_Entry, str]]) -> None:
+        """Move refused entries to their documents' rejected lists (I6)."""
+        by_doc: dict[Hashable, tuple[Any, list[Mapping[str, Any]]]] = {}
+        for entry, _error in refused:
+            by_doc.setdefault(_key(entry.doc_id), (entry.doc_id, []))[1].append(entry.value)
+        await self._store.reject_outbox_entries(list(by_doc.values()))
+        self._metrics.outbox_rejected.inc(len(refused))
+        for entry, error in refused:
+            log.error(
+                "outbox_event_rejected",
+                user_id=entry.value.get("user_id"),
+                pass_uuid=entry.value.get("pass_uuid"),
+                event_id=entry.event_id,
+                status_log=entry.value.get("status_log"),
+                topic=self._topic,
+                error=error,
+                moved_to="pass_status_outbox_rejected",
+            )
 
     @contextlib.asynccontextmanager
     async def _holding(self, docs: Pending) -> AsyncIterator[dict[Hashable, _Relayed]]:

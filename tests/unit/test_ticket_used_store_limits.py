@@ -72,6 +72,12 @@ class RoundsStore:
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:  # noqa: ARG002
         return None
 
+    async def reject_outbox_entries(
+        self,
+        docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]],  # noqa: ARG002
+    ) -> None:
+        return None
+
     def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Any]:
         raise NotImplementedError
 
