@@ -50,6 +50,8 @@ FILTERS: list[dict[str, Any]] = [
     {"$or": [{"next_check_at": {"$lte": T0}}, {"next_check_at": {"$exists": False}}]},
     {"user_id": {"$mod": [2, 1]}},
     {"passes.status": "USING"},
+    {"pass_status_outbox.event_id": "e1"},  # rejecting_steps: the outbox still holds it
+    {"pass_status_outbox.event_id": "e9"},
 ]
 
 UPDATES: list[dict[str, Any]] = [
@@ -57,6 +59,10 @@ UPDATES: list[dict[str, Any]] = [
     {"$set": {"next_check_at": None, "pass_status_checked_at": T1}, "$inc": {"rev": 1}},
     {"$push": {"pass_status_outbox": {"$each": [ENTRY, {"event_id": "e2"}]}}},
     {"$pullAll": {"pass_status_outbox": [ENTRY]}},
+    {  # rejecting_steps: an entry Kafka refused moves whole
+        "$pullAll": {"pass_status_outbox": [ENTRY]},
+        "$push": {"pass_status_outbox_rejected": ENTRY},
+    },
     {"$unset": {"next_check_at": ""}},
     {"$set": {"pass_status_outbox": [], "pass_status_outbox_since": None}},
 ]
