@@ -22,11 +22,22 @@ every record of the output topic:
   transition to that status; for ``first_use``, any event of the pass caused by one of the
   pass's ticket-used events), so another writer undid it afterwards. A failure like lost
   and wrong (the store's conditional updates are atomic: ``tests/store``), counted apart
-  because it points at the write path rather than at a missing step.
+  because it points at the write path rather than at a missing step;
+- **out_of_order**: for one pass, the first publication of a status-change event coming
+  after the first publication of a later one (``USING -> EXPIRED`` before
+  ``USABLE -> USING``): DESIGN §5, a pass's events are published in the order of its
+  transitions. A repeat of an earlier ``event_id`` after a later event is allowed
+  (consumers de-duplicate by ``event_id``). Records are taken in partition order (a user's
+  events share one partition, keyed by ``user_id``). A failure.
 
 The model is only sound when the result does not depend on timing: every non-terminal
-pass must expire either before the first event (expired at seed) or well after the run.
-:func:`expected_outcome` refuses a scenario that breaks this rule.
+pass must expire either before the first event (expired at seed) or well after the run,
+except an *expiring* pass: seeded USABLE without ``first_use``, used by ticket-used events,
+and expiring during the run before a tick's ``tick_at``. It ends EXPIRED with its first
+``used_at`` either way, through ``USABLE -> USING`` then ``USING -> EXPIRED`` (used before
+it expired: the case the order check is for) or straight ``USABLE -> EXPIRED`` (processed
+after); the published events must tell one story. :func:`expected_outcome` refuses a
+scenario that breaks these rules.
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ from consumer.domain.ids import status_changed_event_id
 
 NON_TERMINAL = ("USABLE", "USING")
 TERMINAL = ("EXPIRED", "USES_GONE")
+# The order of a pass's statuses: its transitions only ever move up.
+STATUS_RANK = {"USABLE": 0, "USING": 1, "EXPIRED": 2, "USES_GONE": 2}
 # Fields this service may add to a user document (DESIGN §2, consumer.adapters.mongo).
 SERVICE_FIELDS = frozenset(
     {
@@ -51,6 +64,7 @@ SERVICE_FIELDS = frozenset(
         "pass_status_rev",
         "pass_status_outbox",
         "pass_status_outbox_since",
+        "pass_status_outbox_rejected",
     }
 )
 # Fields a concurrent writer (the refresher) is allowed to change in the scenarios.
@@ -84,6 +98,8 @@ class ExpectedTransition:
     effective_at: str
     cause_types: frozenset[str]
     cause_ids: frozenset[str]
+    # Other statuses the event may come from (an expiring pass: USABLE or USING).
+    other_from: frozenset[str] = frozenset()
 
     @property
     def status_log(self) -> str:
@@ -111,6 +127,10 @@ class Expected:
     passes: list[ExpectedPass] = field(default_factory=list)
     transitions: dict[str, ExpectedTransition] = field(default_factory=dict)
     seeds: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    # Events that may exist: USABLE -> USING of an expiring pass (used before it expired).
+    optional: dict[str, ExpectedTransition] = field(default_factory=dict)
+    # (USABLE -> USING, -> EXPIRED) event ids of each expiring pass: one story or the other.
+    chains: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _present(value: object) -> bool:
@@ -183,9 +203,8 @@ def _expect_pass(
     if status in NON_TERMINAL:
         expiration = parse_time(payload["expiration"])
         if seeded_at < expiration <= safe_after:
-            raise AmbiguousScenarioError(
-                f"pass {pass_uuid} expires during the run ({fmt(expiration)})"
-            )
+            _expect_expiring(out, user_id, index, item, events, user_event_ids, ticks, expiration)
+            return
         expired = expiration <= seeded_at
         tick_ids = {
             str(t["event_id"])
@@ -225,6 +244,62 @@ def _expect_pass(
         out.transitions[transition.event_id] = transition
 
 
+def _expect_expiring(
+    out: Expected,
+    user_id: int,
+    index: int,
+    item: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    user_event_ids: set[str],
+    ticks: Sequence[Mapping[str, Any]],
+    expiration: datetime,
+) -> None:
+    """A pass expiring during the run (see the module's docstring), or a refusal."""
+    pass_uuid = str(item["pass_uuid"])
+    tick_ids = frozenset(
+        str(t["event_id"])
+        for t in ticks
+        if t.get("user_id") in (None, 0, user_id) and parse_time(t["tick_at"]) >= expiration
+    )
+    if item["status"] != "USABLE" or _present(item["payload"].get("first_use")) or not events:
+        raise AmbiguousScenarioError(f"pass {pass_uuid} expires during the run, not as planned")
+    if not tick_ids:
+        raise AmbiguousScenarioError(f"pass {pass_uuid} expires after the last tick")
+    first_use = str(events[0]["used_at"])
+    own = frozenset(str(e["event_id"]) for e in events)
+    using = ExpectedTransition(
+        event_id=status_changed_event_id(user_id, pass_uuid, "USING"),
+        user_id=user_id,
+        pass_uuid=pass_uuid,
+        from_status="USABLE",
+        to_status="USING",
+        effective_at=fmt(parse_time(first_use)),
+        cause_types=frozenset({"ticket_used"}),
+        cause_ids=own,
+    )
+    # Any event of the user (a sweep of a tick at or after the expiration, or a ticket-used
+    # processed after it) may be the one that expires it.
+    user_ids = frozenset(user_event_ids)
+    expired = ExpectedTransition(
+        event_id=status_changed_event_id(user_id, pass_uuid, "EXPIRED"),
+        user_id=user_id,
+        pass_uuid=pass_uuid,
+        from_status="USING",
+        to_status="EXPIRED",
+        effective_at=fmt(expiration),
+        cause_types=frozenset({"tick", "ticket_used"}),
+        cause_ids=tick_ids | user_ids,
+        other_from=frozenset({"USABLE"}),
+    )
+    out.optional[using.event_id] = using
+    out.transitions[expired.event_id] = expired
+    out.chains.append((using.event_id, expired.event_id))
+    later = frozenset(str(e["used_at"]) for e in events[1:]) - {first_use}
+    out.passes.append(
+        ExpectedPass(user_id, index, pass_uuid, item, "EXPIRED", first_use, later, own)
+    )
+
+
 # --------------------------------------------------------------------------- comparison
 
 
@@ -240,10 +315,14 @@ class Report:
     lost: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     rewritten: list[str] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+    # Passes whose USABLE -> USING and USING -> EXPIRED were both published: the order
+    # check had something to check.
+    passes_with_two_events: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.wrong and not self.rewritten
+        return not self.lost and not self.wrong and not self.rewritten and not self.out_of_order
 
     def figures(self) -> dict[str, int]:
         return {
@@ -257,6 +336,8 @@ class Report:
             "lost": len(self.lost),
             "wrong": len(self.wrong),
             "rewritten": len(self.rewritten),
+            "out_of_order": len(self.out_of_order),
+            "passes_with_two_events": self.passes_with_two_events,
         }
 
     def describe(self, limit: int = 25) -> str:
@@ -264,6 +345,7 @@ class Report:
         lines += [f"LOST: {x}" for x in self.lost[:limit]]
         lines += [f"WRONG: {x}" for x in self.wrong[:limit]]
         lines += [f"REWRITTEN: {x}" for x in self.rewritten[:limit]]
+        lines += [f"OUT OF ORDER: {x}" for x in self.out_of_order[:limit]]
         return "\n".join(lines)
 
 
@@ -354,7 +436,8 @@ def compare_events(
     *,
     dead_letters: Sequence[bytes] = (),
 ) -> Report:
-    """Compare the model with every record value of the status-changed topic."""
+    """Compare the model with every record value of the status-changed topic, in
+    partition order (as read; a user's records share one partition)."""
     report = report or Report()
     report.expected_events = len(expected.transitions)
     report.published_records = len(published)
@@ -383,7 +466,7 @@ def compare_events(
                 report.rewritten.append(f"event {event_id} published twice, differing: {diff}")
             continue
         seen[event_id] = raw
-        want = expected.transitions.get(event_id)
+        want = expected.transitions.get(event_id) or expected.optional.get(event_id)
         if want is None:
             report.wrong.append(f"unexpected transition: {event}")
             continue
@@ -392,6 +475,8 @@ def compare_events(
             report.wrong.append(f"event {event_id} ({want.status_log}): {'; '.join(problems)}")
     report.distinct_published = len(counts)
     report.duplicates = sum(n - 1 for n in counts.values())
+    report.out_of_order.extend(out_of_order(published))
+    _check_chains(expected, seen, report)
     report.lost.extend(
         f"event {t.event_id} never published: user {t.user_id} pass {t.pass_uuid} {t.status_log}"
         for t in expected.transitions.values()
@@ -400,15 +485,67 @@ def compare_events(
     return report
 
 
+def out_of_order(published: Sequence[bytes]) -> list[str]:
+    """Passes whose events were first published against the order of their transitions.
+
+    For each pass, the first publication of each ``event_id`` must not go down in status
+    (USABLE < USING < EXPIRED, USES_GONE); a repeat of an ``event_id`` already seen is
+    skipped, wherever it comes (a re-publication, de-duplicated downstream).
+    """
+    seen: set[str] = set()
+    highest: dict[tuple[Any, Any], tuple[int, str]] = {}
+    found: list[str] = []
+    for raw in published:
+        try:
+            event = orjson.loads(raw)
+            event_id, rank = str(event["event_id"]), STATUS_RANK[str(event["to_status"])]
+            key = (event["user_id"], event["pass_uuid"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue  # unreadable: compare_events reports it
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        before = highest.get(key)
+        if before is not None and rank < before[0]:
+            found.append(
+                f"user {key[0]} pass {key[1]}: {event.get('status_log')} first published "
+                f"after {before[1]}"
+            )
+        if before is None or rank > before[0]:
+            highest[key] = (rank, str(event.get("status_log")))
+    return found
+
+
+def _check_chains(expected: Expected, seen: Mapping[str, bytes], report: Report) -> None:
+    """An expiring pass's events tell one story: USABLE -> USING then USING -> EXPIRED, or
+    USABLE -> EXPIRED alone."""
+    for using_id, expired_id in expected.chains:
+        if expired_id not in seen:
+            continue  # reported lost
+        expired = orjson.loads(seen[expired_id])
+        want = expected.transitions[expired_id]
+        where = f"user {want.user_id} pass {want.pass_uuid}"
+        if expired.get("from_status") == "USING":
+            if using_id in seen:
+                report.passes_with_two_events += 1
+            else:
+                report.lost.append(f"{where}: USING -> EXPIRED without USABLE -> USING")
+        elif using_id in seen:
+            report.wrong.append(f"{where}: USABLE -> USING, then {expired.get('status_log')}")
+
+
 def _event_problems(want: ExpectedTransition, event: Mapping[str, Any]) -> list[str]:
+    from_status = event.get("from_status")
+    if from_status not in want.other_from:
+        from_status = want.from_status
     problems = [
         f"{name} {event.get(name)!r} != {value!r}"
         for name, value in (
             ("user_id", want.user_id),
             ("pass_uuid", want.pass_uuid),
-            ("from_status", want.from_status),
+            ("from_status", from_status),
             ("to_status", want.to_status),
-            ("status_log", want.status_log),
+            ("status_log", f"{from_status} -> {want.to_status}"),
             ("effective_at", want.effective_at),
         )
         if event.get(name) != value

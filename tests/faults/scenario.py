@@ -27,7 +27,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from tests.conftest import REPO, SERVICES_SCRIPT
-from tests.faults.checker import Expected, Report, check, expected_outcome, fmt
+from tests.faults.checker import Expected, Report, check, expected_outcome, fmt, parse_time
 from tests.integration.factories import a_pass, a_user
 from tests.integration.harness import (
     ConsumerProcess,
@@ -44,6 +44,10 @@ LOG_DIR = REPO / ".local" / "faults"
 SCALE_USERS = int(os.environ.get("PASS_STATUS_FAULTS_USERS", "120"))
 FAR_FUTURE = timedelta(days=30)
 LONG_AGO = timedelta(days=2)
+# Expiring passes expire this long after the seeding: their ticket-used events go first, so
+# that (unless a fault delays them) they turn USING, then a due tick turns them EXPIRED
+# during the run: the per-pass order check of the checker gets two events to compare.
+EXPIRING_AFTER = timedelta(seconds=12)
 
 
 # --------------------------------------------------------------------------- seeds, events
@@ -74,25 +78,30 @@ def make_seeds(rng: random.Random, users: int, first_user_id: int, now: datetime
             add("USING", -LONG_AGO, fmt(now - timedelta(days=3)))
         if rng.random() < 0.2:
             add(rng.choice(["EXPIRED", "USES_GONE"]), -LONG_AGO)
+        if rng.random() < 0.25:
+            add("USABLE", EXPIRING_AFTER)  # used, then expired, during the run
         rng.shuffle(passes)
         seeds.append(a_user(user_id, passes))
     return seeds
 
 
 def plan_ticket_used(rng: random.Random, seeds: list[Document], now: datetime) -> list[Document]:
-    """Ticket-used events for the seeded passes (several per pass, distinct ``used_at``)."""
+    """Ticket-used events for the seeded passes (several per pass, distinct ``used_at``);
+    those of expiring passes first (each shuffled)."""
     events: list[Document] = []
+    expiring: list[Document] = []
     for seed in seeds:
         for item in seed["passes"]:
             idle = item["payload"]["expiration"] > fmt(now + FAR_FUTURE + timedelta(hours=12))
             if idle:
                 continue
+            soon = now < parse_time(item["payload"]["expiration"]) <= now + timedelta(hours=1)
             count = rng.randint(1, 3) if item["status"] == "USABLE" else rng.randint(0, 1)
             for _ in range(count):
                 used_at = now - timedelta(
                     seconds=rng.randint(1, 7200), milliseconds=rng.randint(0, 999)
                 )
-                events.append(
+                (expiring if soon else events).append(
                     {
                         "event_id": _uuid(rng),
                         "user_id": seed["user_id"],
@@ -100,8 +109,9 @@ def plan_ticket_used(rng: random.Random, seeds: list[Document], now: datetime) -
                         "used_at": fmt(used_at),
                     }
                 )
+    rng.shuffle(expiring)
     rng.shuffle(events)
-    return events
+    return [*expiring, *events]
 
 
 # --------------------------------------------------------------------------- traffic
@@ -516,6 +526,7 @@ class Scenario:
                 wait=5,
                 settle=1.0,
             )
+            published.sort(key=lambda r: (r.partition, r.offset))  # the per-pass order check
             report = check(
                 expected,
                 await self.documents(),

@@ -16,6 +16,7 @@ from tests.faults.checker import (
     check,
     expected_outcome,
     fmt,
+    out_of_order,
 )
 from tests.faults.scenario import make_seeds, plan_ticket_used
 
@@ -26,7 +27,7 @@ def _world() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str,
     rng = random.Random(7)
     seeds = make_seeds(rng, 30, 1, NOW)
     events = plan_ticket_used(rng, seeds, NOW)
-    ticks = [{"event_id": "tick-1", "tick_at": fmt(NOW + timedelta(seconds=5)), "mode": "due"}]
+    ticks = [{"event_id": "tick-1", "tick_at": fmt(NOW + timedelta(seconds=30)), "mode": "due"}]
     expected = expected_outcome(
         seeds, events, ticks, seeded_at=NOW, last_event_at=NOW + timedelta(minutes=5)
     )
@@ -58,7 +59,8 @@ def _perfect(expected: Expected) -> tuple[list[dict[str, Any]], list[bytes]]:
                 "cause": {"type": max(t.cause_types), "event_id": min(t.cause_ids)},
             }
         )
-        for t in expected.transitions.values()
+        # An expiring pass's USABLE -> USING first, then its USING -> EXPIRED.
+        for t in [*expected.optional.values(), *expected.transitions.values()]
     ]
     return docs, published
 
@@ -245,3 +247,83 @@ def test_an_unprovable_first_use_undo_is_a_loss() -> None:
     assert len(report.lost) == 1
     assert not report.rewritten
     assert not report.ok
+
+
+def _event(event_id: str, pass_uuid: str, log: str) -> bytes:
+    from_status, to_status = log.split(" -> ")
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "user_id": 1,
+            "pass_uuid": pass_uuid,
+            "from_status": from_status,
+            "to_status": to_status,
+            "status_log": log,
+        }
+    )
+
+
+def test_out_of_order_finds_a_later_event_first_published_before_an_earlier_one() -> None:
+    using, expired = _event("u", "p", "USABLE -> USING"), _event("e", "p", "USING -> EXPIRED")
+    other = _event("o", "q", "USABLE -> USING")
+    assert out_of_order([using, other, expired]) == []
+    assert out_of_order([using, expired, using, using]) == []  # repeats of an earlier event
+    assert len(out_of_order([expired, other, using])) == 1
+    assert len(out_of_order([expired, using, expired])) == 1  # the first publications count
+
+
+def _chains(expected: Expected) -> list[tuple[bytes, bytes]]:
+    """The published (USABLE -> USING, USING -> EXPIRED) of each expiring pass."""
+    _docs, published = _perfect(expected)
+    by_id = {orjson.loads(raw)["event_id"]: raw for raw in published}
+    return [(by_id[u], by_id[e]) for u, e in expected.chains]
+
+
+def test_the_scenario_data_has_passes_used_then_expired_during_the_run() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    assert len(expected.chains) >= 3
+    docs, published = _perfect(expected)
+    report = check(expected, docs, published)
+    assert report.ok, report.describe()
+    assert report.passes_with_two_events == len(expected.chains)
+
+
+def test_a_pass_expired_before_it_is_seen_used_fails_the_order_check() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    using, expired = _chains(expected)[0]
+    swapped = [r for r in published if r != using]
+    swapped.insert(swapped.index(expired) + 1, using)  # USING -> EXPIRED first
+    report = check(expected, docs, swapped)
+    assert not report.ok
+    assert len(report.out_of_order) == 1
+    assert (report.lost, report.wrong, report.rewritten) == ([], [], [])
+
+
+def test_repeats_of_an_earlier_event_after_a_later_one_pass() -> None:
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    repeats = [using for using, _expired in _chains(expected)]
+    report = check(expected, docs, [*published, *repeats])
+    assert report.ok, report.describe()
+    assert report.duplicates == len(repeats)
+    assert report.out_of_order == []
+
+
+def test_an_expiring_pass_tells_one_story() -> None:
+    """Processed after its expiration, the pass goes straight to EXPIRED (valid); a
+    USING -> EXPIRED without its USABLE -> USING is lost; both USING and USABLE -> EXPIRED
+    is wrong."""
+    _seeds, _events, _ticks, expected = _world()
+    docs, published = _perfect(expected)
+    using, expired = _chains(expected)[0]
+    straight = orjson.dumps(
+        {**orjson.loads(expired), "from_status": "USABLE", "status_log": "USABLE -> EXPIRED"}
+    )
+    direct = [straight if r == expired else r for r in published if r != using]
+    assert check(expected, docs, direct).ok
+
+    report = check(expected, docs, [r for r in published if r != using])
+    assert len(report.lost) == 1
+    report = check(expected, docs, [straight if r == expired else r for r in published])
+    assert len(report.wrong) == 1
