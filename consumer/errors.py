@@ -23,6 +23,8 @@ through ``retriable``, whether doing the same thing again later can succeed::
     │   ├── BrokerUnavailableError       yes  Kafka unreachable or timing out
     │   └── WriteConflictError           yes  the document kept changing between read and write
     ├── PublishRejectedError             no   Kafka refused a record (too large, not authorized)
+    │   └── RecordRejectedError          no   refused for what the record holds (too large,
+    │                                         invalid): that record never passes, others may
     └── MissingTopicError                no   a configured topic does not exist at start
 
 Input errors are never raised past the consumer loop: they become dead-letter records.
@@ -139,6 +141,14 @@ class WriteConflictError(TransientError):
 
 class PublishRejectedError(PassStatusError):
     """Kafka refused a record for a reason that retrying cannot fix."""
+
+
+class RecordRejectedError(PublishRejectedError):
+    """Kafka refused a record for what it holds (too large, invalid): the same record is
+    refused again whatever an operator fixes, while other records still pass. A status
+    change so refused is moved out of its outbox (``consumer.domain.outbox``, I6); a
+    refusal of the topic itself (not authorized) is a plain :class:`PublishRejectedError`
+    and its events stay queued until it is fixed."""
 
 
 class MissingTopicError(PassStatusError):

@@ -11,15 +11,37 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import BrokerUnavailableError, MissingTopicError, PublishRejectedError
+from consumer.errors import (
+    BrokerUnavailableError,
+    MissingTopicError,
+    PublishRejectedError,
+    RecordRejectedError,
+)
 from consumer.settings import Settings
 
 # Marked non-retriable by aiokafka, yet they only say the broker is away right now.
 _TRANSIENT_KAFKA_ERRORS = (KafkaConnectionError, KafkaTimeoutError)
+# Refusals of a record for what it holds (not of the topic or the client).
+_RECORD_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,8 @@ class KafkaPublisher:
             self._metrics.kafka_errors.labels("publish").inc()
             if not exc.retriable and not isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
                 # Too large, not authorized...: retrying cannot help; an operator must act.
+                if isinstance(exc, _RECORD_ERRORS):
+                    raise RecordRejectedError(f"Kafka refused a record: {exc!r}") from exc
                 raise PublishRejectedError(f"Kafka refused a record: {exc!r}") from exc
             raise BrokerUnavailableError(f"Kafka publish failed: {exc!r}") from exc
         finally:

@@ -12,12 +12,14 @@ of the same document acknowledged while it waited. So a sweep that appended
 ``USING -> EXPIRED`` behind a batch's pending ``USABLE -> USING`` never publishes
 before that batch's relay is done.
 
-Refusals (invariant I6): if Kafka refuses a publish for good (``PublishRejectedError``:
-a record too large, a topic not authorized), the relay publishes the entries again one at
-a time, head first, to find those refused; it moves each refused entry to the document's
-``pass_status_outbox_rejected`` (counted, logged with user, pass and ``event_id``) and
-clears the others as usual. A refusal never fails the relay: the user's later entries
-flow, and the input that caused the event is not dead-lettered (it was applied).
+Refusals (invariant I6): if Kafka refuses a record for what it holds
+(``RecordRejectedError``: too large, invalid), the relay publishes the entries again one
+at a time, head first, to find those refused; it moves each refused entry to the
+document's ``pass_status_outbox_rejected`` (counted, logged with user, pass and
+``event_id``) and clears the others as usual. Such a refusal never fails the relay: the
+user's later entries flow, and the input that caused the event is not dead-lettered (it
+was applied). A refusal of the topic itself (``PublishRejectedError``: not authorized)
+is raised and leaves every entry queued: once an operator fixes it, they drain alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import CacheStore
 from consumer.domain.outbox import pending_outbox
-from consumer.errors import PublishRejectedError
+from consumer.errors import RecordRejectedError
 from consumer.logs import get_logger
 from consumer.service.doclocks import DocumentLocks
 
@@ -80,8 +82,9 @@ class OutboxRelay:
     async def relay(self, pending: Pending) -> int:
         """Publish each document's pending entries, then clear them. Returns events published.
 
-        Entries Kafka refuses for good are moved aside (I6), never raised; a transient
-        fault raises and leaves every entry not yet cleared in its outbox.
+        Entries Kafka refuses for what they hold are moved aside (I6), never raised; a
+        transient fault or a refusal of the topic raises and leaves every entry not yet
+        cleared in its outbox.
         """
         docs = [(doc_id, entries) for doc_id, entries in pending if entries]
         if not docs:
@@ -95,7 +98,7 @@ class OutboxRelay:
             ]
             try:
                 await self._publisher.publish([self._record(e.value) for e in todo])
-            except PublishRejectedError:
+            except RecordRejectedError:
                 refused = await self._one_at_a_time(todo)
             else:
                 refused = []
@@ -104,13 +107,11 @@ class OutboxRelay:
             self._metrics.outbox_published.inc(len(todo) - len(refused))
             if refused:
                 await self._reject(refused)
-            await self._store.clear_outbox(
-                [
-                    (doc_id, [e for e in entries if str(e["event_id"]) not in state.rejected])
-                    for doc_id, entries in docs
-                    for state in (relayed[_key(doc_id)],)
-                ]
-            )
+            cleared = []
+            for doc_id, entries in docs:
+                moved = relayed[_key(doc_id)].rejected
+                cleared.append((doc_id, [e for e in entries if str(e["event_id"]) not in moved]))
+            await self._store.clear_outbox(cleared)
         return len(todo) - len(refused)
 
     async def _one_at_a_time(self, todo: Sequence[_Entry]) -> list[tuple[_Entry, str]]:
@@ -124,7 +125,7 @@ class OutboxRelay:
         for entry in todo:
             try:
                 await self._publisher.publish([self._record(entry.value)])
-            except PublishRejectedError as exc:
+            except RecordRejectedError as exc:
                 entry.state.rejected.add(entry.event_id)
                 refused.append((entry, str(exc)[:300]))
             else:

@@ -35,7 +35,7 @@ from consumer.domain.outbox import (
     rejecting_steps,
 )
 from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
-from consumer.errors import PublishRejectedError
+from consumer.errors import PublishRejectedError, RecordRejectedError
 from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
@@ -247,8 +247,9 @@ class FakePublisher(_Interleavings):
     """:class:`consumer.adapters.kafka.Publisher` keeping every acknowledged record.
 
     :meth:`refuse` makes it refuse some records for good, as Kafka does a record too
-    large or a topic not authorized: the others of the same call are acknowledged (the
-    producer sends them all), then the call raises ``PublishRejectedError``.
+    large (``RecordRejectedError``, the default) or a topic not authorized (a plain
+    ``PublishRejectedError``): the others of the same call are acknowledged (the producer
+    sends them all), then the call raises.
     """
 
     def __init__(self) -> None:
@@ -256,9 +257,15 @@ class FakePublisher(_Interleavings):
         self.records: list[OutRecord] = []
         self.refused: list[OutRecord] = []
         self._refuse: Callable[[OutRecord], bool] = lambda _record: False
+        self._refusal: type[PublishRejectedError] = RecordRejectedError
 
-    def refuse(self, predicate: Callable[[OutRecord], bool]) -> None:
+    def refuse(
+        self,
+        predicate: Callable[[OutRecord], bool],
+        error: type[PublishRejectedError] = RecordRejectedError,
+    ) -> None:
         self._refuse = predicate
+        self._refusal = error
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         if not records:
@@ -268,7 +275,7 @@ class FakePublisher(_Interleavings):
         self.records.extend(r for r in records if not self._refuse(r))
         if refused:
             self.refused.extend(refused)
-            raise PublishRejectedError(f"Kafka refused {len(refused)} record(s): too large")
+            raise self._refusal(f"Kafka refused {len(refused)} record(s)")
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.records if r.topic == topic]

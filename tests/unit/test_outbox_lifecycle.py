@@ -14,7 +14,7 @@ import orjson
 import pytest
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.outbox import OUTBOX, OUTBOX_REJECTED, OUTBOX_SINCE
-from consumer.errors import BrokerUnavailableError
+from consumer.errors import BrokerUnavailableError, PublishRejectedError
 from consumer.service.deadletter import InputRecord
 
 from tests.unit.fakes import FakeCacheStore, FakeService
@@ -241,3 +241,22 @@ async def test_i6_a_refused_event_of_a_ticket_used_batch_does_not_dead_letter_it
     assert [e["pass_uuid"] for e in doc[OUTBOX_REJECTED]] == ["a"]
     assert doc[OUTBOX] == []
     assert service.metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
+
+
+async def test_i6_a_refusal_of_the_topic_itself_leaves_every_event_queued() -> None:
+    """Not authorized on the topic: no event passes, so none is moved aside; they stay
+    queued (the backlog alert fires) and drain by themselves once an operator fixes it."""
+    store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x")))
+    service = FakeService(store)
+    service.publisher.refuse(
+        lambda record: record.topic == FakeService.STATUS_TOPIC, PublishRejectedError
+    )
+    with pytest.raises(PublishRejectedError):
+        await service.sweeper.due(NOW, 0, 1, True, TICK)
+    assert [e["status_log"] for e in store.doc("d7")[OUTBOX]] == ["USING -> EXPIRED"]
+    assert OUTBOX_REJECTED not in store.doc("d7")
+
+    service.publisher.refuse(lambda _record: False)  # the operator fixed the ACLs
+    await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
+    assert [e["status_log"] for e in service.status_events()] == ["USING -> EXPIRED"]
+    assert store.doc("d7")[OUTBOX] == []
