@@ -18,9 +18,10 @@ An entry's life:
    acknowledged it;
 4. **re-published**, with the same ``event_id``, by any replica's orphan relay once it has
    waited longer than the orphan age (found by ``since``), if a crash or a fault left it;
-5. or **rejected**: if Kafka refuses it for good (``PublishRejectedError``: too large, not
-   authorized), moved whole by :func:`rejecting_steps` to ``pass_status_outbox_rejected``,
-   where an operator finds it and can replay it (docs/operations.md).
+5. or **rejected**: if Kafka refuses it for what it holds (``RecordRejectedError``: too
+   large, invalid), moved whole by :func:`rejecting_steps` to
+   ``pass_status_outbox_rejected``, where an operator finds it and can replay it
+   (docs/operations.md).
 
 Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
 
@@ -39,12 +40,14 @@ Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
   already acknowledged there is not published again.
 - **I5 same id.** An entry is stored whole and published as stored: a re-publication
   carries the same ``event_id`` (deterministic from user, pass and new status).
-- **I6 refused, not stuck.** An entry Kafka refuses for good moves, in one update, from
-  the outbox to ``pass_status_outbox_rejected`` exactly as stored (its full payload and
-  ``event_id``, for a replay), and the marker is cleared if the outbox is then empty: the
-  user's later entries flow, and no relay tries it again. Each is counted and logged.
+- **I6 refused, not stuck.** An entry Kafka refuses for what it holds moves, in one
+  update, from the outbox to ``pass_status_outbox_rejected`` exactly as stored (its full
+  payload and ``event_id``, for a replay), and the marker is cleared if the outbox is then
+  empty: the user's later entries flow, and no relay tries it again. Each is counted and
+  logged.
   Kafka never saw it, so a replay comes after the pass's later events (order I4 cannot
   hold for it); consumers place it by ``effective_at`` and de-duplicate by ``event_id``.
+  A refusal of the topic itself (not authorized) moves nothing: all stay queued (I3).
 """
 
 from __future__ import annotations
