@@ -295,6 +295,27 @@ async def test_outbox_clearing_conditions_and_pull_all(store_db: AsyncDatabase[D
     assert docs["grown"] == {"_id": "grown", "outbox": [late], "since": T0}
 
 
+async def test_moving_a_refused_outbox_entry_aside(store_db: AsyncDatabase[Document]) -> None:
+    """reject_outbox_entries: ``{_id, "outbox.event_id": id}`` matches while the outbox
+    holds an entry with that ``event_id`` (dotted path through an array of documents);
+    ``$pullAll`` and ``$push`` of the same entry on two fields in one update move it."""
+    cache = _cache(store_db)
+    refused, later = {"event_id": "e1", "n": 1}, {"event_id": "e2", "n": 2}
+    await cache.insert_one({"_id": "u", "outbox": [refused, later], "since": T0})
+    move = {"$pullAll": {"outbox": [refused]}, "$push": {"rejected": refused}}
+
+    moved = await cache.update_one({"_id": "u", "outbox.event_id": "e1"}, move)
+    assert (moved.matched_count, moved.modified_count) == (1, 1)
+    again = await cache.update_one({"_id": "u", "outbox.event_id": "e1"}, move)
+    assert again.matched_count == 0  # never parked twice
+    assert await cache.find_one({"_id": "u"}) == {
+        "_id": "u",
+        "outbox": [later],
+        "since": T0,
+        "rejected": [refused],
+    }
+
+
 async def test_unordered_bulk_of_many_conditional_updates(
     store_db: AsyncDatabase[Document],
 ) -> None:
