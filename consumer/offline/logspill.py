@@ -6,8 +6,11 @@ are buffered; every ``run_size`` entries the buffer is sorted and written to a t
 checks never touch the disk. Sorting is stable: entries with the same ``user_id`` keep
 their input order.
 
-Each entry is kept encoded, with its BSON size, so that planning the split into parts and
-writing the JSON never decode it again.
+Each entry is kept encoded, with its BSON size and its part size (the larger of BSON and
+JSON), so that planning the split into parts and writing the JSON never decode it again.
+Used by the offline check and by the service's check-logs (full ticks, online ``check``,
+interval summaries), which therefore never hold every user's entry in memory. With
+``max_entry_bytes``, an entry too large for a part alone is cut first (``fit_user_log``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from consumer.domain.checklog import log_entry, user_log_bson_size
+from consumer.domain.checklog import fit_user_log, log_entry, user_log_bson_size, user_log_size
 from consumer.offline import extjson
 
 if TYPE_CHECKING:
@@ -37,18 +40,26 @@ MAX_RUNS = 128
 
 @dataclass(frozen=True, slots=True)
 class EncodedEntry:
-    """One user's log entry: its JSON, and its size as a BSON document."""
+    """One user's log entry: its JSON, its size as a BSON document, and the bytes it takes
+    in a check-log part (the larger of its BSON and JSON sizes)."""
 
     user_id: int
     bson_size: int
     json: bytes
+    size: int
 
 
 class SortedLogSpill:
     """Collects :class:`UserLog` entries; :meth:`entries` yields them sorted (re-iterable)."""
 
-    def __init__(self, run_size: int = DEFAULT_RUN_SIZE, max_runs: int = MAX_RUNS) -> None:
+    def __init__(
+        self,
+        run_size: int = DEFAULT_RUN_SIZE,
+        max_runs: int = MAX_RUNS,
+        max_entry_bytes: int | None = None,
+    ) -> None:
         self._run_size = run_size
+        self._max_entry = max_entry_bytes
         self._max_runs = max_runs
         self._buffer: list[EncodedEntry] = []
         self._runs: list[Path] = []
@@ -57,9 +68,13 @@ class SortedLogSpill:
         self.count = 0
 
     def add(self, log: UserLog) -> None:
+        if self._max_entry is not None:
+            log = fit_user_log(log, self._max_entry)
         # orjson over-allocates its result (kilobytes for a short entry): keep an exact copy.
         encoded = bytes(memoryview(extjson.dumps(log_entry(log))))
-        self._buffer.append(EncodedEntry(log.user_id, user_log_bson_size(log), encoded))
+        self._buffer.append(
+            EncodedEntry(log.user_id, user_log_bson_size(log), encoded, user_log_size(log))
+        )
         self.count += 1
         if len(self._buffer) >= self._run_size:
             self._spill()
@@ -81,7 +96,9 @@ class SortedLogSpill:
         with path.open("wb") as run:
             for entry in entries:
                 # orjson never writes a raw newline, so one entry is one line.
-                run.write(b"%d %d %s\n" % (entry.user_id, entry.bson_size, entry.json))
+                run.write(
+                    b"%d %d %d %s\n" % (entry.user_id, entry.bson_size, entry.size, entry.json)
+                )
         return path
 
     def entries(self) -> Iterator[EncodedEntry]:
@@ -115,5 +132,5 @@ class SortedLogSpill:
 def _read_run(path: Path) -> Iterator[EncodedEntry]:
     with path.open("rb") as run:
         for line in run:
-            user_id, size, json = line.rstrip(b"\n").split(b" ", 2)
-            yield EncodedEntry(int(user_id), int(size), json)
+            user_id, bson_size, size, json = line.rstrip(b"\n").split(b" ", 3)
+            yield EncodedEntry(int(user_id), int(bson_size), json, int(size))
