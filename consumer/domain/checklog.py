@@ -198,7 +198,7 @@ def user_log_json_size(log: UserLog) -> int:
     invalid = sum(_json_pair_size(u, "status_log", t) for u, t in log.invalid_list)
     skipped = sum(_json_pair_size(u, "reason", t) for u, t in log.skipped_list)
     commas = max(len(log.invalid_list) - 1, 0) + max(len(log.skipped_list) - 1, 0)
-    # {"user_id":N,"invalid_list":[...],"skipped_list":[...]}
+    # The fixed parts: '{"user_id":' and ',"invalid_list":[' and '],"skipped_list":[' and ']}'.
     return 11 + len(str(log.user_id)) + 17 + invalid + 18 + skipped + 2 + commas
 
 

@@ -149,17 +149,14 @@ def _parse_date_wrapper(inner: object, original: object) -> datetime:
     raise _unreadable(original)
 
 
-def _as_decimal(value: object) -> Decimal | None:
-    """A ``Decimal``, or a BSON ``Decimal128`` (duck-typed: the domain imports no bson),
-    as a ``Decimal``: the live form of the offline check's ``{"$numberDecimal": ...}``."""
-    if isinstance(value, Decimal):
+def _as_number(value: object) -> int | float | None:
+    """An ``int``/``float`` as it is; a ``Decimal`` or a BSON ``Decimal128`` (duck-typed:
+    the domain imports no bson) as a float, like the offline check's ``$numberDecimal``."""
+    if isinstance(value, int | float):
         return value
     to_decimal = getattr(value, "to_decimal", None)
-    if callable(to_decimal):
-        decimal = to_decimal()
-        if isinstance(decimal, Decimal):
-            return decimal
-    return None
+    decimal = to_decimal() if callable(to_decimal) else value
+    return float(decimal) if isinstance(decimal, Decimal) else None
 
 
 def parse_instant(value: object) -> datetime:
@@ -172,11 +169,9 @@ def parse_instant(value: object) -> datetime:
         return _parse_string(value, value)
     if isinstance(value, bool):
         raise _unreadable(value, "a boolean is not a time")
-    if isinstance(value, int | float):
-        return _from_unix_number(value, value)
-    decimal = _as_decimal(value)
-    if decimal is not None:
-        return _from_unix_number(float(decimal), value)
+    number = _as_number(value)
+    if number is not None:
+        return _from_unix_number(number, value)
     if isinstance(value, dict) and len(value) == 1:
         ((key, inner),) = value.items()
         if key == "$date":

@@ -9,14 +9,14 @@ import orjson
 import pytest
 from consumer.domain.checklog import (
     DEFAULT_MAX_BYTES,
-    fit_user_log,
-    user_log_json_size,
     UserLog,
     bson_size,
     check_log_documents,
+    fit_user_log,
     log_entry,
     user_log,
     user_log_bson_size,
+    user_log_json_size,
 )
 from consumer.domain.rules import evaluate_user
 from consumer.schemas import CHECK_LOG, validator
