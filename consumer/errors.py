@@ -13,7 +13,8 @@ through ``retriable``, whether doing the same thing again later can succeed::
     │   ├── UnknownPassError             no   reason "unknown_pass"
     │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
     │   ├── UnreadableTimeError          no   reason "unreadable_time"
-    │   └── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    │   ├── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    │   └── TickFailedError              no   reason "tick_failed": a tick met an unexpected error
     ├── DocumentError                    no   a cache document this service cannot use
     ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
     ├── TransientError                   yes  infrastructure is unavailable right now
@@ -94,6 +95,14 @@ class BadDocumentError(InputError):
     """The event's user has a cache document this service cannot evaluate."""
 
     reason = "bad_document"
+
+
+class TickFailedError(InputError):
+    """A tick failed with an error that is neither transient nor bad input (a bug, a
+    record Kafka refuses): it is dead-lettered, so that it is seen and can be replayed,
+    instead of holding up the tick partition."""
+
+    reason = "tick_failed"
 
 
 class DocumentError(PassStatusError):

@@ -7,7 +7,9 @@ the write match nothing; the caller then re-reads and re-evaluates. Fields this 
 adds to a user document:
 
 - ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
-- ``pass_status_checked_at`` (date): when this service last evaluated the document;
+- ``pass_status_checked_at`` (date): when this service last evaluated the document (also
+  set on a document it cannot read, so that it stops being "never evaluated"); absent
+  means never evaluated: due, found through its own index;
 - ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
 - ``pass_status_outbox`` (array): status-change events written with their transition and
   not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
@@ -39,6 +41,14 @@ from consumer.adapters.mongo_conditional import (
     ConditionalUpdater,
     ServerSideConditions,
 )
+from consumer.adapters.mongo_sweeps import (
+    SWEEPS_COLLECTION,
+    SweepCheckpoints,
+    SweepChunk,
+    SweepProgress,
+    due_query,
+    shard_filter,
+)
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEXT_CHECK_AT,
@@ -69,6 +79,17 @@ class CacheStore(Protocol):
     async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan: ...
     async def ping(self) -> None: ...
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
+    # Sweeps (issues 12 and 14): one user's due sweep, shards, resumable full sweeps.
+    def due_user(self, tick_at: datetime, user_id: int) -> AsyncIterator[Document]: ...
+    def users_after(
+        self, after: int | None, shard: int, shards: int
+    ) -> AsyncIterator[Document]: ...
+    def unreadable_users(self, shard: int) -> AsyncIterator[Document]: ...
+    async def mark_unreadable(self, read: Mapping[str, Any], now: datetime) -> bool: ...
+    async def load_sweep(self, sweep_id: str) -> SweepProgress | None: ...
+    async def save_sweep_chunk(self, chunk: SweepChunk) -> None: ...
+    def sweep_entries(self, sweep_id: str) -> AsyncIterator[list[Document]]: ...
+    async def finish_sweep(self, sweep_id: str) -> None: ...
 
 
 def make_client(settings: Settings, metrics: Metrics | None = None) -> AsyncMongoClient[Document]:
@@ -104,7 +125,7 @@ class OutboxScan:
 
 
 class MongoCacheStore:
-    """:class:`CacheStore` over two collections of one database."""
+    """:class:`CacheStore` over the cache, check-log and sweep-checkpoint collections."""
 
     def __init__(
         self,
@@ -124,6 +145,7 @@ class MongoCacheStore:
         self._client = client
         self._cache: AsyncCollection[Document] = db[settings.collection_cache]
         self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
+        self._checkpoints = SweepCheckpoints(db[SWEEPS_COLLECTION], self._op)
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
         # FerretDB 1.24 does not apply a conditional update atomically: two updates of one
@@ -175,6 +197,9 @@ class MongoCacheStore:
             await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
             await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
             await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
+            # Never-evaluated documents are due: found by this marker's absence.
+            await self._cache.create_index([(CHECKED_AT, ASCENDING)], name="checked_at_1")
+            await self._checkpoints.ensure_index()
 
     async def find_user(self, user_id: int) -> Document | None:
         with self._op("find_user"):
@@ -240,12 +265,13 @@ class MongoCacheStore:
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
     ) -> AsyncIterator[Document]:
-        """Documents due at ``tick_at`` (or never evaluated), of one shard, streamed."""
-        query: dict[str, Any] = {
-            "$or": [{NEXT_CHECK_AT: {"$lte": tick_at}}, {NEXT_CHECK_AT: {"$exists": False}}]
-        }
-        if shards > 1:
-            query["user_id"] = {"$mod": [shards, shard]}
+        """Documents due at ``tick_at`` of one shard, streamed (:func:`due_query`)."""
+        async for doc in self._stream("due_users", due_query(tick_at, shard, shards), sort=False):
+            yield doc
+
+    async def due_user(self, tick_at: datetime, user_id: int) -> AsyncIterator[Document]:
+        """The document of ``user_id`` if it is due at ``tick_at``."""
+        query = {"$and": [due_query(tick_at, 0, 1), {"user_id": user_id}]}
         async for doc in self._stream("due_users", query, sort=False):
             yield doc
 
@@ -254,6 +280,48 @@ class MongoCacheStore:
         query: dict[str, Any] = {} if user_id is None else {"user_id": user_id}
         async for doc in self._stream("all_users", query, sort=True):
             yield doc
+
+    async def users_after(
+        self, after: int | None, shard: int, shards: int
+    ) -> AsyncIterator[Document]:
+        """Documents with a numeric ``user_id`` above ``after`` (all when ``None``) in
+        one shard, in ``user_id`` order: what a full sweep resumed after ``after`` reads."""
+        user_id: dict[str, Any] = {"$type": "number"} if after is None else {"$gt": after}
+        query: dict[str, Any] = {"$and": [{"user_id": user_id}, *shard_filter(shard, shards)]}
+        async for doc in self._stream("all_users", query, sort=True):
+            yield doc
+
+    async def unreadable_users(self, shard: int) -> AsyncIterator[Document]:
+        """Documents whose ``user_id`` is not a number (or is missing); shard 0's."""
+        if shard != 0:
+            return
+        query = {"user_id": {"$not": {"$type": "number"}}}
+        async for doc in self._stream("all_users", query, sort=False):
+            yield doc
+
+    async def mark_unreadable(self, read: Mapping[str, Any], now: datetime) -> bool:
+        """Mark a document the rules cannot read as evaluated (``next_check_at`` null: not
+        due until the refresher rewrites it), if its ``user_id`` is still as read."""
+        user_id = read.get("user_id", _MISSING)
+        condition = {"user_id": ABSENT if user_id is _MISSING else user_id}
+        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: None}}
+        async with self._writing():
+            with self._op("mark_unreadable"):
+                return await self._conditional.update_one(
+                    ConditionalUpdate(read["_id"], condition, change)
+                )
+
+    async def load_sweep(self, sweep_id: str) -> SweepProgress | None:
+        return await self._checkpoints.load(sweep_id)
+
+    async def save_sweep_chunk(self, chunk: SweepChunk) -> None:
+        await self._checkpoints.save(chunk)
+
+    def sweep_entries(self, sweep_id: str) -> AsyncIterator[list[Document]]:
+        return self._checkpoints.entries(sweep_id)
+
+    async def finish_sweep(self, sweep_id: str) -> None:
+        await self._checkpoints.finish(sweep_id)
 
     async def _stream(
         self, operation: str, query: dict[str, Any], *, sort: bool
@@ -293,7 +361,9 @@ class MongoCacheStore:
         return OutboxScan(backlog, orphans)
 
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
-        """Insert a check-log document; on an ``_id`` collision use the next free one."""
+        """Insert a check-log document at its ``_id``, idempotently: if that ``_id`` holds
+        the same document (a retried write), nothing is inserted; if it holds another
+        check's, the next ``_id`` is tried. Returns the ``_id`` the document has."""
         body = dict(doc)
         for _ in range(1000):
             try:
@@ -301,10 +371,20 @@ class MongoCacheStore:
                     with self._op("insert_check_log"):
                         await self._check_log.insert_one(body)
             except DuplicateKeyError:
+                with self._op("insert_check_log"):
+                    existing = await self._check_log.find_one({"_id": body["_id"]})
+                if existing is not None and _same_check_log(existing, body):
+                    return int(body["_id"])
                 body["_id"] = int(body["_id"]) + 1
                 continue
             return int(body["_id"])
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
+
+
+def _same_check_log(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return {k: v for k, v in stored.items() if k != "_id"} == {
+        k: v for k, v in wanted.items() if k != "_id"
+    }
 
 
 def _unchanged_condition(read: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,14 +22,18 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-from consumer.domain.checklog import fit_user_log, log_entry, user_log_bson_size, user_log_size
+from consumer.domain.checklog import (
+    UserLog,
+    fit_user_log,
+    log_entry,
+    user_log_bson_size,
+    user_log_size,
+)
 from consumer.offline import extjson
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from types import TracebackType
-
-    from consumer.domain.checklog import UserLog
 
 _by_user = attrgetter("user_id")
 
@@ -70,14 +74,7 @@ class SortedLogSpill:
     def add(self, log: UserLog) -> None:
         if self._max_entry is not None:
             log = fit_user_log(log, self._max_entry)
-        # orjson over-allocates its result (kilobytes for a short entry): keep an exact copy.
-        encoded = bytes(memoryview(extjson.dumps(log_entry(log))))
-        self._buffer.append(
-            EncodedEntry(log.user_id, user_log_bson_size(log), encoded, user_log_size(log))
-        )
-        self.count += 1
-        if len(self._buffer) >= self._run_size:
-            self._spill()
+        self.add_encoded(encode(log))
 
     def _spill(self) -> None:
         if len(self._runs) >= self._max_runs:
@@ -100,6 +97,13 @@ class SortedLogSpill:
                     b"%d %d %d %s\n" % (entry.user_id, entry.bson_size, entry.size, entry.json)
                 )
         return path
+
+    def add_encoded(self, entry: EncodedEntry) -> None:
+        """Add an entry already encoded (one saved in a sweep's checkpoint, say)."""
+        self._buffer.append(entry)
+        self.count += 1
+        if len(self._buffer) >= self._run_size:
+            self._spill()
 
     def entries(self) -> Iterator[EncodedEntry]:
         """Every entry added so far, sorted by ``user_id``; can be iterated more than once."""
@@ -127,6 +131,54 @@ class SortedLogSpill:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def encode(log: UserLog) -> EncodedEntry:
+    """The encoded entry of ``log``."""
+    # orjson over-allocates its result (kilobytes for a short entry): keep an exact copy.
+    encoded = bytes(memoryview(extjson.dumps(log_entry(log))))
+    return EncodedEntry(log.user_id, user_log_bson_size(log), encoded, user_log_size(log))
+
+
+def decode(entry: EncodedEntry) -> UserLog:
+    """The :class:`UserLog` an entry encodes."""
+    body = extjson.loads(entry.json)
+    return UserLog(
+        entry.user_id,
+        tuple((i["pass_uuid"], i["status_log"]) for i in body["invalid_list"]),
+        tuple((s["pass_uuid"], s["reason"]) for s in body["skipped_list"]),
+    )
+
+
+def merge_adjacent(entries: Iterable[EncodedEntry]) -> Iterator[EncodedEntry]:
+    """One entry per run of equal ``user_id``: the transitions of all, in order, and each
+    distinct skip once (a user changed several times within an interval)."""
+    run: list[EncodedEntry] = []
+    for entry in entries:
+        if run and entry.user_id != run[0].user_id:
+            yield _merged(run)
+            run = []
+        run.append(entry)
+    if run:
+        yield _merged(run)
+
+
+def _merged(run: list[EncodedEntry]) -> EncodedEntry:
+    if len(run) == 1:
+        return run[0]
+    logs = [decode(entry) for entry in run]
+    invalid = tuple(item for log in logs for item in log.invalid_list)
+    skipped = tuple(dict.fromkeys(item for log in logs for item in log.skipped_list))
+    return encode(UserLog(run[0].user_id, invalid, skipped))
+
+
+def fitted(entries: Iterable[EncodedEntry], max_entry_bytes: int) -> Iterator[EncodedEntry]:
+    """Each entry, cut to ``max_entry_bytes`` (``fit_user_log``) when larger."""
+    for entry in entries:
+        if entry.size <= max_entry_bytes:
+            yield entry
+        else:
+            yield encode(fit_user_log(decode(entry), max_entry_bytes))
 
 
 def _read_run(path: Path) -> Iterator[EncodedEntry]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from bson.decimal128 import Decimal128
 from consumer import app
@@ -54,8 +55,6 @@ def _handler(c: app.Core) -> TickHandler:
 
 
 def _record(c: app.Core, body: dict[str, Any]) -> InputRecord:
-    import orjson
-
     return InputRecord(c.settings.topic_tick, 0, 7, b"0", orjson.dumps(body), None)
 
 
@@ -95,9 +94,7 @@ async def test_a_due_sweep_reads_the_due_users_not_the_all_terminal_ones(
         a_user(9, [a_pass("USABLE", timedelta(minutes=-1), now=now)], pass_status_checked_at=now)
     )
     # Never evaluated by this service (found by the marker, whatever next_check_at holds).
-    due.append(
-        a_user(10, [a_pass("USABLE", timedelta(minutes=-1), now=now)], next_check_at=None)
-    )
+    due.append(a_user(10, [a_pass("USABLE", timedelta(minutes=-1), now=now)], next_check_at=None))
     await cache.insert_many(due)
 
     cause = Cause(CauseType.TICK, "t1")

@@ -9,6 +9,7 @@ from consumer import schemas
 from consumer.app import tick_events
 from consumer.domain.checklog import UserLog
 from consumer.errors import UnknownPassError
+from consumer.offline.logspill import SortedLogSpill, decode, merge_adjacent
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter
@@ -42,18 +43,33 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert backoff.next_delay() <= 0.1
 
 
-def test_interval_summary_merges_per_user_and_drains() -> None:
+def test_interval_entries_merge_per_user() -> None:
     summary = IntervalSummary()
     summary.add(UserLog(9, (("p1", "USABLE -> USING"),), ()))
     summary.add(UserLog(3, (("p2", "USING -> EXPIRED"),), ((None, "passes is not a list"),)))
-    summary.add(UserLog(9, (("p1", "USING -> EXPIRED"),), ()))
+    summary.add(UserLog(9, (("p1", "USING -> EXPIRED"),), ((None, "r"),)))
+    summary.add(UserLog(9, (("p4", "USING -> EXPIRED"),), ((None, "r"),)))
     summary.add(UserLog(4, (), (("p3", "unknown status 'X'"),)))  # nothing changed: not kept
     summary.add(None)
-    assert len(summary) == 2
-    drained = summary.drain()
-    assert [log.user_id for log in drained] == [3, 9]
-    assert drained[1].invalid_list == (("p1", "USABLE -> USING"), ("p1", "USING -> EXPIRED"))
-    assert len(summary) == 0
+    assert len(summary) == 4
+    with SortedLogSpill(run_size=2) as spill:  # spilled to runs: merged across them too
+        for log in (UserLog(9, (("p1", "USABLE -> USING"),), ()), *_later_logs()):
+            spill.add(log)
+        merged = [decode(entry) for entry in merge_adjacent(spill.entries())]
+    assert [log.user_id for log in merged] == [3, 9]
+    assert merged[1] == UserLog(
+        9,
+        (("p1", "USABLE -> USING"), ("p1", "USING -> EXPIRED"), ("p4", "USING -> EXPIRED")),
+        ((None, "r"),),
+    )
+
+
+def _later_logs() -> list[UserLog]:
+    return [
+        UserLog(3, (("p2", "USING -> EXPIRED"),), ((None, "passes is not a list"),)),
+        UserLog(9, (("p1", "USING -> EXPIRED"),), ((None, "r"),)),
+        UserLog(9, (("p4", "USING -> EXPIRED"),), ((None, "r"),)),
+    ]
 
 
 def test_dead_letter_keeps_raw_bytes_and_validates() -> None:
