@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson.decimal128 import Decimal128
 from consumer.domain.rules import (
     TERMINAL_STATUSES,
     PassStatus,
@@ -358,3 +359,11 @@ def test_apply_refuses_a_transition_computed_from_another_version() -> None:
 def test_terminal_statuses_and_enum_values() -> None:
     assert frozenset({"EXPIRED", "USES_GONE"}) == TERMINAL_STATUSES
     assert [s.value for s in PassStatus] == ["USABLE", "USING", "EXPIRED", "USES_GONE"]
+
+
+def test_a_decimal128_expiration_as_pymongo_decodes_it_is_read() -> None:
+    # FerretDB 1.24 cannot store Decimal128, so the live path is checked here, on the
+    # value pymongo hands the consumer for a {"$numberDecimal": ...} expiration.
+    passes = [{"pass_uuid": "a", "status": "USABLE", "payload": {"expiration": Decimal128("1")}}]
+    evaluation = evaluate_user({"user_id": 1, "passes": passes}, NOW)
+    assert [t.status_log for t in evaluation.transitions] == ["USABLE -> EXPIRED"]
