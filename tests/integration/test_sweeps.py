@@ -19,9 +19,10 @@ from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.domain.checklog import UserLog
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
 from consumer.domain.times import format_instant
-from consumer.errors import BrokerUnavailableError
+from consumer.errors import BrokerUnavailableError, StoreUnavailableError, WriteConflictError
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord
+from consumer.service.sweeps import USER_ATTEMPTS
 from consumer.service.ticks import TickHandler
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -264,3 +265,72 @@ async def test_a_check_log_written_twice_is_stored_once(
     other = {**document, "editMode": False}
     assert await core.store.insert_check_log(other) == 1_700_000_000_001
     assert await check_logs.count_documents({}) == 2
+
+
+# -- 14.3: sweeps that resume ----------------------------------------------------------
+
+
+def _expiring_users(count: int, now: datetime) -> list[dict[str, Any]]:
+    return [
+        a_user(u, [a_pass("USABLE", timedelta(minutes=-1), now=now)]) for u in range(1, count + 1)
+    ]
+
+
+async def test_a_full_sweep_stopped_by_a_transient_error_resumes_where_it_was(
+    core: app.Core, cache: Collection, check_logs: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    await cache.insert_many(_expiring_users(300, now))
+    core.sweeper.checkpoint_users = 50
+    update = core.writer.update
+
+    async def down_at_user_200(doc: Any, *args: Any, **kwargs: Any) -> Any:
+        if doc["user_id"] == 200:
+            raise StoreUnavailableError("injected: MongoDB down")
+        return await update(doc, *args, **kwargs)
+
+    monkeypatch.setattr(core.writer, "update", down_at_user_200)
+    cause = Cause(CauseType.TICK, "tick-1")
+    with pytest.raises(StoreUnavailableError):
+        await core.sweeper.full(None, True, now, cause)
+    monkeypatch.setattr(core.writer, "update", update)
+    result = await core.sweeper.full(None, True, now, cause)
+    # Resumed after the last checkpoint before user 200 (users are read 16 at a time).
+    assert 300 - 200 < result.documents_read <= 300 - 150 + core.settings.user_concurrency
+    documents = [d async for d in check_logs.find({})]
+    listed = [e["user_id"] for d in documents for e in d["log"]]
+    assert len(listed) == len(set(listed))  # no user twice
+    # Every user up to the checkpoint and from the failure on; a user written after the
+    # last checkpoint, before the failure, has nothing left to report when re-read.
+    assert set(range(1, 151)) | set(range(200, 301)) <= set(listed)
+    assert await cache.count_documents({"passes.status": "EXPIRED"}) == 300
+    # The same tick delivered again finds its sweep done.
+    again = await core.sweeper.full(None, True, now, cause)
+    assert again.documents_read == 0
+    assert await check_logs.count_documents({}) == len(documents)
+
+
+async def test_a_user_that_keeps_failing_is_reported_and_the_sweep_goes_on(
+    core: app.Core, cache: Collection, check_logs: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    await cache.insert_many(_expiring_users(20, now))
+    update = core.writer.update
+    attempts: list[int] = []
+
+    async def user_7_conflicts(doc: Any, *args: Any, **kwargs: Any) -> Any:
+        if doc["user_id"] == 7:
+            attempts.append(7)
+            raise WriteConflictError("user 7: document kept changing")
+        return await update(doc, *args, **kwargs)
+
+    monkeypatch.setattr(core.writer, "update", user_7_conflicts)
+    result = await core.sweeper.full(None, True, now, Cause(CauseType.TICK, "tick-2"))
+    assert result.documents_read == 20
+    assert len(attempts) == USER_ATTEMPTS
+    [document] = [d async for d in check_logs.find({})]
+    by_user = {e["user_id"]: e for e in document["log"]}
+    assert len(by_user) == 20
+    [skipped] = by_user[7]["skipped_list"]
+    assert skipped["reason"].startswith("not evaluated after 3 attempts: WriteConflictError")
+    assert by_user[8]["invalid_list"][0]["status_log"] == "USABLE -> EXPIRED"
