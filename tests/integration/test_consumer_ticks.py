@@ -172,7 +172,7 @@ async def test_a_full_sweep_killed_halfway_resumes_on_the_next_owner_without_rer
     check_logs: Collection,
     consumers: list[ConsumerProcess],
 ) -> None:
-    users = 300
+    users = 600
     env = service_env.with_overrides(sweep_batch_size="30", user_concurrency="4")
     settings = env.settings
     now = datetime.now(UTC)
