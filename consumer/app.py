@@ -39,6 +39,7 @@ from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.health import Health
+from consumer.service.looplag import watch_event_loop
 from consumer.service.outbox import OutboxRelay
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
@@ -175,7 +176,9 @@ async def run_service(settings: Settings) -> int:
             if not await _until_up(settings, health, stop, c):
                 return 0
             runner = _build_runner(settings, c, health)
+            lag_watch = asyncio.create_task(watch_event_loop(c.metrics))
             run_task = asyncio.create_task(runner.run(stop))
+            run_task.add_done_callback(lambda _task: lag_watch.cancel())
             await asyncio.wait(
                 [run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )

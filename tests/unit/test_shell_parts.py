@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import orjson
 from consumer import schemas
+from consumer.adapters.metrics import Metrics
 from consumer.app import tick_events
 from consumer.domain.checklog import UserLog
 from consumer.errors import UnknownPassError
@@ -13,6 +16,8 @@ from consumer.offline.logspill import SortedLogSpill, decode, merge_adjacent
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.service.looplag import watch_event_loop
+from prometheus_client import CollectorRegistry
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -84,3 +89,19 @@ def test_dead_letter_keeps_raw_bytes_and_validates() -> None:
         2,
         17,
     )
+
+
+def test_the_event_loop_lag_metric_records_a_blocked_loop() -> None:
+    metrics = Metrics(CollectorRegistry())
+
+    async def block_once() -> None:
+        watcher = asyncio.create_task(watch_event_loop(metrics, interval=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: a step that blocks the loop
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+
+    asyncio.run(block_once())
+    [family] = list(metrics.event_loop_lag.collect())
+    buckets = {s.labels.get("le"): s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets["0.25"] < buckets["+Inf"]  # one observation above 250 ms
