@@ -166,9 +166,14 @@ class _SweepRun:
 
     async def over(self, docs: AsyncIterator[Any], sweep_id: str | None = None) -> None:
         async def numbered() -> AsyncIterator[tuple[int, Mapping[str, Any]]]:
-            async for doc in docs:
-                index = self.tracker.started(doc.get("user_id")) if self.tracker else 0
-                yield index, doc
+            try:
+                async for doc in docs:
+                    index = self.tracker.started(doc.get("user_id")) if self.tracker else 0
+                    yield index, doc
+            finally:
+                aclose = getattr(docs, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the cursor now, not when collected
 
         async def one(item: tuple[int, Mapping[str, Any]]) -> None:
             index, doc = item
