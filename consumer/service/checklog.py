@@ -37,7 +37,7 @@ from consumer.offline.logspill import EncodedEntry, SortedLogSpill, fitted, merg
 
 log = get_logger(__name__)
 
-_YIELD_EVERY = 2000  # entries between two returns to the event loop (well under 100 ms)
+_YIELD_EVERY = 500  # entries between two returns to the event loop (a few ms)
 # The largest header a check can have: a user id of 20 digits, an _id of 9999-12-31.
 _LARGEST_HEADER = header_budget(datetime(9999, 12, 31, tzinfo=UTC), 2**63 - 1, False)
 
