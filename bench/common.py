@@ -262,7 +262,9 @@ def a_pass(user_id: int, index: int, expiration: datetime) -> Document:
 def a_user(user_id: int, now: datetime, *, due: bool = False) -> Document:
     """A user with 3 USABLE passes; ``due``: one already expired and ``next_check_at`` past.
 
-    Not due: ``next_check_at`` is set to the earliest expiration, as this service leaves it.
+    Not due: ``next_check_at`` is set to the earliest expiration and the evaluated marker
+    ``pass_status_checked_at`` is set, as this service leaves them (a document without
+    the marker has never been evaluated, and is due).
     """
     expirations = [now + timedelta(days=30 + i) for i in range(3)]
     if due:
@@ -275,6 +277,7 @@ def a_user(user_id: int, now: datetime, *, due: bool = False) -> Document:
         "passesLog": [],
         "passes4Log": [],
         "next_check_at": min(expirations),
+        "pass_status_checked_at": now - timedelta(hours=2),
     }
     return doc
 

@@ -37,8 +37,9 @@ from consumer.errors import TransientError
 from consumer.logs import get_logger
 from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
-from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.health import Health
+from consumer.service.looplag import watch_event_loop
 from consumer.service.outbox import OutboxRelay
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
@@ -86,7 +87,16 @@ async def core(
     )
     summary = IntervalSummary()
     writer = UserWriter(store, metrics, settings.conflict_retries)
-    sweeper = Sweeper(store, writer, relay, sink, summary, metrics, settings.user_concurrency)
+    sweeper = Sweeper(
+        store,
+        writer,
+        relay,
+        sink,
+        summary,
+        metrics,
+        settings.user_concurrency,
+        checkpoint_users=settings.sweep_batch_size,
+    )
     try:
         yield Core(
             settings,
@@ -165,7 +175,9 @@ async def run_service(settings: Settings) -> int:
             if not await _until_up(settings, health, stop, c):
                 return 0
             runner = _build_runner(settings, c, health)
+            lag_watch = asyncio.create_task(watch_event_loop(c.metrics))
             run_task = asyncio.create_task(runner.run(stop))
+            run_task.add_done_callback(lambda _task: lag_watch.cancel())
             await asyncio.wait(
                 [run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
@@ -271,10 +283,13 @@ async def publish_ticks(
     return [body for _key, body in events]
 
 
-async def run_full_check(settings: Settings, user_id: int | None, apply: bool) -> SweepResult:
-    """``python -m consumer check --user ID | --all``: the old job against MongoDB."""
+async def run_full_check(
+    settings: Settings, user_id: int | None, apply: bool, emit: Emit | None = None
+) -> SweepResult:
+    """``python -m consumer check --user ID | --all``: the old job against MongoDB;
+    ``emit`` gets each check-log part as it is written (never all of them at once)."""
     async with core(settings) as c:
         await _start_producer(c.producer)
         await c.store.ensure_indexes()
         cause = Cause(CauseType.CHECK, f"cli-{uuid.uuid4()}")
-        return await c.sweeper.full(user_id, apply, datetime.now(UTC), cause)
+        return await c.sweeper.full(user_id, apply, datetime.now(UTC), cause, emit=emit)

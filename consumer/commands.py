@@ -14,7 +14,7 @@ import sys
 import orjson
 
 from consumer import app, logs
-from consumer.errors import ConfigError, MissingTopicError, TransientError
+from consumer.errors import ConfigError, MissingTopicError, PublishRejectedError, TransientError
 from consumer.settings import Settings, unknown_variables
 
 log = logs.get_logger(__name__)
@@ -71,10 +71,12 @@ def online_check_command(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
     if isinstance(settings, int):
         return settings
-    try:
-        result = asyncio.run(app.run_full_check(settings, args.user, apply=args.apply))
-    except TransientError as exc:
-        return _fail(1, str(exc))
-    for document in result.check_log:
+
+    def emit(document: dict[str, object]) -> None:
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
+
+    try:
+        asyncio.run(app.run_full_check(settings, args.user, apply=args.apply, emit=emit))
+    except (TransientError, PublishRejectedError) as exc:
+        return _fail(1, str(exc))
     return 0

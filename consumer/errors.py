@@ -13,9 +13,10 @@ through ``retriable``, whether doing the same thing again later can succeed::
     │   ├── UnknownPassError             no   reason "unknown_pass"
     │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
     │   ├── UnreadableTimeError          no   reason "unreadable_time"
-    │   └── BadDocumentError             no   reason "bad_document": the user's document is unusable
-    │       └── DocumentRejectedError    no   MongoDB or the driver refused it (over 16 MB, not
-    │                                         BSON); carries ``user_id`` so the user is reported
+    │   ├── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    │   │   └── DocumentRejectedError    no   MongoDB or the driver refused it (over 16 MB, not
+    │   │                                     BSON); carries ``user_id`` so the user is reported
+    │   └── TickFailedError              no   reason "tick_failed": a tick met an unexpected error
     ├── DocumentError                    no   a cache document this service cannot use
     ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
     ├── TransientError                   yes  infrastructure is unavailable right now
@@ -109,6 +110,14 @@ class DocumentRejectedError(BadDocumentError):
     def __init__(self, message: str, *, user_id: int | None = None) -> None:
         super().__init__(message)
         self.user_id = user_id
+
+
+class TickFailedError(InputError):
+    """A tick failed with an error that is neither transient nor bad input (a bug, a
+    record Kafka refuses): it is dead-lettered, so that it is seen and can be replayed,
+    instead of holding up the tick partition."""
+
+    reason = "tick_failed"
 
 
 class DocumentError(PassStatusError):

@@ -65,7 +65,9 @@ class Settings:
     max_poll_interval_ms: int = _setting(300000, "Kafka max.poll.interval.ms.")
     session_timeout_ms: int = _setting(10000, "Kafka session timeout, ms.")
     user_concurrency: int = _setting(16, "Users processed in parallel within a batch or sweep.")
-    sweep_batch_size: int = _setting(500, "Documents per cursor batch in sweeps.")
+    sweep_batch_size: int = _setting(
+        500, "Documents per cursor batch in sweeps; users between two full-sweep checkpoints."
+    )
     max_message_bytes: int = _setting(65536, "Larger input values are dead-lettered.")
     tick_max_future_seconds: int = _setting(300, "Ticks further ahead than this are dead-lettered.")
     check_log_max_bytes: int = _setting(

@@ -182,6 +182,12 @@ class Metrics:
             "1 when the consumer is ready (assigned, stores reachable, not backing off).",
             registry=registry,
         )
+        self.event_loop_lag = Histogram(
+            p + "event_loop_lag_seconds",
+            "How much later than asked the event loop ran a 0.1 s timer: a step blocking it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
         self.check_logs_written = Counter(
             p + "check_logs_written_total",
             "Check-log documents written, by kind (interval, full).",

@@ -7,7 +7,9 @@ write match nothing; the caller then re-reads and re-evaluates. ``tests/store`` 
 every server behaviour relied on here. Fields this service adds to a user document:
 
 - ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
-- ``pass_status_checked_at`` (date): when this service last evaluated the document;
+- ``pass_status_checked_at`` (date): when this service last evaluated the document (also
+  set on a document it cannot read, so that it stops being "never evaluated"); absent
+  means never evaluated: due, found through its own index;
 - ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
 - ``pass_status_outbox`` (array): status-change events written with their transition and
   not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
@@ -19,9 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import bson
 from bson.codec_options import CodecOptions, DatetimeConversion
@@ -33,33 +34,21 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
+from consumer.adapters.mongo_sweeps import (
+    SWEEPS_COLLECTION,
+    SweepCheckpoints,
+    SweepChunk,
+    SweepProgress,
+    due_query,
+    shard_filter,
+)
+from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
-from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT, UserUpdate, write_change
 from consumer.errors import DocumentRejectedError, StoreUnavailableError
 from consumer.settings import Settings
 
 Document = dict[str, Any]
-
-
-class CacheStore(Protocol):
-    """What the service needs from MongoDB."""
-
-    async def find_user(self, user_id: int) -> Document | None: ...
-    def find_users(self, user_ids: Sequence[int]) -> AsyncIterator[dict[int, Document]]: ...
-    async def write_user(
-        self, read: Mapping[str, Any], update: UserUpdate, now: datetime
-    ) -> bool: ...
-    async def clear_outbox(
-        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
-    ) -> None: ...
-    async def reject_outbox_entries(
-        self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
-    ) -> None: ...
-    def due_users(self, tick_at: datetime, shard: int, shards: int) -> AsyncIterator[Document]: ...
-    def all_users(self, user_id: int | None) -> AsyncIterator[Document]: ...
-    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan: ...
-    async def ping(self) -> None: ...
-    async def insert_check_log(self, doc: Mapping[str, Any]) -> int: ...
 
 
 def make_client(settings: Settings, metrics: Metrics | None = None) -> AsyncMongoClient[Document]:
@@ -86,16 +75,8 @@ def _write_concern(value: str) -> WriteConcern:
     return WriteConcern(w=int(value) if value.isdigit() else value)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxScan:
-    """Every pending outbox at one look: the backlog, and the oldest documents to relay."""
-
-    backlog: int
-    orphans: list[Document]
-
-
 class MongoCacheStore:
-    """:class:`CacheStore` over two collections of one database."""
+    """:class:`CacheStore` over the cache, check-log and sweep-checkpoint collections."""
 
     def __init__(
         self,
@@ -124,6 +105,7 @@ class MongoCacheStore:
             ),
         )
         self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
+        self._checkpoints = SweepCheckpoints(db[SWEEPS_COLLECTION], self._op)
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
         self._read_budget = settings.read_batch_max_bytes
@@ -158,6 +140,9 @@ class MongoCacheStore:
             await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
             await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
             await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
+            # Never-evaluated documents are due: found by this marker's absence.
+            await self._cache.create_index([(CHECKED_AT, ASCENDING)], name="checked_at_1")
+            await self._checkpoints.ensure_index()
 
     async def find_user(self, user_id: int) -> Document | None:
         with self._op("find_user", user_id):
@@ -253,12 +238,13 @@ class MongoCacheStore:
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
     ) -> AsyncIterator[Document]:
-        """Documents due at ``tick_at`` (or never evaluated), of one shard, streamed."""
-        query: dict[str, Any] = {
-            "$or": [{NEXT_CHECK_AT: {"$lte": tick_at}}, {NEXT_CHECK_AT: {"$exists": False}}]
-        }
-        if shards > 1:
-            query["user_id"] = {"$mod": [shards, shard]}
+        """Documents due at ``tick_at`` of one shard, streamed (:func:`due_query`)."""
+        async for doc in self._stream("due_users", due_query(tick_at, shard, shards), sort=False):
+            yield doc
+
+    async def due_user(self, tick_at: datetime, user_id: int) -> AsyncIterator[Document]:
+        """The document of ``user_id`` if it is due at ``tick_at``."""
+        query = {"$and": [due_query(tick_at, 0, 1), {"user_id": user_id}]}
         async for doc in self._stream("due_users", query, sort=False):
             yield doc
 
@@ -267,6 +253,46 @@ class MongoCacheStore:
         query: dict[str, Any] = {} if user_id is None else {"user_id": user_id}
         async for doc in self._stream("all_users", query, sort=True):
             yield doc
+
+    async def users_after(
+        self, after: int | None, shard: int, shards: int
+    ) -> AsyncIterator[Document]:
+        """Documents with a numeric ``user_id`` above ``after`` (all when ``None``) in
+        one shard, in ``user_id`` order: what a full sweep resumed after ``after`` reads."""
+        user_id: dict[str, Any] = {"$type": "number"} if after is None else {"$gt": after}
+        query: dict[str, Any] = {"$and": [{"user_id": user_id}, *shard_filter(shard, shards)]}
+        async for doc in self._stream("all_users", query, sort=True):
+            yield doc
+
+    async def unreadable_users(self, shard: int) -> AsyncIterator[Document]:
+        """Documents whose ``user_id`` is not a number (or is missing); shard 0's."""
+        if shard != 0:
+            return
+        query = {"user_id": {"$not": {"$type": "number"}}}
+        async for doc in self._stream("all_users", query, sort=False):
+            yield doc
+
+    async def mark_unreadable(self, read: Mapping[str, Any], now: datetime) -> bool:
+        """Mark a document the rules cannot read as evaluated (``next_check_at`` null: not
+        due until the refresher rewrites it), if its ``user_id`` is still as read."""
+        user_id = read.get("user_id", _MISSING)
+        condition = {"user_id": {"$exists": False} if user_id is _MISSING else user_id}
+        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: None}}
+        with self._op("mark_unreadable"):
+            result = await self._cache.update_one({"_id": read["_id"], **condition}, change)
+        return result.matched_count == 1
+
+    async def load_sweep(self, sweep_id: str) -> SweepProgress | None:
+        return await self._checkpoints.load(sweep_id)
+
+    async def save_sweep_chunk(self, chunk: SweepChunk) -> None:
+        await self._checkpoints.save(chunk)
+
+    def sweep_entries(self, sweep_id: str) -> AsyncIterator[list[Document]]:
+        return self._checkpoints.entries(sweep_id)
+
+    async def finish_sweep(self, sweep_id: str) -> None:
+        await self._checkpoints.finish(sweep_id)
 
     async def _stream(
         self, operation: str, query: dict[str, Any], *, sort: bool
@@ -305,13 +331,19 @@ class MongoCacheStore:
         return OutboxScan(backlog, orphans)
 
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
-        """Insert a check-log document; on an ``_id`` collision use the next free one."""
+        """Insert a check-log document at its ``_id``, idempotently: if that ``_id`` holds
+        the same document (a retried write), nothing is inserted; if it holds another
+        check's, the next ``_id`` is tried. Returns the ``_id`` the document has."""
         body = dict(doc)
         for _ in range(1000):
             try:
                 with self._op("insert_check_log"):
                     await self._check_log.insert_one(body)
             except DuplicateKeyError:
+                with self._op("insert_check_log"):
+                    existing = await self._check_log.find_one({"_id": body["_id"]})
+                if existing is not None and _same_check_log(existing, body):
+                    return int(body["_id"])
                 body["_id"] = int(body["_id"]) + 1
                 continue
             return int(body["_id"])
@@ -337,4 +369,11 @@ def _rejected(operation: str, user_id: int | None, exc: Exception) -> DocumentRe
     return DocumentRejectedError(message, user_id=user_id)
 
 
+def _same_check_log(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return {k: v for k, v in stored.items() if k != "_id"} == {
+        k: v for k, v in wanted.items() if k != "_id"
+    }
+
+
+_MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

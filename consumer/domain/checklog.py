@@ -1,8 +1,11 @@
 """The check-log document of DESIGN §2: what a check found, in the old job's shape.
 
-Pure. A document never exceeds MongoDB's 16 MB limit: the log is split into parts whose
-BSON size is computed exactly here (no bson import: the encoding of strings, integers,
-booleans, arrays and objects is simple), against a budget that keeps a 64 KiB margin.
+Pure. A document never exceeds its budget, neither in MongoDB (BSON) nor as its Kafka copy
+(JSON): the log is split into parts sized by the larger of the two encodings, both
+computed exactly here (no bson or orjson import: the encodings of strings, integers,
+booleans, arrays and objects are simple; a control character is 1 byte in BSON and up to
+6 in JSON). One user's entry larger than a part on its own is cut (:func:`fit_user_log`),
+with a marker saying how much was left out.
 
 The split is planned from entry sizes alone (:func:`plan_parts`), so a caller that streams
 millions of entries (the offline check) can plan in one pass and write in a second without
@@ -11,6 +14,7 @@ holding them all; :func:`check_log_documents` does both in memory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +156,84 @@ def user_log_bson_size(log: UserLog) -> int:
     )
 
 
+def json_size(value: object) -> int:
+    """Bytes of ``value`` as compact JSON (orjson's encoding: UTF-8, minimal escapes)."""
+    if isinstance(value, Mapping):
+        items = value.items()
+        inner = sum(_json_string_size(str(k)) + 1 + json_size(v) for k, v in items)
+        return 2 + inner + max(len(value) - 1, 0)
+    if isinstance(value, list | tuple):
+        return 2 + sum(json_size(v) for v in value) + max(len(value) - 1, 0)
+    if isinstance(value, str):
+        return _json_string_size(value)
+    if isinstance(value, bool):
+        return 4 if value else 5
+    if isinstance(value, int):
+        return len(str(value))
+    if value is None:
+        return 4
+    msg = f"no JSON size for {type(value).__name__}"
+    raise TypeError(msg)
+
+
+_SHORT_ESCAPES = frozenset('"\\\b\f\n\r\t')
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _json_string_size(text: str) -> int:
+    size = len(text.encode()) + 2
+    for char in _NEEDS_ESCAPE.findall(text):
+        size += 1 if char in _SHORT_ESCAPES else 5  # \n or \u0001
+    return size
+
+
+def _json_pair_size(pass_uuid: str | None, key: str, text: str) -> int:
+    """``{"pass_uuid":...,"<key>":"<text>"}``."""
+    uuid_size = 4 if pass_uuid is None else _json_string_size(pass_uuid)
+    return 2 + 12 + uuid_size + 1 + len(key) + 3 + _json_string_size(text)
+
+
+def user_log_json_size(log: UserLog) -> int:
+    """``len(orjson.dumps(log_entry(log)))``, computed without building the entry."""
+    invalid = sum(_json_pair_size(u, "status_log", t) for u, t in log.invalid_list)
+    skipped = sum(_json_pair_size(u, "reason", t) for u, t in log.skipped_list)
+    commas = max(len(log.invalid_list) - 1, 0) + max(len(log.skipped_list) - 1, 0)
+    # The fixed parts: '{"user_id":' and ',"invalid_list":[' and '],"skipped_list":[' and ']}'.
+    return 11 + len(str(log.user_id)) + 17 + invalid + 18 + skipped + 2 + commas
+
+
+def user_log_size(log: UserLog) -> int:
+    """The bytes an entry takes in a part: the larger of its BSON and JSON encodings."""
+    return max(user_log_bson_size(log), user_log_json_size(log))
+
+
+def fit_user_log(log: UserLog, max_bytes: int) -> UserLog:
+    """``log`` itself if :func:`user_log_size` is at most ``max_bytes``; else ``log`` with
+    its lists cut (invalid first, then skipped, in order) to the longest prefix that fits
+    with a last ``skipped_list`` marker ``(None, "log truncated: N of M entries left out
+    (B bytes)")``."""
+    size = user_log_size(log)
+    if size <= max_bytes:
+        return log
+    items = [*((True, i) for i in log.invalid_list), *((False, s) for s in log.skipped_list)]
+
+    def cut(kept: int) -> UserLog:
+        left = len(items) - kept
+        marker = (None, f"log truncated: {left} of {len(items)} entries left out ({size} bytes)")
+        invalid = tuple(i for is_invalid, i in items[:kept] if is_invalid)
+        skipped = tuple(s for is_invalid, s in items[:kept] if not is_invalid)
+        return UserLog(log.user_id, invalid, (*skipped, marker))  # type: ignore[arg-type]
+
+    low, high = 0, len(items) - 1  # the most items kept that still fit (binary search)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if user_log_size(cut(middle)) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)
+
+
 def _element_size(key: str, value: object) -> int:
     # type byte + key as a C string + the value
     return 1 + len(key.encode()) + 1 + bson_size(value)
@@ -162,31 +244,53 @@ def _log_element_size(index: int, entry_size: int) -> int:
 
 
 def header_budget(check_time: datetime, check_user: int | None, edit_mode: bool) -> int:
-    """BSON bytes of a check-log document with an empty ``log`` and the largest part fields."""
+    """Bytes (the larger of BSON and JSON) of a check-log document with an empty ``log``
+    and the largest part fields."""
     header = check_log_header(check_time, check_user, edit_mode, _BUDGETED_PART, _BUDGETED_PART)
-    return bson_size({**header, "log": []})
+    document = {**header, "log": []}
+    return max(bson_size(document), json_size(document))
+
+
+def max_entry_bytes(header_bytes: int, max_bytes: int) -> int:
+    """The largest entry a part can hold alone (:func:`fit_user_log`'s budget)."""
+    return max_bytes - header_bytes - _log_element_size(0, 0)
+
+
+class PartPlanner:
+    """:func:`plan_parts` one entry at a time (for callers that yield between entries)."""
+
+    def __init__(self, header_bytes: int, max_bytes: int) -> None:
+        self._header = header_bytes
+        self._max = max_bytes
+        self._used = header_bytes
+        self._in_part = 0
+        self._counts: list[int] = []
+
+    def add(self, size: int) -> None:
+        element = _log_element_size(self._in_part, size)
+        if self._in_part and self._used + element > self._max:
+            self._counts.append(self._in_part)
+            self._used, self._in_part = self._header, 0
+            element = _log_element_size(0, size)
+        self._used += element
+        self._in_part += 1
+
+    def counts(self) -> list[int]:
+        return [*self._counts, self._in_part]
 
 
 def plan_parts(entry_sizes: Iterable[int], header_bytes: int, max_bytes: int) -> list[int]:
     """How many consecutive entries go into each document, in order (at least one document).
 
-    ``entry_sizes`` are the :func:`bson_size` of each log entry; ``header_bytes`` is
-    :func:`header_budget`. Parts are filled greedily. An entry too large for any document
+    ``entry_sizes`` are the :func:`user_log_size` of each log entry; ``header_bytes`` is
+    :func:`header_budget`. Parts are filled greedily (a JSON comma is smaller than a BSON
+    element's key, so the BSON element overhead bounds both). An entry too large for any document
     on its own still gets a document of its own (one user's entry is never cut).
     """
-    counts: list[int] = []
-    used = header_bytes
-    in_part = 0
+    planner = PartPlanner(header_bytes, max_bytes)
     for size in entry_sizes:
-        element = _log_element_size(in_part, size)
-        if in_part and used + element > max_bytes:
-            counts.append(in_part)
-            used, in_part = header_bytes, 0
-            element = _log_element_size(0, size)
-        used += element
-        in_part += 1
-    counts.append(in_part)
-    return counts
+        planner.add(size)
+    return planner.counts()
 
 
 def check_log_documents(
@@ -204,15 +308,14 @@ def check_log_documents(
     order). When the log does not fit in ``max_bytes``, it is split into documents with
     ``part`` 1..n, ``parts`` n and consecutive ``_id``; a single document has neither field.
     """
+    header_bytes = header_budget(check_time, check_user, edit_mode)
+    largest = max_entry_bytes(header_bytes, max_bytes)
     ordered = sorted(
-        (log for log in logs if log.invalid_list or log.skipped_list), key=lambda log: log.user_id
+        (fit_user_log(log, largest) for log in logs if log.invalid_list or log.skipped_list),
+        key=lambda log: log.user_id,
     )
     entries = [log_entry(log) for log in ordered]
-    counts = plan_parts(
-        (user_log_bson_size(log) for log in ordered),
-        header_budget(check_time, check_user, edit_mode),
-        max_bytes,
-    )
+    counts = plan_parts((user_log_size(log) for log in ordered), header_bytes, max_bytes)
     if len(counts) == 1:
         return [{**check_log_header(check_time, check_user, edit_mode), "log": entries}]
     documents: list[dict[str, Any]] = []

@@ -12,11 +12,13 @@ Leniency, chosen so that one bad pass never hides the others:
 - a bad pass (not an object, unknown status, no ``pass_uuid``, no payload, missing or
   unreadable ``expiration``, a ``pass_uuid`` seen earlier in the array) is reported in
   ``skipped`` and left as it is. Terminal passes are never reported, even when malformed.
-- ``user_id`` missing or not an integer is the one fatal case: :class:`DocumentError`.
+- ``user_id`` missing or not an integer (an integral double counts as one) is the one
+  fatal case: :class:`DocumentError`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -104,11 +106,31 @@ def read_int(value: object) -> int | None:
     return None
 
 
+def _integral_double(value: object) -> int | None:
+    """An integral, finite double (plain or ``$numberDouble``) as an int, else ``None``."""
+    if isinstance(value, dict | Mapping) and len(value) == 1:
+        text = value.get("$numberDouble")
+        if not isinstance(text, str):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
 def read_user_id(doc: Mapping[str, Any]) -> int:
-    """The document's ``user_id``; raises :class:`DocumentError` when unusable."""
+    """The document's ``user_id``; raises :class:`DocumentError` when unusable.
+
+    An integral double is accepted: the Node.js driver stores every number as a double.
+    """
     if "user_id" not in doc:
         raise DocumentError("user_id is missing")
     user_id = read_int(doc["user_id"])
+    if user_id is None:
+        user_id = _integral_double(doc["user_id"])
     if user_id is None:
         raise DocumentError(f"user_id is not an integer: {quote(doc['user_id'])}")
     return user_id

@@ -16,7 +16,9 @@ Accepted forms (DESIGN §3):
 - a ``datetime`` (what BSON dates decode to; naive means UTC) or a ``date`` (midnight UTC);
 - Extended JSON: ``{"$date": <ISO string> | <int ms> | {"$numberLong": "<ms>"}}`` and the
   number wrappers ``{"$numberInt"|"$numberLong"|"$numberDouble"|"$numberDecimal": "<n>"}``,
-  read like the plain number (canonical Extended JSON wraps every number).
+  read like the plain number (canonical Extended JSON wraps every number);
+- a ``Decimal`` or a BSON ``Decimal128`` (what pymongo decodes ``$numberDecimal`` to),
+  read like ``{"$numberDecimal": ...}``, so the live consumer and the offline check agree.
 """
 
 from __future__ import annotations
@@ -147,6 +149,16 @@ def _parse_date_wrapper(inner: object, original: object) -> datetime:
     raise _unreadable(original)
 
 
+def _as_number(value: object) -> int | float | None:
+    """An ``int``/``float`` as it is; a ``Decimal`` or a BSON ``Decimal128`` (duck-typed:
+    the domain imports no bson) as a float, like the offline check's ``$numberDecimal``."""
+    if isinstance(value, int | float):
+        return value
+    to_decimal = getattr(value, "to_decimal", None)
+    decimal = to_decimal() if callable(to_decimal) else value
+    return float(decimal) if isinstance(decimal, Decimal) else None
+
+
 def parse_instant(value: object) -> datetime:
     """The instant ``value`` denotes, as an aware UTC datetime; see the module docstring."""
     if isinstance(value, datetime):
@@ -157,8 +169,9 @@ def parse_instant(value: object) -> datetime:
         return _parse_string(value, value)
     if isinstance(value, bool):
         raise _unreadable(value, "a boolean is not a time")
-    if isinstance(value, int | float):
-        return _from_unix_number(value, value)
+    number = _as_number(value)
+    if number is not None:
+        return _from_unix_number(number, value)
     if isinstance(value, dict) and len(value) == 1:
         ((key, inner),) = value.items()
         if key == "$date":

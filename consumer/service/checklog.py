@@ -1,25 +1,65 @@
-"""Check-log summaries: written to MongoDB in the old job's shape and published to Kafka."""
+"""Check-log summaries: written to MongoDB in the old job's shape and published to Kafka.
+
+Entries are streamed, never held for every user: they come from a :class:`SortedLogSpill`
+(sorted, spilled to disk past a few MiB), the split into parts is planned in one pass over
+them and the parts are built and written one at a time in a second, yielding to the event
+loop every :data:`_YIELD_EVERY` entries.
+
+Idempotent: a part's ``_id`` derives from the check's cause (a tick's instant, an interval's
+start, the command's instant), part ``k`` at that plus ``k - 1``; the store's insert keeps a
+part already stored (a retried write) and moves past another check's (a collision). Each
+part is published after it is stored; a publish that fails is retried by writing the same
+parts again (stored once, published at least once, each copy with the same ``_id``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import CacheStore
-from consumer.domain.checklog import UserLog, check_log_documents
+from consumer.adapters.store_ports import CheckLogStore
+from consumer.domain.checklog import (
+    PartPlanner,
+    UserLog,
+    check_log_header,
+    header_budget,
+    max_entry_bytes,
+)
 from consumer.logs import get_logger
+from consumer.offline.logspill import EncodedEntry, SortedLogSpill, fitted, merge_adjacent
 
 log = get_logger(__name__)
+
+_YIELD_EVERY = 500  # entries between two returns to the event loop (a few ms)
+# The largest header a check can have: a user id of 20 digits, an _id of 9999-12-31.
+_LARGEST_HEADER = header_budget(datetime(9999, 12, 31, tzinfo=UTC), 2**63 - 1, False)
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenCheckLog:
+    """The ``_id`` of each part written, in order, and how many users they list."""
+
+    ids: tuple[int, ...]
+    users: int
 
 
 class CheckLogSink:
     def __init__(
-        self, store: CacheStore, publisher: Publisher, metrics: Metrics, topic: str, max_bytes: int
+        self,
+        store: CheckLogStore,
+        publisher: Publisher,
+        metrics: Metrics,
+        topic: str,
+        max_bytes: int,
     ) -> None:
         # The same parts go to MongoDB and to Kafka, so they are sized for the smaller
         # limit: a broker's default max.message.bytes (~1 MB), not MongoDB's 16 MB.
@@ -29,59 +69,96 @@ class CheckLogSink:
         self._metrics = metrics
         self._topic = topic
 
+    @property
+    def max_entry_bytes(self) -> int:
+        """The largest entry a part holds; larger ones are cut (``fit_user_log``)."""
+        return max_entry_bytes(_LARGEST_HEADER, self._max_bytes)
+
     async def write(
         self,
         check_time: datetime,
         check_user: int | None,
         edit_mode: bool,
-        logs: Iterable[UserLog],
+        spill: SortedLogSpill,
         kind: str,
-    ) -> list[dict[str, Any]]:
-        """Write the check-log document(s) of one check; returns them as written."""
-        documents = check_log_documents(check_time, check_user, edit_mode, logs, self._max_bytes)
-        written: list[dict[str, Any]] = []
-        for document in documents:
-            document["_id"] = await self._store.insert_check_log(document)
-            written.append(document)
-        await self._publisher.publish(
-            [
-                OutRecord(self._topic, str(check_user or 0).encode(), orjson.dumps(d))
-                for d in written
-            ]
-        )
-        self._metrics.check_logs_written.labels(kind).inc(len(written))
+        emit: Emit | None = None,
+    ) -> WrittenCheckLog:
+        """Write the check-log part(s) of one check from ``spill``; ``emit`` gets each part
+        once it is stored and published (the online ``check`` prints them)."""
+        planner = PartPlanner(header_budget(check_time, check_user, edit_mode), self._max_bytes)
+        async for entry in self._entries(spill):
+            planner.add(entry.size)
+        counts = planner.counts()
+        entries = aiter(self._entries(spill))
+        ids: list[int] = []
+        for number, count in enumerate(counts, start=1):
+            if len(counts) == 1:
+                header = check_log_header(check_time, check_user, edit_mode)
+            else:
+                header = check_log_header(check_time, check_user, edit_mode, number, len(counts))
+                header["_id"] = max(header["_id"] + number - 1, ids[-1] + 1 if ids else 0)
+            part = {
+                **header,
+                "log": [orjson.loads((await anext(entries)).json) for _ in range(count)],
+            }
+            part["_id"] = await self._store.insert_check_log(part)
+            await self._publisher.publish(
+                [OutRecord(self._topic, str(check_user or 0).encode(), orjson.dumps(part))]
+            )
+            ids.append(part["_id"])
+            if emit is not None:
+                emit(part)
+        users = sum(counts)
+        self._metrics.check_logs_written.labels(kind).inc(len(ids))
         log.info(
             "check_log_written",
             kind=kind,
-            check_id=written[0]["_id"] if written else None,
-            parts=len(written),
-            users=sum(len(d["log"]) for d in written),
+            check_id=ids[0],
+            parts=len(ids),
+            users=users,
             edit_mode=edit_mode,
         )
-        return written
+        return WrittenCheckLog(tuple(ids), users)
+
+    async def _entries(self, spill: SortedLogSpill) -> AsyncIterator[EncodedEntry]:
+        """The spill's entries, one per user (merged), each fitted to a part."""
+        for count, entry in enumerate(
+            fitted(merge_adjacent(spill.entries()), self.max_entry_bytes)
+        ):
+            if count % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            yield entry
 
 
 class IntervalSummary:
-    """Collects the transitions made during one interval, merged per user."""
+    """The transitions made during one interval, spilled (sorted, merged per user when
+    written); written as one check-log whose ``_id`` and ``check_time`` are the instant of
+    its first entry. An interval that fails to be written or published is kept as it is
+    and written again (the same document: stored once) before any later one."""
 
     def __init__(self) -> None:
-        self._by_user: dict[int, tuple[list[tuple[str, str]], list[tuple[str | None, str]]]] = {}
+        self._spill = SortedLogSpill()
+        self._started: datetime | None = None
+        self._pending: list[tuple[datetime, SortedLogSpill]] = []
 
     def add(self, entry: UserLog | None) -> None:
         if entry is None or not entry.invalid_list:
             return
-        invalid, skipped = self._by_user.setdefault(entry.user_id, ([], []))
-        invalid.extend(entry.invalid_list)
-        skipped.extend(s for s in entry.skipped_list if s not in skipped)
+        if self._started is None:
+            self._started = datetime.now(UTC)
+        self._spill.add(entry)
 
     def __len__(self) -> int:
-        return len(self._by_user)
+        """Entries not yet written (this interval's and earlier failed ones)."""
+        return self._spill.count + sum(spill.count for _, spill in self._pending)
 
-    def drain(self) -> list[UserLog]:
-        """The collected logs, and a fresh start for the next interval."""
-        drained = [
-            UserLog(user_id, tuple(invalid), tuple(skipped))
-            for user_id, (invalid, skipped) in sorted(self._by_user.items())
-        ]
-        self._by_user = {}
-        return drained
+    async def flush(self, sink: CheckLogSink) -> None:
+        """Close this interval and write every interval not written yet, oldest first."""
+        if self._started is not None:
+            self._pending.append((self._started, self._spill))
+            self._spill, self._started = SortedLogSpill(), None
+        while self._pending:
+            started, spill = self._pending[0]
+            await sink.write(started, None, True, spill, kind="interval")
+            self._pending.pop(0)
+            spill.close()

@@ -35,7 +35,7 @@ import orjson
 
 from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import CacheStore
+from consumer.adapters.store_ports import OutboxStore
 from consumer.domain.outbox import pending_outbox
 from consumer.errors import RecordRejectedError
 from consumer.logs import get_logger
@@ -71,7 +71,7 @@ class _Entry:
 
 class OutboxRelay:
     def __init__(
-        self, store: CacheStore, publisher: Publisher, metrics: Metrics, topic: str
+        self, store: OutboxStore, publisher: Publisher, metrics: Metrics, topic: str
     ) -> None:
         self._store = store
         self._publisher = publisher

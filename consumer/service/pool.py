@@ -28,8 +28,13 @@ async def for_each_bounded(
             await queue.put(done)  # type: ignore[arg-type]  # sentinel, never given to worker
 
     async def work() -> None:
+        task = asyncio.current_task()
         while (item := await queue.get()) is not done:
             await worker(item)
+            if task is not None and task.cancelling():
+                # A cancellation swallowed inside ``worker`` (PyMongo's async client can
+                # lose one): stop, or this task would wait for an item that never comes.
+                raise asyncio.CancelledError
 
     try:
         async with asyncio.TaskGroup() as group:

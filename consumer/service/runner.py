@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -284,17 +283,10 @@ class Runner:
         self._health.mongodb_ok = self._health.kafka_ok = True
 
     async def _flush_summary(self) -> None:
-        if not len(self._summary):
-            return
-        logs = self._summary.drain()
-        try:
-            await self._sink.write(datetime.now(UTC), None, True, logs, kind="interval")
-        except (TransientError, TimeoutError, asyncio.CancelledError):
-            # Keep them for the next interval; the summary holds only users with
-            # transitions, merged per user, so it cannot grow past the users changed.
-            for entry in logs:
-                self._summary.add(entry)
-            raise
+        # An interval not written (or not published) is kept and written again, as it
+        # was, before later ones: stored once, never merged into a later interval.
+        if len(self._summary):
+            await self._summary.flush(self._sink)
 
     # -- rebalance -------------------------------------------------------------------
 

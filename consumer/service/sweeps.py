@@ -1,28 +1,52 @@
-"""Tick sweeps: ``due`` (only the users whose next change is due) and ``full`` (the old job)."""
+"""Tick sweeps: ``due`` (only the users whose next change is due) and ``full`` (the old job).
+
+Memory does not grow with the number of users: documents are streamed with bounded
+concurrency, and check-log entries go to a sorted spill (due dry-runs, one-user checks)
+or, for a full sweep of all users, to checkpoints in MongoDB.
+
+A full sweep of all users resumes (see ``adapters/mongo_sweeps``): it reads users in
+``user_id`` order and, every ``checkpoint_users`` users, saves the entries of the users
+done so far with the last of them. Whoever runs the same tick again (after a transient
+error, a crash or a rebalance: the tick's offset is not committed) starts after that user.
+A user that keeps failing is retried :data:`USER_ATTEMPTS` times, then reported in the
+check-log's ``skipped_list`` (the sweep goes on). A document whose ``user_id`` cannot be
+read is reported under ``user_id`` 0 with its ``_id`` and marked evaluated (apply).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import CacheStore
+from consumer.adapters.mongo_sweeps import SweepChunk
+from consumer.adapters.store_ports import SweepStore
 from consumer.domain.checklog import UserLog, user_log
 from consumer.domain.events import Cause
-from consumer.errors import DocumentError
+from consumer.domain.rules import read_int
+from consumer.errors import (
+    DocumentError,
+    DocumentRejectedError,
+    TransientError,
+    WriteConflictError,
+)
 from consumer.logs import get_logger
-from consumer.service.checklog import CheckLogSink, IntervalSummary
+from consumer.offline.logspill import EncodedEntry, SortedLogSpill, encode
+from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import for_each_bounded
+from consumer.service.sweep_progress import SweepProgressTracker
 from consumer.service.writer import UserWriter
 
 log = get_logger(__name__)
 
 _RELAY_CHUNK = 200  # documents whose outboxes are published together
+USER_ATTEMPTS = 3  # tries of one user before it is reported as not evaluated
+_CHUNK_BYTES = 8 * 1024 * 1024  # entries per checkpoint document, well under 16 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +54,20 @@ class SweepResult:
     documents_read: int
     documents_changed: int
     transitions: int
-    check_log: tuple[dict[str, Any], ...]
+    check_log_ids: tuple[int, ...]
 
 
 class Sweeper:
     def __init__(
         self,
-        store: CacheStore,
+        store: SweepStore,
         writer: UserWriter,
         relay: OutboxRelay,
         sink: CheckLogSink,
         summary: IntervalSummary,
         metrics: Metrics,
         concurrency: int,
+        checkpoint_users: int = 500,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -51,30 +76,74 @@ class Sweeper:
         self.summary = summary
         self.metrics = metrics
         self.concurrency = concurrency
+        self.checkpoint_users = checkpoint_users
 
     async def due(
-        self, tick_at: datetime, shard: int, shards: int, apply: bool, cause: Cause
+        self,
+        tick_at: datetime,
+        shard: int,
+        shards: int,
+        apply: bool,
+        cause: Cause,
+        user_id: int | None = None,
     ) -> SweepResult:
-        """Evaluate, as of ``tick_at``, the users due by then (and those never evaluated)."""
-        run = _SweepRun(self, tick_at, apply, cause, "due", collect_logs=not apply)
-        await run.over(self.store.due_users(tick_at, shard, shards))
-        check_log: list[dict[str, Any]] = []
-        if not apply:
-            check_log = await self.sink.write(tick_at, None, False, run.logs(), kind="due")
-        return run.finish(check_log)
+        """Evaluate, as of ``tick_at``, the users due by then (only ``user_id`` if given)."""
+        docs = (
+            self.store.due_users(tick_at, shard, shards)
+            if user_id is None
+            else self.store.due_user(tick_at, user_id)
+        )
+        with SortedLogSpill() as spill:
+            run = _SweepRun(self, tick_at, apply, cause, "due", None if apply else spill)
+            await run.over(docs)
+            ids: tuple[int, ...] = ()
+            if not apply:
+                ids = (await self.sink.write(tick_at, user_id, False, spill, kind="due")).ids
+        return run.finish(ids)
 
     async def full(
-        self, user_id: int | None, apply: bool, check_time: datetime, cause: Cause
+        self,
+        user_id: int | None,
+        apply: bool,
+        check_time: datetime,
+        cause: Cause,
+        shard: int = 0,
+        shards: int = 1,
+        emit: Emit | None = None,
     ) -> SweepResult:
-        """The old job: one user or all, dry-run or apply; always writes one check-log."""
-        run = _SweepRun(self, check_time, apply, cause, "full", collect_logs=True)
-        await run.over(self.store.all_users(user_id))
-        check_log = await self.sink.write(check_time, user_id, apply, run.logs(), kind="full")
-        return run.finish(check_log)
+        """The old job: one user or all (of one shard), dry-run or apply; always writes
+        one check-log; resumes a sweep of all users that the same cause started."""
+        if user_id is not None:
+            with SortedLogSpill() as spill:
+                run = _SweepRun(self, check_time, apply, cause, "full", spill)
+                await run.over(self.store.all_users(user_id))
+                written = await self.sink.write(check_time, user_id, apply, spill, "full", emit)
+            return run.finish(written.ids)
+        sweep_id = f"full:{cause.event_id}:{shard}/{shards}"
+        progress = await self.store.load_sweep(sweep_id)
+        run = _SweepRun(self, check_time, apply, cause, "full", None)
+        if progress is not None and progress.done:
+            log.info("sweep_already_done", sweep_id=sweep_id, cause_event_id=cause.event_id)
+            return run.finish(())
+        tracker = SweepProgressTracker(progress, self.checkpoint_users)
+        if progress is not None:
+            log.info("sweep_resumed", sweep_id=sweep_id, after_user_id=progress.last_user_id)
+        run.tracker = tracker
+        if not tracker.read_all:
+            await run.over(self.store.users_after(tracker.after, shard, shards), sweep_id)
+            await run.over(self.store.unreadable_users(shard), sweep_id)
+            await run.checkpoint(sweep_id, final=True)
+        with SortedLogSpill() as spill:
+            async for entries in self.store.sweep_entries(sweep_id):
+                for e in entries:
+                    spill.add_encoded(EncodedEntry(e["u"], e["b"], bytes(e["j"]), e["s"]))
+            written = await self.sink.write(check_time, None, apply, spill, "full", emit)
+        await self.store.finish_sweep(sweep_id)
+        return run.finish(written.ids)
 
 
 class _SweepRun:
-    """The state of one sweep: counters, logs of users with entries, outboxes to relay."""
+    """The state of one sweep: counters, where entries go, outboxes to relay."""
 
     def __init__(
         self,
@@ -83,47 +152,107 @@ class _SweepRun:
         apply: bool,
         cause: Cause,
         mode: str,
-        *,
-        collect_logs: bool,
+        spill: SortedLogSpill | None,
     ) -> None:
         self._s = sweeper
         self._now = now
         self._apply = apply
         self._cause = cause
         self._mode = mode
-        self._collect = collect_logs
-        self._logs: dict[int, UserLog] = {}
+        self._spill = spill
+        self.tracker: SweepProgressTracker | None = None
         self._pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         self._flush_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
         self._started = time.perf_counter()
         self.read = 0
         self.changed = 0
         self.transitions = 0
 
-    async def over(self, docs: Any) -> None:
-        await for_each_bounded(docs, self._one, self._s.concurrency)
+    async def over(self, docs: AsyncIterator[Any], sweep_id: str | None = None) -> None:
+        async def numbered() -> AsyncIterator[tuple[int, Mapping[str, Any]]]:
+            try:
+                async for doc in docs:
+                    index = self.tracker.started(doc.get("user_id")) if self.tracker else 0
+                    yield index, doc
+            finally:
+                aclose = getattr(docs, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the cursor now, not when collected
+
+        async def one(item: tuple[int, Mapping[str, Any]]) -> None:
+            index, doc = item
+            entry = await self._one(doc)
+            if self.tracker is None:
+                if entry is not None and self._spill is not None:
+                    self._spill.add(entry)
+                return
+            self.tracker.finished(index, None if entry is None else encode(entry))
+            if sweep_id is not None and self.tracker.checkpoint_due():
+                await self.checkpoint(sweep_id)
+
+        await for_each_bounded(numbered(), one, self._s.concurrency)
         await self._flush()
 
-    async def _one(self, doc: Mapping[str, Any]) -> None:
+    async def checkpoint(self, sweep_id: str, *, final: bool = False) -> None:
+        """Save the entries and the last user of the users done in order so far."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        async with self._checkpoint_lock:
+            await self._flush()  # their events published (or durably queued) first
+            groups = _chunks(tracker.take())
+            for position, group in enumerate(groups):
+                batch_end = position == len(groups) - 1
+                await self._s.store.save_sweep_chunk(
+                    SweepChunk(
+                        sweep_id,
+                        tracker.next_seq(),
+                        tracker.resume_after if batch_end else None,
+                        batch_end,
+                        group,
+                        read_all=final and batch_end,
+                    )
+                )
+            log.info(
+                "sweep_checkpoint",
+                sweep_id=sweep_id,
+                last_user_id=tracker.resume_after,
+                documents_read=self.read,
+            )
+
+    async def _one(self, doc: Mapping[str, Any]) -> UserLog | None:
+        """Evaluate (and write) one user; its check-log entry, if any."""
         self.read += 1
         self._s.metrics.sweep_documents_read.labels(self._mode).inc()
         user_id = doc.get("user_id")
-        try:
-            result = await self._s.writer.update(
-                doc,
-                (),
-                self._now,
-                self._cause,
-                apply=self._apply,
-            )
-        except DocumentError as exc:
-            log.warning(
-                "bad_document_skipped", user_id=user_id, doc_id=str(doc.get("_id")), reason=str(exc)
-            )
-            return
+        failure: Exception | None = None
+        for attempt in range(1, USER_ATTEMPTS + 1):
+            try:
+                result = await self._s.writer.update(
+                    doc, (), self._now, self._cause, apply=self._apply
+                )
+                break
+            except DocumentError as exc:
+                return await self._unreadable(doc, exc)
+            except DocumentRejectedError as exc:  # MongoDB refuses the result: never passes
+                reason = f"document refused by MongoDB: {exc}"[:2000]
+                return UserLog(read_int(user_id) or 0, (), ((None, reason),))
+            except WriteConflictError as exc:  # one hot user: retried, then reported
+                failure = exc
+                log.warning("sweep_user_conflict", user_id=user_id, attempt=attempt)
+                continue
+            except TransientError:
+                raise  # the store or Kafka is down: the whole sweep retries (and resumes)
+            except Exception as exc:  # noqa: BLE001 - one user must not stop the sweep
+                failure = exc
+                log.warning(
+                    "sweep_user_failed", user_id=user_id, attempt=attempt, error=repr(exc)[:300]
+                )
+        else:
+            reason = f"not evaluated after {USER_ATTEMPTS} attempts: {failure!r}"[:2000]
+            return UserLog(read_int(user_id) or 0, (), ((None, reason),))
         entry = user_log(result.update.evaluation)
-        if self._collect and entry is not None:
-            self._logs[entry.user_id] = entry
         if result.written:
             self.changed += 1
             self._s.metrics.sweep_documents_changed.labels(self._mode).inc()
@@ -132,22 +261,34 @@ class _SweepRun:
                 self._s.metrics.transitions.labels(
                     t.from_status, t.to_status, f"tick_{self._mode}"
                 ).inc()
-            if not self._collect:
+            if self._spill is None and self.tracker is None:
                 self._s.summary.add(entry)
         if result.outbox:
             self._pending.append((result.doc_id, result.outbox))
             if len(self._pending) >= _RELAY_CHUNK:
                 await self._flush()
+        return entry
+
+    async def _unreadable(self, doc: Mapping[str, Any], exc: DocumentError) -> UserLog:
+        """Report a document the rules cannot read; mark it evaluated so that due sweeps
+        stop taking it for a never-evaluated one (until it is written again)."""
+        log.warning(
+            "bad_document_skipped",
+            user_id=doc.get("user_id"),
+            doc_id=str(doc.get("_id")),
+            reason=str(exc),
+        )
+        if self._apply and "_id" in doc:
+            await self._s.store.mark_unreadable(doc, self._now)
+        user_id = read_int(doc.get("user_id")) or 0
+        return UserLog(user_id, (), ((None, f"document _id {doc.get('_id')!s}: {exc}"),))
 
     async def _flush(self) -> None:
         async with self._flush_lock:
             pending, self._pending = self._pending, []
             await self._s.relay.relay(pending)
 
-    def logs(self) -> list[UserLog]:
-        return [self._logs[k] for k in sorted(self._logs)]
-
-    def finish(self, check_log: list[dict[str, Any]]) -> SweepResult:
+    def finish(self, check_log_ids: tuple[int, ...]) -> SweepResult:
         elapsed = time.perf_counter() - self._started
         metrics = self._s.metrics
         metrics.sweep_duration.labels(self._mode).observe(elapsed)
@@ -162,4 +303,20 @@ class _SweepRun:
             seconds=round(elapsed, 3),
             cause_event_id=self._cause.event_id,
         )
-        return SweepResult(self.read, self.changed, self.transitions, tuple(check_log))
+        return SweepResult(self.read, self.changed, self.transitions, check_log_ids)
+
+
+def _chunks(entries: list[EncodedEntry]) -> list[list[dict[str, Any]]]:
+    """Entries as checkpoint documents' lists, each under :data:`_CHUNK_BYTES` (at least
+    one list, maybe empty: the checkpoint then carries only the progress)."""
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for entry in entries:
+        if groups[-1] and size + len(entry.json) > _CHUNK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(
+            {"u": entry.user_id, "b": entry.bson_size, "s": entry.size, "j": entry.json}
+        )
+        size += len(entry.json)
+    return groups

@@ -11,7 +11,7 @@ from typing import Any
 
 from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import CacheStore
+from consumer.adapters.store_ports import UserStore
 from consumer.domain.checklog import user_log
 from consumer.domain.events import Cause, CauseType, TicketUsed
 from consumer.errors import (
@@ -41,7 +41,7 @@ class _UserWork:
 class TicketUsedHandler:
     def __init__(
         self,
-        store: CacheStore,
+        store: UserStore,
         writer: UserWriter,
         relay: OutboxRelay,
         publisher: Publisher,

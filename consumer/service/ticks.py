@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from consumer.adapters.kafka import Publisher
 from consumer.adapters.metrics import Metrics
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
-from consumer.errors import InputError, UnknownUserError
+from consumer.errors import InputError, TickFailedError, TransientError, UnknownUserError
 from consumer.logs import get_logger
 from consumer.parsing import parse_tick
 from consumer.service.deadletter import InputRecord, dead_letter
@@ -37,13 +37,26 @@ class TickHandler:
         self._max_future = max_future
 
     async def handle(self, record: InputRecord) -> SweepResult | None:
-        """Run the sweep a tick asks for; dead-letter a bad tick. Transient errors propagate."""
+        """Run the sweep a tick asks for; dead-letter a bad tick, and a tick that failed
+        with an unexpected error (counted as ``failed``). Transient errors propagate."""
         now = datetime.now(UTC)
+        outcome = "dead_lettered"
         try:
             tick = parse_tick(record.value, self._max_bytes, now, self._max_future)
             result = await self.run(tick)
-        except InputError as exc:
-            self._metrics.events_consumed.labels(record.topic, "dead_lettered").inc()
+        except TransientError:
+            raise
+        except Exception as caught:
+            exc = caught if isinstance(caught, InputError) else _failed(caught)
+            if not isinstance(caught, InputError):
+                outcome = "failed"
+                log.exception(
+                    "tick_failed",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            self._metrics.events_consumed.labels(record.topic, outcome).inc()
             self._metrics.dead_letters.labels(exc.reason).inc()
             log.warning(
                 "event_dead_lettered",
@@ -62,6 +75,7 @@ class TickHandler:
         return result
 
     async def run(self, tick: Tick) -> SweepResult:
+        """Run the sweep ``tick`` asks for (an unknown ``user_id`` is bad input)."""
         cause = Cause(CauseType.TICK, tick.event_id)
         log.info(
             "tick_started",
@@ -73,9 +87,17 @@ class TickHandler:
             shards=tick.shards,
             event_id=tick.event_id,
         )
-        if tick.mode is TickMode.DUE:
-            return await self._sweeper.due(tick.tick_at, tick.shard, tick.shards, tick.apply, cause)
-        result = await self._sweeper.full(tick.user_id, tick.apply, tick.tick_at, cause)
-        if tick.user_id is not None and result.documents_read == 0:
+        if tick.user_id is not None and await self._sweeper.store.find_user(tick.user_id) is None:
             raise UnknownUserError(f"no cache document for user_id {tick.user_id}")
-        return result
+        if tick.mode is TickMode.DUE:
+            return await self._sweeper.due(
+                tick.tick_at, tick.shard, tick.shards, tick.apply, cause, tick.user_id
+            )
+        return await self._sweeper.full(
+            tick.user_id, tick.apply, tick.tick_at, cause, tick.shard, tick.shards
+        )
+
+
+def _failed(error: Exception) -> TickFailedError:
+    """An unexpected error, as the dead-letter error of its tick."""
+    return TickFailedError(f"{type(error).__name__}: {error}")

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import CacheStore
+from consumer.adapters.store_ports import UserStore
 from consumer.domain.events import Cause, TicketUsed
 from consumer.domain.outbox import relay_after_write
 from consumer.domain.user_update import UserUpdate, plan_user_update
@@ -34,7 +34,7 @@ class UserResult:
 
 
 class UserWriter:
-    def __init__(self, store: CacheStore, metrics: Metrics, conflict_retries: int) -> None:
+    def __init__(self, store: UserStore, metrics: Metrics, conflict_retries: int) -> None:
         self._store = store
         self._metrics = metrics
         self._retries = conflict_retries

@@ -106,6 +106,11 @@ async def test_a_full_tick_skips_and_reports_bad_documents_and_processes_the_res
     assert invalid(208) == [(p["good"]["pass_uuid"], "USABLE -> EXPIRED")]
     assert 207 not in by_user
     assert any(e.get("user_id") == "abc" for e in process.events("bad_document_skipped"))
+    # A document without a usable user_id is reported under user_id 0, with its _id.
+    [(no_uuid, reason)] = skipped(0)
+    assert no_uuid is None
+    assert "user_id is not an integer: 'abc'" in reason
+    assert str(next(d["_id"] for d in docs if d["user_id"] == "abc")) in reason
 
     # The changes were applied: good passes expired, bad ones left byte-for-byte as they were.
     stored = {d["user_id"]: d async for d in cache.find({})}

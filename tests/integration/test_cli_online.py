@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 from consumer import schemas
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -108,3 +111,50 @@ def test_online_check_without_a_target_exits_2(service_env: ServiceEnv) -> None:
     assert result.stderr.decode().splitlines() == [
         "pass-status: error: check: give --input FILE, --user ID or --all"
     ]
+
+
+async def _small_check_log_topic(service: ServiceEnv, admin: Any, max_message_bytes: int) -> None:
+    """Re-create the check-log topic with a broker-side message limit."""
+    topic = service.settings.topic_check_log
+    await admin.delete_topics([topic])
+    for _ in range(100):  # deletion is asynchronous on the broker
+        try:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=1,
+                        replication_factor=1,
+                        topic_configs={"max.message.bytes": str(max_message_bytes)},
+                    )
+                ]
+            )
+        except TopicAlreadyExistsError:
+            await asyncio.sleep(0.2)
+        else:
+            return
+    raise AssertionError(f"topic {topic} could not be re-created")
+
+
+async def test_online_check_sizes_parts_by_their_json_and_reports_a_refused_part_in_one_line(
+    service_env: ServiceEnv, cache: Collection, kafka_admin: Any
+) -> None:
+    # Control characters take 1 byte in BSON and 6 in JSON: a log sized by BSON alone is
+    # published 3 times larger than its budget.
+    weird = [{**a_pass("USABLE"), "status": "\x01" * 200} for _ in range(10)]
+    await cache.insert_many([a_user(u, weird) for u in range(1, 101)])
+    await _small_check_log_topic(service_env, kafka_admin, 150_000)
+
+    fits = cli(service_env, "check", "--all", PASS_STATUS_CHECK_LOG_MAX_BYTES="100000")
+    assert fits.returncode == 0, fits.stderr.decode()[-2000:]
+    parts = [orjson.loads(line) for line in fits.stdout.splitlines()]
+    assert len(parts) > 1
+    assert all(len(orjson.dumps(p)) <= 100_000 for p in parts)
+    assert sorted(e["user_id"] for p in parts for e in p["log"]) == list(range(1, 101))
+
+    # A budget above what the topic accepts: one line on stderr, exit 1, no traceback.
+    refused = cli(service_env, "check", "--all", PASS_STATUS_CHECK_LOG_MAX_BYTES="900000")
+    stderr = refused.stderr.decode()
+    assert refused.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("pass-status: error: Kafka refused")

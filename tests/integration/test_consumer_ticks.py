@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,10 @@ async def test_due_tick_expires_exactly_the_due_passes_and_reads_only_due_docume
         docs.append(a_user(uid, passes, next_check_at=tick_at - timedelta(seconds=10)))
     for uid in later_users:
         passes = [a_pass("USABLE", timedelta(hours=2), now=now)]
-        docs.append(a_user(uid, passes, next_check_at=now + timedelta(hours=2)))
+        # Evaluated before (the service's marker is set): not due until next_check_at.
+        docs.append(
+            a_user(uid, passes, next_check_at=now + timedelta(hours=2), pass_status_checked_at=now)
+        )
     # One document the service never evaluated (no next_check_at): read once, then due later.
     docs.append(a_user(401, [a_pass("USABLE", timedelta(seconds=10), now=now)]))
     await cache.insert_many(docs)
@@ -160,3 +164,47 @@ async def test_full_dry_run_logs_without_changing_then_apply_changes_and_logs(
         validate(document)
     assert sorted(d["editMode"] for d in published) == [False, True]
     assert process.stop() == 0
+
+
+async def test_a_full_sweep_killed_halfway_resumes_on_the_next_owner_without_rereading(
+    service_env: ServiceEnv,
+    cache: Collection,
+    check_logs: Collection,
+    consumers: list[ConsumerProcess],
+) -> None:
+    users = 600
+    env = service_env.with_overrides(sweep_batch_size="30", user_concurrency="4")
+    settings = env.settings
+    now = datetime.now(UTC)
+    await cache.insert_many(
+        [a_user(u, [a_pass("USABLE", timedelta(minutes=-1), now=now)]) for u in range(1, users + 1)]
+    )
+    first = ConsumerProcess(env, name="first").start()
+    consumers.append(first)
+    await produce_json(
+        settings.kafka_bootstrap_servers, settings.topic_tick, [tick("full", at=now)], "user_id"
+    )
+    # Killed (no shutdown, no commit) once half the users are checkpointed.
+    deadline = datetime.now(UTC) + timedelta(seconds=240)
+    while True:
+        done = [c["last_user_id"] for c in first.events("sweep_checkpoint")]
+        if done and done[-1] >= users // 2:
+            break
+        assert datetime.now(UTC) < deadline, "\n".join(first.raw[-30:])
+        await asyncio.sleep(0.05)
+    first.kill()
+    checkpointed = max(c["last_user_id"] for c in first.events("sweep_checkpoint"))
+    assert checkpointed < users  # it was interrupted, not finished
+
+    second = ConsumerProcess(env, name="second").start()
+    consumers.append(second)
+    [sweep] = second.wait_for("sweep_completed", timeout=180)
+    [resumed] = second.events("sweep_resumed")
+    assert resumed["after_user_id"] == checkpointed
+    # Only the users after the checkpoint are read again.
+    assert sweep["documents_read"] == users - checkpointed
+    assert await cache.count_documents({"passes.status": "EXPIRED"}) == users
+    listed = [e["user_id"] async for d in check_logs.find({}) for e in d["log"]]
+    assert len(listed) == len(set(listed))
+    assert set(range(1, checkpointed + 1)) <= set(listed)
+    assert second.stop() == 0

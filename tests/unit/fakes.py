@@ -26,7 +26,8 @@ import orjson
 from aiokafka import TopicPartition
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import OutboxScan
+from consumer.adapters.mongo_sweeps import SweepChunk, SweepProgress, due_query
+from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import (
     OUTBOX,
     OUTBOX_SINCE,
@@ -34,7 +35,7 @@ from consumer.domain.outbox import (
     clearing_steps,
     rejecting_steps,
 )
-from consumer.domain.user_update import NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT, UserUpdate, write_change
 from consumer.errors import PublishRejectedError, RecordRejectedError
 from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
@@ -135,6 +136,8 @@ class FakeCacheStore(_Interleavings):
         self.cache.insert(*docs)
         self.check_logs: list[Document] = []
         self._write_errors: dict[int, BaseException] = {}
+        self.sweep_chunks: dict[str, list[SweepChunk]] = {}
+        self.finished_sweeps: set[str] = set()
         self._writes_by_user: dict[int, int] = {}
 
     def fail_writes_of(self, user_id: int, error: BaseException) -> None:
@@ -190,12 +193,12 @@ class FakeCacheStore(_Interleavings):
         self, tick_at: datetime, shard: int, shards: int
     ) -> AsyncIterator[Document]:
         await self.enter("due_users")
-        query: dict[str, Any] = {
-            "$or": [{NEXT_CHECK_AT: {"$lte": tick_at}}, {NEXT_CHECK_AT: {"$exists": False}}]
-        }
-        if shards > 1:
-            query["user_id"] = {"$mod": [shards, shard]}
-        for doc in self.cache.find(query):
+        for doc in self.cache.find(due_query(tick_at, shard, shards)):
+            yield doc
+
+    async def due_user(self, tick_at: datetime, user_id: int) -> AsyncIterator[Document]:
+        await self.enter("due_users")
+        for doc in self.cache.find({"$and": [due_query(tick_at, 0, 1), {"user_id": user_id}]}):
             yield doc
 
     async def all_users(self, user_id: int | None) -> AsyncIterator[Document]:
@@ -203,6 +206,58 @@ class FakeCacheStore(_Interleavings):
         query: dict[str, Any] = {} if user_id is None else {"user_id": user_id}
         for doc in sorted(self.cache.find(query), key=lambda d: d.get("user_id", 0)):
             yield doc
+
+    async def users_after(
+        self, after: int | None, shard: int, shards: int
+    ) -> AsyncIterator[Document]:
+        await self.enter("all_users")
+        numeric = [d for d in self.cache.find({}) if _is_number(d.get("user_id"))]
+        in_shard = [d for d in numeric if shards <= 1 or d["user_id"] % shards == shard]
+        later = [d for d in in_shard if after is None or d["user_id"] > after]
+        for doc in sorted(later, key=lambda d: d["user_id"]):
+            yield doc
+
+    async def unreadable_users(self, shard: int) -> AsyncIterator[Document]:
+        await self.enter("all_users")
+        if shard == 0:
+            for doc in self.cache.find({}):
+                if not _is_number(doc.get("user_id")):
+                    yield doc
+
+    async def mark_unreadable(self, read: Mapping[str, Any], now: datetime) -> bool:
+        await self.enter("mark_unreadable")
+        user_id = read.get("user_id", _ABSENT)
+        condition = {"user_id": {"$exists": False} if user_id is _ABSENT else user_id}
+        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: None}}
+        return self.cache.update_one({"_id": read["_id"], **condition}, change)
+
+    async def load_sweep(self, sweep_id: str) -> SweepProgress | None:
+        await self.enter("load_sweep")
+        if sweep_id in self.finished_sweeps:
+            return SweepProgress(True, 0, None)
+        chunks = self.sweep_chunks.setdefault(sweep_id, [])
+        ends = [c for c in chunks if c.batch_end]
+        last = ends[-1] if ends else None
+        # Chunks after the last finished batch belong to a batch that is done again.
+        chunks[:] = [c for c in chunks if last is not None and c.seq <= last.seq]
+        if last is None:
+            return None
+        return SweepProgress(False, last.seq, last.last_user_id, last.read_all)
+
+    async def save_sweep_chunk(self, chunk: SweepChunk) -> None:
+        await self.enter("save_sweep_chunk")
+        chunks = self.sweep_chunks.setdefault(chunk.sweep_id, [])
+        chunks[:] = sorted([c for c in chunks if c.seq != chunk.seq] + [chunk], key=lambda c: c.seq)
+
+    async def sweep_entries(self, sweep_id: str) -> AsyncIterator[list[Document]]:
+        await self.enter("sweep_entries")
+        for chunk in self.sweep_chunks.get(sweep_id, []):
+            yield list(chunk.entries)
+
+    async def finish_sweep(self, sweep_id: str) -> None:
+        await self.enter("finish_sweep")
+        self.finished_sweeps.add(sweep_id)
+        self.sweep_chunks.pop(sweep_id, None)
 
     async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:
         await self.enter("scan_outboxes")
@@ -383,3 +438,10 @@ def a_runner(service: FakeService, consumer: FakeConsumer, settings: Settings) -
         service.metrics,
         probes,
     )
+
+
+_ABSENT = object()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import bson
+import orjson
 import pytest
 from consumer.domain.checklog import (
     DEFAULT_MAX_BYTES,
     UserLog,
     bson_size,
     check_log_documents,
+    fit_user_log,
     log_entry,
     user_log,
     user_log_bson_size,
+    user_log_json_size,
 )
 from consumer.domain.rules import evaluate_user
 from consumer.schemas import CHECK_LOG, validator
@@ -141,3 +144,56 @@ def test_the_default_limit_leaves_a_margin_under_16_mib() -> None:
 )
 def test_the_fast_entry_size_equals_the_bson_encoding(log: UserLog) -> None:
     assert user_log_bson_size(log) == len(bson.encode(log_entry(log)))
+
+
+CONTROL = "".join(chr(c) for c in range(32)) + '"\\ü€😀\x7f\u2028'
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        UserLog(1, (), ()),
+        UserLog(-(2**40), (("a", "USABLE -> USING"),) * 3, ((None, "x"),)),
+        UserLog(9, ((CONTROL, CONTROL),), ((None, CONTROL * 3), ("p", ""))),
+    ],
+)
+def test_the_entry_json_size_equals_the_encoded_json(log: UserLog) -> None:
+    assert user_log_json_size(log) == len(orjson.dumps(log_entry(log)))
+
+
+def test_parts_fit_the_budget_as_json_too() -> None:
+    # Control characters take 1 byte in BSON and 6 escaped in JSON: sized by BSON alone,
+    # the published copy was 3 times the budget.
+    logs = [UserLog(i, (), ((f"p{i}", "\x01" * 200),)) for i in range(1, 301)]
+    max_bytes = 20_000
+    documents = check_log_documents(CHECK_TIME, None, True, logs, max_bytes=max_bytes)
+    assert [e["user_id"] for d in documents for e in d["log"]] == list(range(1, 301))
+    for document in documents:
+        assert len(orjson.dumps(document)) <= max_bytes
+        assert len(bson.encode(document)) <= max_bytes
+
+
+def test_a_single_oversized_entry_is_truncated_with_a_marker() -> None:
+    skipped = tuple((f"p{i}", "unknown status '" + "\x02" * 50 + "'") for i in range(12_000))
+    big = UserLog(2, (("a", "USING -> EXPIRED"),), skipped)
+    logs = [UserLog(1, (("b", "USING -> EXPIRED"),), ()), big]
+    max_bytes = 50_000
+    documents = check_log_documents(CHECK_TIME, None, False, logs, max_bytes=max_bytes)
+    for document in documents:
+        assert len(orjson.dumps(document)) <= max_bytes
+        assert len(bson.encode(document)) <= max_bytes
+        validator(CHECK_LOG)(document)
+    entry = documents[-1]["log"][-1]
+    assert entry["user_id"] == 2
+    assert entry["invalid_list"] == [{"pass_uuid": "a", "status_log": "USING -> EXPIRED"}]
+    kept = entry["skipped_list"][:-1]
+    assert kept == [{"pass_uuid": u, "reason": r} for u, r in skipped[: len(kept)]]
+    marker = entry["skipped_list"][-1]
+    left_out = 12_000 - len(kept)
+    assert marker["pass_uuid"] is None
+    assert marker["reason"].startswith(f"log truncated: {left_out} of 12001 entries left out (")
+
+
+def test_an_entry_that_fits_is_not_truncated() -> None:
+    log = UserLog(1, (("a", "USING -> EXPIRED"),), ((None, "r"),))
+    assert fit_user_log(log, 10_000) is log

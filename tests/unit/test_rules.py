@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson.decimal128 import Decimal128
 from consumer.domain.rules import (
     TERMINAL_STATUSES,
     PassStatus,
@@ -259,7 +260,14 @@ def test_missing_passes_is_a_user_without_passes() -> None:
 
 @pytest.mark.parametrize(
     ("user_id", "expected"),
-    [(5, 5), ({"$numberInt": "5"}, 5), ({"$numberLong": "9007199254740993"}, 9007199254740993)],
+    [
+        (5, 5),
+        ({"$numberInt": "5"}, 5),
+        ({"$numberLong": "9007199254740993"}, 9007199254740993),
+        # The Node.js driver stores integers as doubles: an integral double is the integer.
+        (5.0, 5),
+        ({"$numberDouble": "5.0"}, 5),
+    ],
 )
 def test_user_id_plain_or_extended_json(user_id: Any, expected: int) -> None:
     assert evaluate_user(a_doc(user_id=user_id), NOW).user_id == expected
@@ -272,9 +280,11 @@ def test_user_id_plain_or_extended_json(user_id: Any, expected: int) -> None:
         ({"user_id": None}, "user_id is not an integer: None"),
         ({"user_id": "5"}, "user_id is not an integer: '5'"),
         ({"user_id": True}, "user_id is not an integer: True"),
-        ({"user_id": 5.0}, "user_id is not an integer: 5.0"),
+        ({"user_id": 5.5}, "user_id is not an integer: 5.5"),
+        ({"user_id": float("nan")}, "user_id is not an integer: nan"),
+        ({"user_id": float("inf")}, "user_id is not an integer: inf"),
         ({"user_id": {"$numberInt": "five"}}, "user_id is not an integer"),
-        ({"user_id": {"$numberDouble": "5"}}, "user_id is not an integer"),
+        ({"user_id": {"$numberDouble": "5.5"}}, "user_id is not an integer"),
     ],
 )
 def test_unusable_user_id_is_a_document_error(doc: dict[str, Any], message: str) -> None:
@@ -349,3 +359,11 @@ def test_apply_refuses_a_transition_computed_from_another_version() -> None:
 def test_terminal_statuses_and_enum_values() -> None:
     assert frozenset({"EXPIRED", "USES_GONE"}) == TERMINAL_STATUSES
     assert [s.value for s in PassStatus] == ["USABLE", "USING", "EXPIRED", "USES_GONE"]
+
+
+def test_a_decimal128_expiration_as_pymongo_decodes_it_is_read() -> None:
+    # FerretDB 1.24 cannot store Decimal128, so the live path is checked here, on the
+    # value pymongo hands the consumer for a {"$numberDecimal": ...} expiration.
+    passes = [{"pass_uuid": "a", "status": "USABLE", "payload": {"expiration": Decimal128("1")}}]
+    evaluation = evaluate_user({"user_id": 1, "passes": passes}, NOW)
+    assert [t.status_log for t in evaluation.transitions] == ["USABLE -> EXPIRED"]

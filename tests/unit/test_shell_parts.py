@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import orjson
 from consumer import schemas
+from consumer.adapters.metrics import Metrics
 from consumer.app import tick_events
 from consumer.domain.checklog import UserLog
 from consumer.errors import UnknownPassError
+from consumer.offline.logspill import SortedLogSpill, decode, merge_adjacent
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.service.looplag import watch_event_loop
+from prometheus_client import CollectorRegistry
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -42,18 +48,33 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert backoff.next_delay() <= 0.1
 
 
-def test_interval_summary_merges_per_user_and_drains() -> None:
+def test_interval_entries_merge_per_user() -> None:
     summary = IntervalSummary()
     summary.add(UserLog(9, (("p1", "USABLE -> USING"),), ()))
     summary.add(UserLog(3, (("p2", "USING -> EXPIRED"),), ((None, "passes is not a list"),)))
-    summary.add(UserLog(9, (("p1", "USING -> EXPIRED"),), ()))
+    summary.add(UserLog(9, (("p1", "USING -> EXPIRED"),), ((None, "r"),)))
+    summary.add(UserLog(9, (("p4", "USING -> EXPIRED"),), ((None, "r"),)))
     summary.add(UserLog(4, (), (("p3", "unknown status 'X'"),)))  # nothing changed: not kept
     summary.add(None)
-    assert len(summary) == 2
-    drained = summary.drain()
-    assert [log.user_id for log in drained] == [3, 9]
-    assert drained[1].invalid_list == (("p1", "USABLE -> USING"), ("p1", "USING -> EXPIRED"))
-    assert len(summary) == 0
+    assert len(summary) == 4
+    with SortedLogSpill(run_size=2) as spill:  # spilled to runs: merged across them too
+        for log in (UserLog(9, (("p1", "USABLE -> USING"),), ()), *_later_logs()):
+            spill.add(log)
+        merged = [decode(entry) for entry in merge_adjacent(spill.entries())]
+    assert [log.user_id for log in merged] == [3, 9]
+    assert merged[1] == UserLog(
+        9,
+        (("p1", "USABLE -> USING"), ("p1", "USING -> EXPIRED"), ("p4", "USING -> EXPIRED")),
+        ((None, "r"),),
+    )
+
+
+def _later_logs() -> list[UserLog]:
+    return [
+        UserLog(3, (("p2", "USING -> EXPIRED"),), ((None, "passes is not a list"),)),
+        UserLog(9, (("p1", "USING -> EXPIRED"),), ((None, "r"),)),
+        UserLog(9, (("p4", "USING -> EXPIRED"),), ((None, "r"),)),
+    ]
 
 
 def test_dead_letter_keeps_raw_bytes_and_validates() -> None:
@@ -68,3 +89,19 @@ def test_dead_letter_keeps_raw_bytes_and_validates() -> None:
         2,
         17,
     )
+
+
+def test_the_event_loop_lag_metric_records_a_blocked_loop() -> None:
+    metrics = Metrics(CollectorRegistry())
+
+    async def block_once() -> None:
+        watcher = asyncio.create_task(watch_event_loop(metrics, interval=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: a step that blocks the loop
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+
+    asyncio.run(block_once())
+    [family] = list(metrics.event_loop_lag.collect())
+    buckets = {s.labels.get("le"): s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets["0.25"] < buckets["+Inf"]  # one observation above 250 ms

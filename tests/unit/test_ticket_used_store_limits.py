@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import OutboxScan
+from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.user_update import UserUpdate
 from consumer.errors import DocumentRejectedError
 from consumer.service.checklog import IntervalSummary

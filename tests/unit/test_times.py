@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
+from bson.decimal128 import Decimal128
 from consumer.domain.times import (
     format_instant,
     parse_instant,
@@ -164,3 +166,19 @@ def test_format_then_parse_round_trips_at_millisecond_precision() -> None:
 def test_unix_milliseconds_floors_also_before_the_epoch() -> None:
     assert unix_milliseconds(NOON) == NOON_MS
     assert unix_milliseconds(datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC)) == -1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Decimal128("1709294400"), Decimal128("1709294400000"), Decimal("1709294400.000")],
+    ids=["decimal128_seconds", "decimal128_milliseconds", "decimal"],
+)
+def test_a_bson_decimal_reads_like_its_extended_json_form(value: object) -> None:
+    # The live consumer gets Decimal128 from pymongo where the offline check gets
+    # {"$numberDecimal": ...}: both must read to the same instant.
+    assert parse_instant(value) == NOON
+
+
+def test_a_bson_decimal_nan_is_unreadable() -> None:
+    with pytest.raises(UnreadableTimeError, match="NaN"):
+        parse_instant(Decimal128("NaN"))
