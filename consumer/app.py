@@ -38,7 +38,7 @@ from consumer.logs import get_logger
 from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, IntervalSummary
-from consumer.service.health import Health
+from consumer.service.health import Health, watch_event_loop
 from consumer.service.outbox import OutboxRelay
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
@@ -149,7 +149,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def run_service(settings: Settings) -> int:
     """``python -m consumer run``: consume until SIGTERM/SIGINT, then exit 0."""
     registry = CollectorRegistry()
-    health = Health()
+    health = Health(max_stall_seconds=settings.liveness_max_stall_seconds)
     stop = asyncio.Event()
     _install_signals(stop)
     http = HttpServer(settings.http_host, settings.http_port, registry, health)
@@ -161,12 +161,17 @@ async def run_service(settings: Settings) -> int:
         group_id=settings.group_id,
     )
     async with core(settings, registry) as c:
+        # Liveness from the first instant: waiting for the stores below keeps the loop
+        # turning, so the pod is not restarted while a dependency is down.
+        loop_watch = asyncio.create_task(watch_event_loop(health, c.metrics.event_loop_lag.observe))
+        health.watch("event_loop_watch", loop_watch)
         await http.start()
         try:
             if not await _until_up(settings, health, stop, c):
                 return 0
             runner = _build_runner(settings, c, health)
             run_task = asyncio.create_task(runner.run(stop))
+            health.watch("consumer", run_task)
             await asyncio.wait(
                 [run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
@@ -180,6 +185,10 @@ async def run_service(settings: Settings) -> int:
                     await asyncio.wait_for(run_task, 5)
                 return 1
         finally:
+            health.stopping = True
+            loop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_watch
             await http.stop()
     log.info("service_stopped")
     return 0

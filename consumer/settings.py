@@ -87,6 +87,10 @@ class Settings:
     backoff_max_seconds: float = _setting(10.0, "Longest back-off after transient faults.")
     shutdown_grace_seconds: float = _setting(25.0, "Time to finish work after SIGTERM.")
     producer_linger_ms: int = _setting(5, "Producer linger, ms.")
+    liveness_max_stall_seconds: float = _setting(
+        30.0,
+        "/healthz fails when the event loop has not turned for this long (blocked or lagging).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -119,6 +123,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least 1")
+        if self.liveness_max_stall_seconds <= 1:
+            raise ConfigError("PASS_STATUS_LIVENESS_MAX_STALL_SECONDS must be more than 1")
         if not 0 <= self.http_port <= 65535:
             raise ConfigError("PASS_STATUS_HTTP_PORT must be between 0 and 65535")
 

@@ -350,6 +350,7 @@ class Runner:
         await asyncio.gather(*tasks, return_exceptions=True)
         for tp in revoked:
             self._committed.pop(tp, None)
+        self._metrics.rebalances.labels("revoked").inc()
         log.info(
             "partitions_revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
         )
@@ -358,6 +359,7 @@ class Runner:
         # A new generation starts clean: a fault seen before it is raised again if it lasts.
         self._health.backing_off = False
         self._health.joined_group = True
+        self._metrics.rebalances.labels("assigned").inc()
         self._health.assigned_partitions = len(self._consumer.assignment())
         self._metrics.assigned_partitions.set(self._health.assigned_partitions)
         log.info(

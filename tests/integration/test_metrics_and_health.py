@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -140,3 +142,90 @@ async def test_metrics_move_with_traffic_and_pass_promtool(
     assert orjson.loads(ready_body)["mongodb_ok"] is True
     assert process.http_get("/nope")[0] == 404
     assert process.stop() == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ferretdb_binary() -> Path:
+    cache = Path(os.environ.get("PASS_STATUS_CACHE", Path.home() / ".cache" / "pass-status"))
+    binary = cache / "bin" / "ferretdb"
+    if not binary.exists():  # built by `scripts/services up` (the session fixture)
+        found = shutil.which("ferretdb")
+        assert found, f"ferretdb missing in {binary.parent}: run scripts/services up"
+        binary = Path(found)
+    return binary
+
+
+def _start_ferretdb(port: int, state: Path) -> subprocess.Popen[bytes]:
+    """A FerretDB of this test only (the shared server is never stopped), as in
+    scripts/services."""
+    (state / "data").mkdir(parents=True)
+    with (state / "ferretdb.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                str(_ferretdb_binary()),
+                f"--listen-addr=127.0.0.1:{port}",
+                "--handler=sqlite",
+                f"--sqlite-url=file:{state / 'data'}/",
+                f"--state-dir={state}/",
+                "--telemetry=disable",
+                "--debug-addr=-",
+                "--log-level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+STORE_DOWN_SECONDS = 90.0
+
+
+async def test_store_down_at_start_stays_live_and_becomes_ready_by_itself(
+    service_env: ServiceEnv, consumers: list[ConsumerProcess], tmp_path: Path
+) -> None:
+    """MongoDB is down for 90 s at start: /healthz stays 200 throughout (no restart loop),
+    /readyz stays 503, and the consumer becomes ready on its own once the store answers."""
+    port = _free_port()
+    service = service_env.with_overrides(mongodb_uri=f"mongodb://127.0.0.1:{port}")
+    process = ConsumerProcess(service)
+    consumers.append(process)
+    with contextlib.suppress(AssertionError):  # no consumer_started while the store is down
+        process.start(wait_assigned=False, timeout=1)
+    process.wait_for("http_server_started", timeout=30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    checks = 0
+    while loop.time() - started < STORE_DOWN_SECONDS:
+        if process.port is not None:
+            health_status, health_body = process.http_get("/healthz")
+            assert health_status == 200, (round(loop.time() - started), health_body)
+            ready_status, ready_body = process.http_get("/readyz")
+            assert ready_status == 503, ready_body
+            assert orjson.loads(ready_body)["mongodb_ok"] is False
+            checks += 1
+        await asyncio.sleep(2)
+    assert checks >= 40, f"only {checks} probes answered in {STORE_DOWN_SECONDS} s"
+    assert process.events("startup_waiting"), "the store was never waited for"
+
+    ferretdb = _start_ferretdb(port, tmp_path / "ferretdb")
+    try:
+        deadline = loop.time() + 90
+        while True:
+            ready_status, ready_body = process.http_get("/readyz")
+            if ready_status == 200 or loop.time() > deadline:
+                break
+            assert process.http_get("/healthz")[0] == 200
+            await asyncio.sleep(1)
+        assert ready_status == 200, ready_body
+        assert process.events("partitions_assigned")
+        metrics = samples(process.http_get("/metrics")[1].decode())
+        assert metrics[("pass_status_event_loop_lag_seconds_count", ())] >= STORE_DOWN_SECONDS / 2
+        code = process.stop()
+        assert code == 0, "\n".join(process.raw[-30:])
+    finally:
+        ferretdb.terminate()
+        ferretdb.wait(timeout=30)
