@@ -21,10 +21,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from consumer import replay as _replay
 from consumer.adapters.http import HttpServer
 from consumer.adapters.kafka import (
     KafkaPublisher,
     OutRecord,
+    TopicReader,
     check_topics,
     make_consumer,
     make_producer,
@@ -289,3 +291,36 @@ async def run_full_check(settings: Settings, user_id: int | None, apply: bool) -
         await c.store.ensure_indexes()
         cause = Cause(CauseType.CHECK, f"cli-{uuid.uuid4()}")
         return await c.sweeper.full(user_id, apply, datetime.now(UTC), cause)
+
+
+async def dead_letters(
+    settings: Settings, selection: _replay.Selection, *, replay: bool, dry_run: bool
+) -> list[dict[str, Any]]:
+    """``python -m consumer dead-letters list|replay``: the chosen dead letters, one output
+    line each, re-published to their source topics when replaying for real."""
+    publishing = replay and not dry_run
+    producer = make_producer(settings) if publishing else None
+    try:
+        if producer is not None:
+            await _start_producer(producer)
+        chosen, lines = await _replay.run(
+            TopicReader(settings),
+            KafkaPublisher(producer, Metrics(CollectorRegistry())) if producer else None,
+            settings.topic_dead_letter,
+            selection,
+            replay=replay,
+            dry_run=dry_run,
+        )
+    finally:
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+    for problem in chosen.unreadable:
+        log.warning("dead_letter_unreadable", detail=problem[:300])
+    log.info(
+        "dead_letters_replayed" if publishing else "dead_letters_listed",
+        topic=settings.topic_dead_letter,
+        count=len(chosen.letters),
+        dry_run=dry_run,
+    )
+    return lines

@@ -1,4 +1,5 @@
-"""The online subcommands: ``run``, ``tick`` and ``check --user ID | --all``.
+"""The online subcommands: ``run``, ``tick``, ``check --user ID | --all`` and
+``dead-letters list|replay``.
 
 Each turns parsed arguments into a call of the composition root and an exit code:
 0 done, 1 a runtime failure (infrastructure unreachable), 2 bad configuration.
@@ -13,7 +14,7 @@ import sys
 
 import orjson
 
-from consumer import app, logs
+from consumer import app, logs, replay
 from consumer.errors import ConfigError, MissingTopicError, TransientError
 from consumer.settings import Settings
 
@@ -72,4 +73,36 @@ def online_check_command(args: argparse.Namespace) -> int:
         return _fail(1, str(exc))
     for document in result.check_log:
         sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    return 0
+
+
+def dead_letters_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if isinstance(settings, int):
+        return settings
+    selection = replay.Selection(
+        reasons=frozenset(args.reason or ()),
+        source_topics=frozenset(args.source_topic or ()),
+        since=args.since,
+        until=args.until,
+        source_partition=args.partition,
+        min_offset=args.from_offset,
+        max_offset=args.to_offset,
+        limit=args.limit,
+    )
+    try:
+        lines = asyncio.run(
+            app.dead_letters(
+                settings,
+                selection,
+                replay=args.action == "replay",
+                dry_run=bool(getattr(args, "dry_run", False)),
+            )
+        )
+    except MissingTopicError as exc:
+        return _fail(2, str(exc))
+    except TransientError as exc:
+        return _fail(1, str(exc))
+    for line in lines:
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
     return 0

@@ -36,8 +36,10 @@ class CheckLogSink:
         edit_mode: bool,
         logs: Iterable[UserLog],
         kind: str,
+        traceparent: str = "",
     ) -> list[dict[str, Any]]:
-        """Write the check-log document(s) of one check; returns them as written."""
+        """Write the check-log document(s) of one check; returns them as written. A
+        ``traceparent`` (the causing tick's) is published as a header of every part."""
         documents = check_log_documents(check_time, check_user, edit_mode, logs, self._max_bytes)
         written: list[dict[str, Any]] = []
         for document in documents:
@@ -45,7 +47,12 @@ class CheckLogSink:
             written.append(document)
         await self._publisher.publish(
             [
-                OutRecord(self._topic, str(check_user or 0).encode(), orjson.dumps(d))
+                OutRecord(
+                    self._topic,
+                    str(check_user or 0).encode(),
+                    orjson.dumps(d),
+                    (("traceparent", traceparent.encode()),) if traceparent else (),
+                )
                 for d in written
             ]
         )

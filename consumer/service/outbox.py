@@ -44,6 +44,7 @@ class OutboxRelay:
                     topic=self._topic,
                     key=str(entry["user_id"]).encode(),
                     value=orjson.dumps(_public(entry)),
+                    headers=_trace(entry),
                 )
                 for entry in entries
             )
@@ -75,6 +76,12 @@ class OutboxRelay:
                 seconds=round(time.perf_counter() - started, 3),
             )
         return scan.backlog
+
+
+def _trace(entry: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    """The causing input's trace context, kept in the outbox entry, as a header."""
+    traceparent = entry.get("traceparent")
+    return (("traceparent", str(traceparent).encode()),) if traceparent else ()
 
 
 def _public(entry: Mapping[str, Any]) -> dict[str, Any]:

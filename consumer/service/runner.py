@@ -46,6 +46,7 @@ def _to_input(message: Any) -> InputRecord:
         key=message.key,
         value=message.value,
         timestamp_ms=message.timestamp,
+        headers=tuple(message.headers or ()),
     )
 
 

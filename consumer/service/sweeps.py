@@ -69,7 +69,9 @@ class Sweeper:
         """The old job: one user or all, dry-run or apply; always writes one check-log."""
         run = _SweepRun(self, check_time, apply, cause, "full", collect_logs=True)
         await run.over(self.store.all_users(user_id))
-        check_log = await self.sink.write(check_time, user_id, apply, run.logs(), kind="full")
+        check_log = await self.sink.write(
+            check_time, user_id, apply, run.logs(), kind="full", traceparent=cause.traceparent
+        )
         return run.finish(check_log)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consumer.adapters.kafka import Publisher
+from consumer.adapters.kafka import Publisher, traceparent_of
 from consumer.adapters.metrics import Metrics
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
 from consumer.errors import InputError, UnknownUserError
@@ -41,7 +41,7 @@ class TickHandler:
         now = datetime.now(UTC)
         try:
             tick = parse_tick(record.value, self._max_bytes, now, self._max_future)
-            result = await self.run(tick)
+            result = await self.run(tick, traceparent_of(record.headers))
         except InputError as exc:
             self._metrics.events_consumed.labels(record.topic, "dead_lettered").inc()
             self._metrics.dead_letters.labels(exc.reason).inc()
@@ -61,8 +61,8 @@ class TickHandler:
         self._metrics.events_consumed.labels(record.topic, outcome).inc()
         return result
 
-    async def run(self, tick: Tick) -> SweepResult:
-        cause = Cause(CauseType.TICK, tick.event_id)
+    async def run(self, tick: Tick, traceparent: str = "") -> SweepResult:
+        cause = Cause(CauseType.TICK, tick.event_id, traceparent)
         log.info(
             "tick_started",
             mode=str(tick.mode),
