@@ -142,6 +142,15 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
     return False
 
 
+def _cancel_on_signals() -> None:
+    task = asyncio.current_task()
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -266,7 +275,13 @@ def tick_events(
 async def publish_ticks(
     settings: Settings, mode: str, user_id: int | None, apply: bool
 ) -> list[dict[str, Any]]:
-    """``python -m consumer tick``: publish the tick events and wait for their acks."""
+    """``python -m consumer tick``: publish the tick events and wait for their acks.
+
+    SIGTERM or SIGINT cancels it (the producer is still closed): a CronJob's Job past its
+    deadline stops at once instead of waiting for SIGKILL, as Python running as PID 1
+    would otherwise ignore SIGTERM. The caller sees :class:`asyncio.CancelledError`.
+    """
+    _cancel_on_signals()
     events = tick_events(mode, user_id, apply, settings.tick_shards, datetime.now(UTC))
     metrics = Metrics(CollectorRegistry())
     producer = make_producer(settings)

@@ -24,6 +24,9 @@ def load_settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
+EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
+
+
 def _fail(code: int, message: str) -> int:
     print(f"pass-status: error: {message}", file=sys.stderr)  # noqa: T201 - CLI contract
     return code
@@ -58,6 +61,8 @@ def tick_command(args: argparse.Namespace) -> int:
         )
     except TransientError as exc:
         return _fail(1, str(exc))
+    except asyncio.CancelledError:
+        return _fail(EXIT_SIGTERM, "tick: stopped by SIGTERM; no tick was acknowledged")
     for event in events:
         sys.stdout.write(orjson.dumps(event).decode() + "\n")
     return 0

@@ -738,6 +738,24 @@ def dockerfile_stages() -> list[list[str]]:
     return stages
 
 
+def test_ci_rehearses_the_dockerfile_install_commands() -> None:
+    """scripts/rehearse_image_install.sh (run by .ci/run) runs each install command of the
+    Dockerfile verbatim."""
+    rehearsal = (ROOT / "scripts" / "rehearse_image_install.sh").read_text()
+    commands = [
+        re.sub(r"^RUN (--mount=\S+ )*", "", re.sub(r"\s+", " ", i)).replace(
+            "/app/.venv/bin/python", '"$venv_python"'
+        )
+        for i in dockerfile_stages()[0]
+        if i.startswith("RUN") and ("uv sync" in i or "sed -i" in i)
+    ]
+    assert len(commands) == 3
+    flat = re.sub(r"\s+", " ", rehearsal.replace("\\\n", " "))
+    for command in commands:
+        assert command in flat, command
+    assert "scripts/rehearse_image_install.sh" in (ROOT / ".ci" / "run").read_text()
+
+
 def test_dockerfile() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage build"
@@ -746,9 +764,23 @@ def test_dockerfile() -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
     builder = " ".join(stages[0])
     assert 'pip install "uv==0.13.9"' in builder
-    assert "uv sync --frozen --no-dev --no-editable" in builder
     assert "COPY consumer/ consumer/" in builder
     assert "COPY schemas/ schemas/" in builder
+    # uv's Docker pattern: the dependency layer sees only uv.lock and pyproject.toml (bind
+    # mounts) and uv's cache mount; --locked everywhere; README.md comes after it.
+    syncs = [i for i in stages[0] if "uv sync" in i]
+    assert len(syncs) == 2
+    deps, project = syncs
+    assert "--mount=type=cache,target=/root/.cache/uv" in deps
+    assert "--mount=type=bind,source=uv.lock,target=uv.lock" in deps
+    assert "--mount=type=bind,source=pyproject.toml,target=pyproject.toml" in deps
+    assert "--no-install-project" in deps
+    assert "--mount=type=cache,target=/root/.cache/uv" in project
+    for sync in syncs:
+        assert "uv sync --locked --no-dev --no-editable" in sync
+        assert "--frozen" not in sync
+    copies_before_deps = stages[0][: stages[0].index(deps)]
+    assert not [i for i in copies_before_deps if i.startswith("COPY")], copies_before_deps
     final = stages[-1]
     final_text = "\n".join(final)
     assert "COPY --from=builder /app/.venv /app/.venv" in final_text
