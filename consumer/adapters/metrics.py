@@ -198,7 +198,7 @@ class Metrics:
         )
         self.ready = Gauge(
             p + "ready",
-            "1 when the consumer is ready (assigned, stores reachable, not backing off).",
+            "1 when ready: in the group, stores reachable, not backing off or stopping.",
             registry=registry,
         )
         self.check_logs_written = Counter(
