@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -164,57 +165,60 @@ def test_one_shot_commands_print_no_credentials(
 
 
 # --- a real SASL_PLAINTEXT listener ---------------------------------------------------------
-# A Kafka of this test module only, started by `scripts/services up --sasl` in its own state
-# directory and on its own ports (the shared Kafka is never touched). Its one user accepts
-# SASL_PASSWORD with PLAIN and SCRAM-SHA-512.
+# A Kafka of this test module only, started by `scripts/services up --sasl` in a temporary
+# state directory on free ports, and stopped afterwards (the shared Kafka is never touched,
+# and concurrent test runs each get their own). Its one user accepts SASL_PASSWORD with PLAIN
+# and SCRAM-SHA-512.
 
-SASL_STATE = REPO / ".local" / "sasl-test-services"
-SASL_PORTS = {"PORT": "19092", "CONTROLLER_PORT": "19093", "SASL_PORT": "19094"}
 SASL_USER = "pass-status"
 WRONG_PASSWORD = "Wr0ng-Pw-n0t-th3-0ne"
 
 
-def _sasl_services_env(mongodb_uri: str) -> dict[str, str]:
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """``plaintext`` (admin, test producers) and ``sasl`` bootstrap addresses of one broker."""
+    port, controller, sasl = _free_ports(3)
     env = {k: v for k, v in os.environ.items() if k != "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS"}
-    env.update({f"PASS_STATUS_LOCAL_KAFKA_{k}": v for k, v in SASL_PORTS.items()})
     env.update(
-        PASS_STATUS_STATE=str(SASL_STATE),
+        PASS_STATUS_STATE=str(tmp_path_factory.mktemp("sasl-services")),
+        PASS_STATUS_LOCAL_KAFKA_PORT=str(port),
+        PASS_STATUS_LOCAL_KAFKA_CONTROLLER_PORT=str(controller),
+        PASS_STATUS_LOCAL_KAFKA_SASL_PORT=str(sasl),
         PASS_STATUS_MONGODB_URI=mongodb_uri,  # only Kafka is started
         PASS_STATUS_LOCAL_KAFKA_HEAP="256m",
         PASS_STATUS_LOCAL_KAFKA_SASL_USERNAME=SASL_USER,
         PASS_STATUS_LOCAL_KAFKA_SASL_PASSWORD=SASL_PASSWORD,
     )
-    return env
-
-
-@pytest.fixture(scope="module")
-def sasl_kafka(mongodb_uri: str) -> Iterator[dict[str, str]]:
-    """``plaintext`` (admin, test producers) and ``sasl`` bootstrap addresses of one broker."""
-    env = _sasl_services_env(mongodb_uri)
     services = str(REPO / "scripts" / "services")
-    was_running = subprocess.run(
-        [services, "status"], env=env, capture_output=True, check=False, timeout=60
-    )
-    up = subprocess.run(
-        [services, "up", "--sasl"],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if up.returncode != 0:
-        pytest.fail(f"scripts/services up --sasl failed:\n{up.stderr}", pytrace=False)
     try:
-        yield {
-            "plaintext": f"127.0.0.1:{SASL_PORTS['PORT']}",
-            "sasl": f"127.0.0.1:{SASL_PORTS['SASL_PORT']}",
-        }
+        up = subprocess.run(
+            [services, "up", "--sasl"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if up.returncode != 0:
+            pytest.fail(f"scripts/services up --sasl failed:\n{up.stderr}", pytrace=False)
+        yield {"plaintext": f"127.0.0.1:{port}", "sasl": f"127.0.0.1:{sasl}"}
     finally:
-        if b"kafka     running" not in was_running.stdout:
-            subprocess.run(
-                [services, "down"], check=False, env=env, capture_output=True, timeout=120
-            )
+        subprocess.run(
+            [services, "down", "--wipe"], check=False, env=env, capture_output=True, timeout=120
+        )
 
 
 @pytest.fixture
