@@ -76,3 +76,19 @@ def test_runtime_collectors_rebalances_and_build_revision_are_exported() -> None
     assert len(info) == 1
     assert set(info[0].labels) == {"version", "revision", "python_version"}
     assert info[0].labels["revision"]
+
+
+async def test_a_batch_awaiting_longer_than_the_limit_does_not_fail_liveness() -> None:
+    """A slow store makes one batch await for longer than the stall limit: the loop still
+    turns, so the watcher keeps the service live (only a blocked loop fails it)."""
+    health = Health(max_stall_seconds=1.2)
+    task = asyncio.create_task(watch_event_loop(health, lambda _lag: None, interval=0.1))
+    health.watch("event_loop_watch", task)
+    started = time.monotonic()
+    await asyncio.sleep(2.0)  # the "batch": an await on a slow MongoDB
+    assert time.monotonic() - started >= 2.0
+    assert health.alive()
+    time.sleep(1.3)  # noqa: ASYNC251 - on purpose: a loop blocked past the limit
+    assert not health.alive()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
