@@ -247,8 +247,9 @@ async def test_store_down_at_start_stays_live_and_becomes_ready_by_itself(
         assert process.events("partitions_assigned")
         metrics = samples(process.http_get("/metrics")[1].decode())
         assert metrics[("pass_status_event_loop_lag_seconds_count", ())] >= STORE_DOWN_SECONDS / 2
+        # SIGTERM about a second after this late join: a clean exit within the grace (it
+        # used to take the whole grace and exit 1 when a periodic job lost its cancel).
+        code = process.stop()
+        assert code == 0, "\n".join(process.raw[-30:])
     finally:
-        # Not asserted here: a SIGTERM about a second after this late join sometimes takes
-        # the whole shutdown grace (exit 1); reported separately, owned by the runner.
-        process.stop()
         store.stop()
