@@ -2,12 +2,15 @@
 #
 # pass-status consumer image.
 #
-#   docker build -t pass-status:dev --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+#   DOCKER_BUILDKIT=1 docker build -t pass-status:dev --build-arg VERSION=0.1.0 \
+#       --build-arg REVISION=$(git rev-parse HEAD) .
 #
 # The builder stage installs the exact dependency set of uv.lock (no dev group) and the
 # project itself (not editable, so the JSON Schemas ship inside the package as
-# consumer/_schemas) into /app/.venv. The final stage holds only the Python runtime and that
-# virtual environment, runs as the numeric non-root user 10001, and needs no writable path
+# consumer/_schemas) into /app/.venv, following uv's Docker guide (cache and bind mounts,
+# --locked). scripts/rehearse_image_install.sh runs the same install commands in a clean
+# virtual environment in CI (there is no container engine there). The final stage holds only
+# the Python runtime and that virtual environment, runs as the numeric non-root user 10001, and needs no writable path
 # but /tmp (the Helm chart mounts an emptyDir there and sets readOnlyRootFilesystem).
 #
 # Every dependency has a binary wheel for CPython 3.11 on manylinux, so no compiler is
@@ -28,15 +31,26 @@ RUN pip install "uv==0.13.9"
 
 WORKDIR /src
 
-# Dependencies first (cached while only the source changes), exactly as locked.
-COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-editable --no-install-project
+# uv's documented Docker pattern (docs.astral.sh/uv/guides/integration/docker/):
+# 1. the dependencies alone, from uv.lock and pyproject.toml bind-mounted (not copied) and a
+#    cache mount for uv's downloads: this layer is rebuilt only when those two files change,
+#    never for a README or source edit. --locked fails if uv.lock is out of date.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --locked --no-dev --no-editable --no-install-project
 
-# Then the project itself, built as a wheel from the package and its schemas.
+# 2. then the project itself, built as a wheel from the package and its schemas (README.md is
+#    the package's readme, so the build needs it). The revision is written into the package
+#    (pass_status_build_info{revision}).
+COPY pyproject.toml uv.lock README.md ./
 COPY consumer/ consumer/
 COPY schemas/ schemas/
-RUN uv sync --frozen --no-dev --no-editable \
-    && /app/.venv/bin/python -c "import consumer.cli"
+ARG REVISION=unknown
+RUN sed -i "s|^REVISION = .*|REVISION = \"${REVISION}\"|" consumer/build.py
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable \
+    && /app/.venv/bin/python -m consumer --help >/dev/null
 
 
 FROM python:3.11.14-slim-bookworm

@@ -1,12 +1,13 @@
 # Developer entry points. Each target is a thin wrapper: the commands it runs are
 # the documented ones (README.md), so nothing here is required to use the project.
-.PHONY: bench bench-smoke help install services-up services-down services-status services-env tools test lint format ci demo
+.PHONY: bench bench-smoke help install services-up services-down services-status services-env tools test lint format ci demo image-rehearsal
 
 help:
 	@echo "make install        uv sync --frozen (creates .venv)"
 	@echo "make services-up    start local Kafka + FerretDB (scripts/services up)"
 	@echo "make services-down  stop them (scripts/services down; WIPE=1 also deletes their data)"
-	@echo "make test           all tests: uv run pytest (starts the services itself if needed)"
+	@echo "make test           all tests: builds helm/promtool once (cached), then uv run pytest"
+	@echo "                    (the integration tests start the services themselves if needed)"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make tools          build helm and promtool (scripts/services tools)"
@@ -33,7 +34,9 @@ services-env:
 tools:
 	scripts/services tools
 
-test: install
+# The chart and alert tests need helm and promtool: built once into the cache (a stamp skips
+# the build while tools/go.mod is unchanged), so `make test` alone works on a fresh machine.
+test: install tools
 	$(UV) run pytest
 
 lint: install
@@ -59,6 +62,9 @@ bench: install ## benchmarks -> bench/results/latest.json, docs/img/bench-*.png,
 
 bench-smoke: install ## tiny run of each benchmark against the integration services
 	$(UV) run pytest -m integration tests/bench -q
+
+image-rehearsal: ## the Dockerfile's install steps in a clean venv (what CI runs)
+	scripts/rehearse_image_install.sh
 
 ci:
 	bash .ci/run

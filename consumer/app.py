@@ -21,10 +21,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from consumer import replay as _replay
 from consumer.adapters.http import HttpServer
 from consumer.adapters.kafka import (
     KafkaPublisher,
     OutRecord,
+    TopicReader,
     check_topics,
     make_consumer,
     make_producer,
@@ -38,8 +40,7 @@ from consumer.logs import get_logger
 from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
-from consumer.service.health import Health
-from consumer.service.looplag import watch_event_loop
+from consumer.service.health import Health, watch_event_loop
 from consumer.service.outbox import OutboxRelay
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
@@ -149,6 +150,15 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
     return False
 
 
+def _cancel_on_signals() -> None:
+    task = asyncio.current_task()
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -158,7 +168,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def run_service(settings: Settings) -> int:
     """``python -m consumer run``: consume until SIGTERM/SIGINT, then exit 0."""
     registry = CollectorRegistry()
-    health = Health()
+    health = Health(max_stall_seconds=settings.liveness_max_stall_seconds)
     stop = asyncio.Event()
     _install_signals(stop)
     http = HttpServer(settings.http_host, settings.http_port, registry, health)
@@ -170,14 +180,17 @@ async def run_service(settings: Settings) -> int:
         group_id=settings.group_id,
     )
     async with core(settings, registry) as c:
+        # Liveness from the first instant: waiting for the stores below keeps the loop
+        # turning, so the pod is not restarted while a dependency is down.
+        loop_watch = asyncio.create_task(watch_event_loop(health, c.metrics.event_loop_lag.observe))
+        health.watch("event_loop_watch", loop_watch)
         await http.start()
         try:
             if not await _until_up(settings, health, stop, c):
                 return 0
             runner = _build_runner(settings, c, health)
-            lag_watch = asyncio.create_task(watch_event_loop(c.metrics))
             run_task = asyncio.create_task(runner.run(stop))
-            run_task.add_done_callback(lambda _task: lag_watch.cancel())
+            health.watch("consumer", run_task)
             await asyncio.wait(
                 [run_task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
@@ -191,6 +204,10 @@ async def run_service(settings: Settings) -> int:
                     await asyncio.wait_for(run_task, 5)
                 return 1
         finally:
+            health.stopping = True
+            loop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_watch
             await http.stop()
     log.info("service_stopped")
     return 0
@@ -266,7 +283,13 @@ def tick_events(
 async def publish_ticks(
     settings: Settings, mode: str, user_id: int | None, apply: bool
 ) -> list[dict[str, Any]]:
-    """``python -m consumer tick``: publish the tick events and wait for their acks."""
+    """``python -m consumer tick``: publish the tick events and wait for their acks.
+
+    SIGTERM or SIGINT cancels it (the producer is still closed): a CronJob's Job past its
+    deadline stops at once instead of waiting for SIGKILL, as Python running as PID 1
+    would otherwise ignore SIGTERM. The caller sees :class:`asyncio.CancelledError`.
+    """
+    _cancel_on_signals()
     events = tick_events(mode, user_id, apply, settings.tick_shards, datetime.now(UTC))
     metrics = Metrics(CollectorRegistry())
     producer = make_producer(settings)
@@ -293,3 +316,36 @@ async def run_full_check(
         await c.store.ensure_indexes()
         cause = Cause(CauseType.CHECK, f"cli-{uuid.uuid4()}")
         return await c.sweeper.full(user_id, apply, datetime.now(UTC), cause, emit=emit)
+
+
+async def dead_letters(
+    settings: Settings, selection: _replay.Selection, *, replay: bool, dry_run: bool
+) -> list[dict[str, Any]]:
+    """``python -m consumer dead-letters list|replay``: the chosen dead letters, one output
+    line each, re-published to their source topics when replaying for real."""
+    publishing = replay and not dry_run
+    producer = make_producer(settings) if publishing else None
+    try:
+        if producer is not None:
+            await _start_producer(producer)
+        chosen, lines = await _replay.run(
+            TopicReader(settings),
+            KafkaPublisher(producer, Metrics(CollectorRegistry())) if producer else None,
+            settings.topic_dead_letter,
+            selection,
+            replay=replay,
+            dry_run=dry_run,
+        )
+    finally:
+        if producer is not None:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+    for problem in chosen.unreadable:
+        log.warning("dead_letter_unreadable", detail=problem[:300])
+    log.info(
+        "dead_letters_replayed" if publishing else "dead_letters_listed",
+        topic=settings.topic_dead_letter,
+        count=len(chosen.letters),
+        dry_run=dry_run,
+    )
+    return lines

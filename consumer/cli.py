@@ -1,4 +1,4 @@
-"""The command line: ``python -m consumer run | tick | check`` (DESIGN §6).
+"""The command line: ``python -m consumer run | tick | check | dead-letters`` (DESIGN §6).
 
 One function per subcommand. The online commands live in :mod:`consumer.commands` and are
 imported only when used, so that the offline ``check --input`` starts without loading the
@@ -16,10 +16,10 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from consumer.domain.times import parse_instant
-from consumer.errors import ConfigError, FileInputError, UnreadableTimeError
+from consumer.errors import ConfigError, FileInputError, InputError, UnreadableTimeError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,6 +53,52 @@ def _instant(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _reason_codes() -> list[str]:
+    found, todo = {InputError.reason}, list(InputError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.add(cls.reason)
+        todo.extend(cls.__subclasses__())
+    return sorted(found)
+
+
+def _add_dead_letter_commands(commands: Any) -> None:
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list or replay dead letters (docs/operations.md, Dead-letter replay)",
+        description="Read the dead-letter topic (PASS_STATUS_TOPIC_DEAD_LETTER) from the "
+        "start; list the dead letters matching every filter given, or replay them to their "
+        "source topic.",
+    )
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("list", "print the matching dead letters, one JSON line each"),
+        ("replay", "re-publish the matching dead letters to their source topic"),
+    ):
+        sub = actions.add_parser(name, help=text, description=text)
+        sub.add_argument("--reason", action="append", choices=_reason_codes(), metavar="CODE")
+        sub.add_argument("--source-topic", action="append", metavar="TOPIC")
+        sub.add_argument("--since", type=_instant, metavar="ISO", help="failed at or after")
+        sub.add_argument("--until", type=_instant, metavar="ISO", help="failed before")
+        sub.add_argument("--partition", type=_non_negative_int, metavar="N", help="source")
+        sub.add_argument("--from-offset", type=_non_negative_int, metavar="N", help="source")
+        sub.add_argument("--to-offset", type=_non_negative_int, metavar="N", help="inclusive")
+        sub.add_argument("--limit", type=_positive_int, metavar="N", help="oldest N only")
+        if name == "replay":
+            sub.add_argument("--dry-run", action="store_true", help="publish nothing")
+        sub.set_defaults(handler=dead_letters_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Keeps cached Bytemark pass statuses true.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--apply", action="store_true", help="save the changes (else dry run)")
     check.add_argument("--output", type=Path, metavar="FILE", help="with --input --apply")
     check.set_defaults(handler=check_command)
+    _add_dead_letter_commands(commands)
     return parser
 
 
@@ -93,6 +140,18 @@ def tick_command(args: argparse.Namespace) -> int:
     from consumer import commands  # noqa: PLC0415 - loads Kafka and MongoDB clients
 
     return commands.tick_command(args)
+
+
+def dead_letters_command(args: argparse.Namespace) -> int:
+    command = f"dead-letters {args.action}"
+    if args.since and args.until and args.since >= args.until:
+        raise ConfigError(f"{command}: --since must be before --until")
+    offsets = (args.from_offset, args.to_offset)
+    if None not in offsets and offsets[0] > offsets[1]:
+        raise ConfigError(f"{command}: --from-offset must not exceed --to-offset")
+    from consumer import commands  # noqa: PLC0415 - loads Kafka and MongoDB clients
+
+    return commands.dead_letters_command(args)
 
 
 def check_command(args: argparse.Namespace) -> int:

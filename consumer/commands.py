@@ -1,4 +1,5 @@
-"""The online subcommands: ``run``, ``tick`` and ``check --user ID | --all``.
+"""The online subcommands: ``run``, ``tick``, ``check --user ID | --all`` and
+``dead-letters list|replay``.
 
 Each turns parsed arguments into a call of the composition root and an exit code:
 0 done, 1 a runtime failure (infrastructure unreachable), 2 bad configuration.
@@ -13,7 +14,7 @@ import sys
 
 import orjson
 
-from consumer import app, logs
+from consumer import app, logs, replay
 from consumer.errors import ConfigError, MissingTopicError, PublishRejectedError, TransientError
 from consumer.settings import Settings, unknown_variables
 
@@ -23,6 +24,9 @@ log = logs.get_logger(__name__)
 def load_settings() -> Settings:
     """The process's settings; the one place the environment is read."""
     return Settings.from_env(os.environ)
+
+
+EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 
 
 def _fail(code: int, message: str) -> int:
@@ -62,6 +66,8 @@ def tick_command(args: argparse.Namespace) -> int:
         )
     except TransientError as exc:
         return _fail(1, str(exc))
+    except asyncio.CancelledError:
+        return _fail(EXIT_SIGTERM, "tick: stopped by SIGTERM; no tick was acknowledged")
     for event in events:
         sys.stdout.write(orjson.dumps(event).decode() + "\n")
     return 0
@@ -79,4 +85,36 @@ def online_check_command(args: argparse.Namespace) -> int:
         asyncio.run(app.run_full_check(settings, args.user, apply=args.apply, emit=emit))
     except (TransientError, PublishRejectedError) as exc:
         return _fail(1, str(exc))
+    return 0
+
+
+def dead_letters_command(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    if isinstance(settings, int):
+        return settings
+    selection = replay.Selection(
+        reasons=frozenset(args.reason or ()),
+        source_topics=frozenset(args.source_topic or ()),
+        since=args.since,
+        until=args.until,
+        source_partition=args.partition,
+        min_offset=args.from_offset,
+        max_offset=args.to_offset,
+        limit=args.limit,
+    )
+    try:
+        lines = asyncio.run(
+            app.dead_letters(
+                settings,
+                selection,
+                replay=args.action == "replay",
+                dry_run=bool(getattr(args, "dry_run", False)),
+            )
+        )
+    except MissingTopicError as exc:
+        return _fail(2, str(exc))
+    except TransientError as exc:
+        return _fail(1, str(exc))
+    for line in lines:
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
     return 0

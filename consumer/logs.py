@@ -12,6 +12,7 @@ message or a field is replaced before it is written.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -22,6 +23,18 @@ import orjson
 from consumer.redact import scrub
 
 _secrets: tuple[str, ...] = ()
+_PLACEHOLDER = re.compile(r"%(\([^)]*\))?[-#0 +]*\d*(\.\d+)?[sdrifxXeEgGa%]|\{[^}]*\}")
+_EVENT_WORDS = 4
+
+
+def library_event(logger_name: str, template: object) -> str:
+    """A snake_case event name for a library's free-text line: the library's name and the
+    first words of the message *template* (before any value is formatted in), e.g.
+    ``aiokafka_heartbeat_failed_for_group``. Templates are fixed strings, so the names form a
+    small set that can be searched and counted."""
+    library = re.sub(r"[^a-z0-9]+", "_", logger_name.split(".", 1)[0].lower()).strip("_")
+    words = re.findall(r"[a-z0-9]+", _PLACEHOLDER.sub(" ", str(template)).lower())
+    return "_".join([library or "library", *words[:_EVENT_WORDS]] if words else [library, "log"])
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,6 +50,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
+        else:  # a library's line (aiokafka, pymongo): free text is not an event name
+            entry["event"] = library_event(record.name, record.msg)
+            entry["message"] = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
             exc_type, exc, _tb = record.exc_info
             entry["error_type"] = exc_type.__name__

@@ -99,6 +99,10 @@ class Settings:
         "Most bytes (BSON) of user documents a ticket-used batch holds at once; "
         "more are read in rounds.",
     )
+    liveness_max_stall_seconds: float = _setting(
+        30.0,
+        "/healthz fails when the event loop has not turned for this long (blocked or lagging).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -138,6 +142,8 @@ class Settings:
         for name, minimum in _MINIMUMS.items():
             if getattr(self, name) < minimum:
                 raise ConfigError(f"PASS_STATUS_{name.upper()} must be at least {minimum}")
+        if self.liveness_max_stall_seconds <= 1:
+            raise ConfigError("PASS_STATUS_LIVENESS_MAX_STALL_SECONDS must be more than 1")
         if not 0 <= self.http_port <= 65535:
             raise ConfigError("PASS_STATUS_HTTP_PORT must be between 0 and 65535")
         if self.backoff_max_seconds < self.backoff_initial_seconds:

@@ -7,7 +7,9 @@
 #      ScaledObject, TriggerAuthentication) have no built-in schema: they are skipped here by
 #      name and checked structurally by tests/unit/test_chart.py; any other kind without a
 #      schema is an error;
-#   3. promtool check rules and promtool test rules on helm/pass-status/files/alerts.yaml.
+#   3. values.schema.json rejects bad input: a wrong type and an unknown key must each fail
+#      both helm lint --strict and helm template, naming the bad value;
+#   4. promtool check rules and promtool test rules on helm/pass-status/files/alerts.yaml.
 #
 # helm and promtool come from ${PASS_STATUS_CACHE:-$HOME/.cache/pass-status}/bin (built by
 # `scripts/services tools`) or from PATH.
@@ -94,6 +96,31 @@ for set in "${value_sets[@]}"; do
     passed=$(printf '%s\n' "$report" | grep -c '^INFO .* passed' || true)
     [[ $passed -gt 0 ]] || die "kubernetes-validate validated no resource for $set"
     printf '%s resources valid against Kubernetes %s\n' "$passed" "$k8s_version"
+done
+
+# A bad type and an unknown key: each must fail lint and template with the schema's message.
+schema_cases=(
+    "replicaCount=two|got string, want integer"
+    "replicaCnt=2|additional properties 'replicaCnt' not allowed"
+)
+for case in "${schema_cases[@]}"; do
+    item=${case%%|*}
+    want=${case#*|}
+    for cmd in lint template; do
+        step "helm $cmd --set $item must fail (values.schema.json)"
+        if [[ $cmd == lint ]]; then
+            args=(lint --strict "$chart")
+        else
+            args=(template pass-status "$chart" --kube-version "$k8s_version")
+        fi
+        set +e
+        out=$("$helm_bin" "${args[@]}" --set "$item" 2>&1)
+        rc=$?
+        set -e
+        [[ $rc -ne 0 ]] || die "helm $cmd accepted --set $item"
+        grep -qF -- "$want" <<<"$out" || die "helm $cmd --set $item failed without '$want': $out"
+        printf 'rejected: %s\n' "$want"
+    done
 done
 
 step "promtool check rules"

@@ -1,6 +1,7 @@
 """A minimal HTTP/1.1 server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Served by the event loop itself, so a stalled loop fails the liveness probe.
+Served by the event loop itself, so a blocked loop fails the liveness probe (no answer), and
+a loop that lags past the limit answers 503 (see :mod:`consumer.service.health`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ log = get_logger(__name__)
 
 class HealthSource(Protocol):
     def ready(self) -> bool: ...
-    def alive(self, max_stall_seconds: float = 30.0) -> bool: ...
+    def alive(self) -> bool: ...
     def report(self) -> dict[str, object]: ...
+    def liveness_report(self) -> dict[str, object]: ...
 
 
 class HttpServer:
@@ -49,7 +51,7 @@ class HttpServer:
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(self._registry)),
             "/healthz": lambda: _json(
-                200 if self._health.alive() else 503, {"alive": self._health.alive()}
+                200 if self._health.alive() else 503, self._health.liveness_report()
             ),
             "/readyz": lambda: _json(200 if self._health.ready() else 503, self._health.report()),
         }

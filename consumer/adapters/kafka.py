@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     CorruptRecordException,
@@ -44,11 +44,34 @@ _RECORD_ERRORS = (
 )
 
 
+Headers = tuple[tuple[str, bytes], ...]
+"""Kafka record headers, in order (names may repeat)."""
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""W3C Trace Context headers: copied from an input to the records it causes."""
+
+
+def trace_headers(headers: Headers) -> Headers:
+    return tuple((k, v) for k, v in headers if k in TRACE_HEADERS)
+
+
+def traceparent_of(headers: Headers) -> str:
+    """The input's ``traceparent`` header as text ("" if absent or not ASCII)."""
+    for key, value in headers:
+        if key == "traceparent":
+            try:
+                return value.decode("ascii")
+            except UnicodeDecodeError:
+                return ""
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class OutRecord:
     topic: str
     key: bytes | None
     value: bytes
+    headers: Headers = ()
 
 
 class Publisher(Protocol):
@@ -121,7 +144,10 @@ class KafkaPublisher:
         try:
             # send() only enqueues; awaiting the futures waits for the acknowledgements,
             # so a whole batch shares the producer's request pipelining.
-            futures = [await self._producer.send(r.topic, r.value, key=r.key) for r in records]
+            futures = [
+                await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
+                for r in records
+            ]
             await asyncio.gather(*futures)
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("publish").inc()
@@ -152,3 +178,62 @@ async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
         raise MissingTopicError(
             "missing Kafka topics: " + ", ".join(missing) + " (create them, e.g. scripts/topics)"
         )
+
+
+class TopicReader:
+    """Reads a whole topic from its beginning up to the end offsets found when asked, with
+    no consumer group (nothing committed, no rebalance): the dead-letter replay's source."""
+
+    def __init__(self, settings: Settings, timeout_seconds: float = 60.0) -> None:
+        self._settings = settings
+        self._timeout = timeout_seconds
+
+    async def read_all(self, topic: str) -> list[tuple[str, int, int, bytes | None]]:
+        partitions = await self._partitions(topic)
+        consumer = AIOKafkaConsumer(
+            client_id=f"{self._settings.client_id}-dead-letters",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **connection_options(self._settings),
+        )
+        try:
+            await consumer.start()
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            return await asyncio.wait_for(self._drain(consumer, ends), self._timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailableError(f"cannot read topic {topic}: {exc!r}") from exc
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, topic: str) -> list[int]:
+        admin = AIOKafkaAdminClient(
+            client_id=f"{self._settings.client_id}-admin", **connection_options(self._settings)
+        )
+        try:
+            await admin.start()
+            (described,) = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"cannot describe topic {topic}: {exc!r}") from exc
+        finally:
+            await admin.close()
+        partitions = sorted(p["partition"] for p in described.get("partitions", []))
+        if described.get("error_code") or not partitions:
+            raise MissingTopicError(f"missing Kafka topic: {topic}")
+        return partitions
+
+    async def _drain(
+        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+    ) -> list[tuple[str, int, int, bytes | None]]:
+        out: list[tuple[str, int, int, bytes | None]] = []
+        pending = {tp for tp, end in ends.items() if end > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for messages in batch.values():
+                out.extend((m.topic, m.partition, m.offset, m.value) for m in messages)
+            # Transaction markers and compaction leave gaps: the position says where we are.
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return out

@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from consumer import __version__
+from consumer.build import REVISION
 from consumer.errors import InputError
 
 
@@ -28,6 +38,8 @@ SWEEP_MODES = ("due", "full")
 DEAD_LETTER_REASONS = tuple(
     sorted({cls.reason for cls in _all_subclasses(InputError)} | {InputError.reason})
 )
+_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REBALANCE_KINDS = ("assigned", "revoked")
 _SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -36,14 +48,27 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        _register_runtime_collectors(registry)
         p = "pass_status_"
         self.build_info = Gauge(
             p + "build_info",
             "Build information; the value is always 1.",
-            ["version", "python_version"],
+            ["version", "revision", "python_version"],
             registry=registry,
         )
-        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.build_info.labels(__version__, REVISION, platform.python_version()).set(1)
+        self.event_loop_lag = Histogram(
+            p + "event_loop_lag_seconds",
+            "How much later than asked the event loop ran a 0.1 s timer: time other work held it.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            p + "rebalances_total",
+            "Consumer-group rebalance callbacks, by kind (assigned, revoked).",
+            ["kind"],
+            registry=registry,
+        )
         self.events_consumed = Counter(
             p + "events_consumed_total",
             "Input events consumed, by topic and outcome (applied, no_change, dead_lettered).",
@@ -179,13 +204,7 @@ class Metrics:
         )
         self.ready = Gauge(
             p + "ready",
-            "1 when the consumer is ready (assigned, stores reachable, not backing off).",
-            registry=registry,
-        )
-        self.event_loop_lag = Histogram(
-            p + "event_loop_lag_seconds",
-            "How much later than asked the event loop ran a 0.1 s timer: a step blocking it.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            "1 when ready: in the group, stores reachable, not backing off or stopping.",
             registry=registry,
         )
         self.check_logs_written = Counter(
@@ -206,3 +225,17 @@ class Metrics:
             self.dead_letters.labels(reason)
         for kind in ("interval", "full", "due"):
             self.check_logs_written.labels(kind)
+        for kind in REBALANCE_KINDS:
+            self.rebalances.labels(kind)
+
+
+def _register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """Process (CPU, memory, file descriptors), GC and platform metrics on ``registry``.
+
+    prometheus_client's default registry has them already; an injected one starts bare.
+    """
+    if registry is REGISTRY:
+        return
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)

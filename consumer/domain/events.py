@@ -29,6 +29,7 @@ class TicketUsed:
     user_id: int
     pass_uuid: str
     used_at: str
+    traceparent: str = ""  # W3C trace context of the record (a header), carried to its effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +47,16 @@ class Tick:
 class Cause:
     type: CauseType
     event_id: str
+    traceparent: str = ""  # the causing record's trace context; "" when it had none
 
 
 def status_changed_event(
     user_id: int, transition: Transition, detected_at: datetime, cause: Cause
 ) -> dict[str, Any]:
-    """The pass-status-changed event of one transition (schemas/pass-status-changed.v1.json)."""
-    return {
+    """The pass-status-changed event of one transition (schemas/pass-status-changed.v1.json),
+    plus the cause's ``traceparent`` when there is one: it travels with the outbox entry and
+    is published as a header, not in the event's body."""
+    event: dict[str, Any] = {
         "event_id": status_changed_event_id(user_id, transition.pass_uuid, transition.to_status),
         "user_id": user_id,
         "pass_uuid": transition.pass_uuid,
@@ -63,3 +67,6 @@ def status_changed_event(
         "detected_at": format_instant(detected_at),
         "cause": {"type": str(cause.type), "event_id": cause.event_id},
     }
+    if cause.traceparent:
+        event["traceparent"] = cause.traceparent
+    return event

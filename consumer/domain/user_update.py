@@ -95,7 +95,9 @@ def plan_user_update(
         except InputError as exc:
             rejected.append(RejectedEvent(event, exc))
             continue
-        cause_by_pass[event.pass_uuid] = Cause(CauseType.TICKET_USED, event.event_id)
+        cause_by_pass[event.pass_uuid] = Cause(
+            CauseType.TICKET_USED, event.event_id, event.traceparent
+        )
         if first_use is not None:
             first_use_sets.append(first_use)
 

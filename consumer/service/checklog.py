@@ -82,14 +82,17 @@ class CheckLogSink:
         spill: SortedLogSpill,
         kind: str,
         emit: Emit | None = None,
+        traceparent: str = "",
     ) -> WrittenCheckLog:
         """Write the check-log part(s) of one check from ``spill``; ``emit`` gets each part
-        once it is stored and published (the online ``check`` prints them)."""
+        once it is stored and published (the online ``check`` prints them). A
+        ``traceparent`` (the causing tick's) is published as a header of every part."""
         planner = PartPlanner(header_budget(check_time, check_user, edit_mode), self._max_bytes)
         async for entry in self._entries(spill):
             planner.add(entry.size)
         counts = planner.counts()
         entries = aiter(self._entries(spill))
+        headers = (("traceparent", traceparent.encode()),) if traceparent else ()
         ids: list[int] = []
         for number, count in enumerate(counts, start=1):
             if len(counts) == 1:
@@ -103,7 +106,7 @@ class CheckLogSink:
             }
             part["_id"] = await self._store.insert_check_log(part)
             await self._publisher.publish(
-                [OutRecord(self._topic, str(check_user or 0).encode(), orjson.dumps(part))]
+                [OutRecord(self._topic, str(check_user or 0).encode(), orjson.dumps(part), headers)]
             )
             ids.append(part["_id"])
             if emit is not None:

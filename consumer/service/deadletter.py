@@ -1,4 +1,8 @@
-"""Dead-letter records: the raw input bytes plus where they came from and why they failed."""
+"""Dead-letter records: the raw input bytes and headers, where they came from, why they failed.
+
+The dead letter keeps the input's headers twice: in its body (``headers``, base64 values,
+so the JSON is self-contained for ``dead-letters list``) and as its own Kafka headers (so
+trace context and producers' metadata follow it without decoding)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from consumer.adapters.kafka import OutRecord
+from consumer.adapters.kafka import Headers, OutRecord
 from consumer.domain.times import format_instant
 from consumer.errors import BadDocumentError, InputError, PassStatusError
 
@@ -24,6 +28,7 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+    headers: Headers = ()
 
 
 def input_record(message: Any) -> InputRecord:
@@ -35,6 +40,7 @@ def input_record(message: Any) -> InputRecord:
         key=message.key,
         value=message.value,
         timestamp_ms=message.timestamp,
+        headers=tuple(getattr(message, "headers", None) or ()),
     )
 
 
@@ -66,4 +72,6 @@ def dead_letter(
         "failed_at": format_instant(failed_at),
         "consumer_group": group_id,
     }
-    return OutRecord(topic=topic, key=record.key, value=orjson.dumps(body))
+    if record.headers:
+        body["headers"] = [{"key": k, "value_base64": _b64(v)} for k, v in record.headers]
+    return OutRecord(topic=topic, key=record.key, value=orjson.dumps(body), headers=record.headers)

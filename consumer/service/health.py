@@ -1,15 +1,31 @@
-"""Liveness and readiness state, shared by the consume loop and the HTTP server."""
+"""Liveness and readiness state, shared by the service's tasks and the HTTP server.
+
+- **Liveness** (``/healthz``): the event loop turns and the service's tasks are alive.
+  :func:`watch_event_loop` wakes every ``interval`` seconds, measures how late it woke (the
+  event-loop lag) and refreshes the heartbeat. It runs from the first instant of the
+  process, so waiting for MongoDB or Kafka at start, backing off, or a long batch (all
+  awaits) keep the service live; only a loop blocked for ``max_stall_seconds`` or a watched
+  task that ended on its own fail it.
+- **Readiness** (``/readyz``, ``pass_status_ready``): the consumer can do useful work now:
+  started, in the group, MongoDB and Kafka reachable, not backing off, not stopping. A
+  replica with no partitions (more replicas than partitions) is ready: it is a standby that
+  takes partitions at the next rebalance, and marking it unready would stall rollouts and
+  node drains and page for nothing. ``assigned_partitions`` is reported beside it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
 class Health:
-    """Mutable health facts; the loop sets them, ``/readyz`` reads them."""
+    """Mutable health facts; the tasks set them, the HTTP server reads them."""
 
+    max_stall_seconds: float = 30.0
     started: bool = False
     joined_group: bool = False
     assigned_partitions: int = 0
@@ -19,13 +35,11 @@ class Health:
     stopping: bool = False
     last_error: str = ""
     heartbeat: float = field(default_factory=time.monotonic)
+    loop_lag_seconds: float = 0.0
+    _watched: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     def ready(self) -> bool:
-        """Ready: in the group, both stores reachable, not backing off, not stopping.
-
-        A replica with no partitions (more replicas than partitions) is still ready: it
-        is a healthy standby, and alerting on it would page for nothing.
-        """
+        """Ready: in the group, both stores reachable, not backing off, not stopping."""
         return (
             self.started
             and self.joined_group
@@ -35,8 +49,31 @@ class Health:
             and not self.stopping
         )
 
-    def alive(self, max_stall_seconds: float = 30.0) -> bool:
-        return time.monotonic() - self.heartbeat < max_stall_seconds
+    def beat(self, loop_lag_seconds: float) -> None:
+        self.heartbeat = time.monotonic()
+        self.loop_lag_seconds = loop_lag_seconds
+
+    def watch(self, name: str, task: asyncio.Task[object]) -> None:
+        """Fail liveness if ``task`` ends while the service is not stopping."""
+        self._watched[name] = task
+
+    def dead_tasks(self) -> list[str]:
+        if self.stopping:
+            return []
+        return sorted(name for name, task in self._watched.items() if task.done())
+
+    def alive(self) -> bool:
+        stalled = time.monotonic() - self.heartbeat >= self.max_stall_seconds
+        return not stalled and not self.dead_tasks()
+
+    def liveness_report(self) -> dict[str, object]:
+        return {
+            "alive": self.alive(),
+            "seconds_since_heartbeat": round(time.monotonic() - self.heartbeat, 3),
+            "max_stall_seconds": self.max_stall_seconds,
+            "event_loop_lag_seconds": round(self.loop_lag_seconds, 4),
+            "dead_tasks": self.dead_tasks(),
+        }
 
     def report(self) -> dict[str, object]:
         return {
@@ -50,3 +87,20 @@ class Health:
             "stopping": self.stopping,
             "last_error": self.last_error,
         }
+
+
+async def watch_event_loop(
+    health: Health, observe_lag: Callable[[float], None], interval: float = 0.1
+) -> None:
+    """Refresh the heartbeat every ``interval`` seconds and observe the loop's lag.
+
+    The lag is how much later than asked the sleep returned: the time other callbacks held
+    the loop. A loop blocked by CPU-bound or synchronous code shows here first.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        asked_at = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - asked_at - interval)
+        observe_lag(lag)
+        health.beat(lag)

@@ -161,6 +161,7 @@ class OutboxRelay:
             topic=self._topic,
             key=str(entry["user_id"]).encode(),
             value=orjson.dumps(_public(entry)),
+            headers=_trace(entry),
         )
 
     async def relay_orphans(self, now: datetime, older_than: timedelta, limit: int = 500) -> int:
@@ -188,6 +189,12 @@ class OutboxRelay:
 def _key(doc_id: Any) -> tuple[str, str]:
     """A sortable key of a document ``_id`` (ids of mixed types are not comparable)."""
     return (type(doc_id).__name__, str(doc_id))
+
+
+def _trace(entry: Mapping[str, Any]) -> tuple[tuple[str, bytes], ...]:
+    """The causing input's trace context, kept in the outbox entry, as a header."""
+    traceparent = entry.get("traceparent")
+    return (("traceparent", str(traceparent).encode()),) if traceparent else ()
 
 
 def _public(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -138,9 +138,7 @@ class Runner:
         log.info("consumer_stopping", in_flight_ticks=len(self._tick_tasks))
         try:
             await self._tick_tasks.finish(grace * 0.6)
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await _cancel_all(background)
             with contextlib.suppress(TransientError, TimeoutError):
                 await asyncio.wait_for(self._flush_summary(), grace * 0.1)
         finally:
@@ -296,6 +294,7 @@ class Runner:
             pass
         await self._tick_tasks.cancel(revoked)
         self._plan.partitions_revoked(list(revoked))
+        self._metrics.rebalances.labels("revoked").inc()
         log.info(
             "partitions_revoked", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in revoked)
         )
@@ -305,12 +304,25 @@ class Runner:
         self._health.backing_off = False
         self._health.joined_group = True
         self._plan.partitions_assigned(list(self._consumer.assignment()))
+        self._metrics.rebalances.labels("assigned").inc()
         self._health.assigned_partitions = len(self._consumer.assignment())
         self._metrics.assigned_partitions.set(self._health.assigned_partitions)
         log.info(
             "partitions_assigned",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
         )
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those still running each second:
+    on Python 3.11 ``asyncio.wait_for`` (used by the periodic jobs) can lose a cancellation
+    that arrives as its inner call finishes, and one lost cancel must not hold up shutdown."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=1.0)
+    await asyncio.gather(*tasks, return_exceptions=True)  # retrieve their outcomes
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

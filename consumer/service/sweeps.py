@@ -117,7 +117,9 @@ class Sweeper:
             with SortedLogSpill() as spill:
                 run = _SweepRun(self, check_time, apply, cause, "full", spill)
                 await run.over(self.store.all_users(user_id))
-                written = await self.sink.write(check_time, user_id, apply, spill, "full", emit)
+                written = await self.sink.write(
+                    check_time, user_id, apply, spill, "full", emit, cause.traceparent
+                )
             return run.finish(written.ids)
         sweep_id = f"full:{cause.event_id}:{shard}/{shards}"
         progress = await self.store.load_sweep(sweep_id)
@@ -137,7 +139,9 @@ class Sweeper:
             async for entries in self.store.sweep_entries(sweep_id):
                 for e in entries:
                     spill.add_encoded(EncodedEntry(e["u"], e["b"], bytes(e["j"]), e["s"]))
-            written = await self.sink.write(check_time, None, apply, spill, "full", emit)
+            written = await self.sink.write(
+                check_time, None, apply, spill, "full", emit, cause.traceparent
+            )
         await self.store.finish_sweep(sweep_id)
         return run.finish(written.ids)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from consumer.adapters.kafka import OutRecord, Publisher
+from consumer.adapters.kafka import OutRecord, Publisher, traceparent_of
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import UserStore
 from consumer.domain.checklog import user_log
@@ -80,6 +81,9 @@ class TicketUsedHandler:
             except InputError as exc:
                 dead.append(self._dead(record, exc, now))
                 continue
+            traceparent = traceparent_of(record.headers)
+            if traceparent:
+                event = dataclasses.replace(event, traceparent=traceparent)
             work = by_user[event.user_id]
             work.records.append(record)
             work.events.append(event)
@@ -116,7 +120,9 @@ class TicketUsedHandler:
             if doc is None:
                 unknown = UnknownUserError(f"no cache document for user_id {user_id}")
                 return [self._dead(r, unknown, now) for r in work.records], [], {}
-            cause = Cause(CauseType.TICKET_USED, work.events[-1].event_id)
+            cause = Cause(
+                CauseType.TICKET_USED, work.events[-1].event_id, work.events[-1].traceparent
+            )
             try:
                 # The partition owner relays the user's whole pending outbox in order, so a
                 # later transition is never published before an earlier one left pending.

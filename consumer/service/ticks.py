@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consumer.adapters.kafka import Publisher
+from consumer.adapters.kafka import Publisher, traceparent_of
 from consumer.adapters.metrics import Metrics
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
 from consumer.errors import InputError, TickFailedError, TransientError, UnknownUserError
@@ -43,7 +43,7 @@ class TickHandler:
         outcome = "dead_lettered"
         try:
             tick = parse_tick(record.value, self._max_bytes, now, self._max_future)
-            result = await self.run(tick)
+            result = await self.run(tick, traceparent_of(record.headers))
         except TransientError:
             raise
         except Exception as caught:
@@ -74,9 +74,9 @@ class TickHandler:
         self._metrics.events_consumed.labels(record.topic, outcome).inc()
         return result
 
-    async def run(self, tick: Tick) -> SweepResult:
+    async def run(self, tick: Tick, traceparent: str = "") -> SweepResult:
         """Run the sweep ``tick`` asks for (an unknown ``user_id`` is bad input)."""
-        cause = Cause(CauseType.TICK, tick.event_id)
+        cause = Cause(CauseType.TICK, tick.event_id, traceparent)
         log.info(
             "tick_started",
             mode=str(tick.mode),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import socket
+import socketserver
 import subprocess
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.uri_parser import parse_uri
 
 from tests.integration.factories import a_pass, a_user, tick, ticket_used
 from tests.integration.harness import (
@@ -140,3 +145,111 @@ async def test_metrics_move_with_traffic_and_pass_promtool(
     assert orjson.loads(ready_body)["mongodb_ok"] is True
     assert process.http_get("/nope")[0] == 404
     assert process.stop() == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _StoreProxy:
+    """The store "returning": a TCP proxy that starts listening on ``port`` and forwards every
+    connection to the real MongoDB-compatible server. Before :meth:`start` nothing listens
+    there, exactly as with a server that is down (connections refused); the shared server
+    itself is never stopped."""
+
+    def __init__(self, port: int, upstream: tuple[str, int]) -> None:
+        self._port = port
+        self._upstream = upstream
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self) -> None:
+        upstream = self._upstream
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.create_connection(upstream, timeout=10) as remote:
+                    remote.settimeout(None)
+                    back = threading.Thread(target=_copy, args=(remote, self.request), daemon=True)
+                    back.start()
+                    _copy(self.request, remote)
+                    back.join(timeout=5)
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", self._port), Pipe)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def _host_port(mongodb_uri: str) -> tuple[str, int]:
+    host, port = parse_uri(mongodb_uri)["nodelist"][0]
+    return str(host), int(port)
+
+
+STORE_DOWN_SECONDS = 90.0
+
+
+async def test_store_down_at_start_stays_live_and_becomes_ready_by_itself(
+    service_env: ServiceEnv, consumers: list[ConsumerProcess], mongodb_uri: str
+) -> None:
+    """MongoDB is down for 90 s at start: /healthz stays 200 throughout (no restart loop),
+    /readyz stays 503, and the consumer becomes ready on its own once the store answers."""
+    port = _free_port()
+    service = service_env.with_overrides(mongodb_uri=f"mongodb://127.0.0.1:{port}")
+    process = ConsumerProcess(service)
+    consumers.append(process)
+    with contextlib.suppress(AssertionError):  # no consumer_started while the store is down
+        process.start(wait_assigned=False, timeout=1)
+    process.wait_for("http_server_started", timeout=30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    checks = 0
+    while loop.time() - started < STORE_DOWN_SECONDS:
+        if process.port is not None:
+            health_status, health_body = process.http_get("/healthz")
+            assert health_status == 200, (round(loop.time() - started), health_body)
+            ready_status, ready_body = process.http_get("/readyz")
+            assert ready_status == 503, ready_body
+            assert orjson.loads(ready_body)["mongodb_ok"] is False
+            checks += 1
+        await asyncio.sleep(2)
+    assert checks >= 40, f"only {checks} probes answered in {STORE_DOWN_SECONDS} s"
+    assert process.events("startup_waiting"), "the store was never waited for"
+
+    store = _StoreProxy(port, _host_port(mongodb_uri))
+    store.start()
+    try:
+        deadline = loop.time() + 90
+        while True:
+            ready_status, ready_body = process.http_get("/readyz")
+            if ready_status == 200 or loop.time() > deadline:
+                break
+            assert process.http_get("/healthz")[0] == 200
+            await asyncio.sleep(1)
+        assert ready_status == 200, ready_body
+        assert process.events("partitions_assigned")
+        metrics = samples(process.http_get("/metrics")[1].decode())
+        assert metrics[("pass_status_event_loop_lag_seconds_count", ())] >= STORE_DOWN_SECONDS / 2
+        # SIGTERM about a second after this late join: a clean exit within the grace (it
+        # used to take the whole grace and exit 1 when a periodic job lost its cancel).
+        code = process.stop()
+        assert code == 0, "\n".join(process.raw[-30:])
+    finally:
+        store.stop()

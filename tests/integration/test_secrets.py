@@ -3,25 +3,41 @@ error messages of the consumer or of the one-shot commands.
 
 The consumer runs with a MongoDB URI holding a user and password (FerretDB does not
 enforce authentication here, or refuses it: either way the output is scanned) and with
-Kafka SASL PLAIN settings against the PLAINTEXT broker, so every Kafka connection fails
-and the error paths print what they print.
+Kafka SASL settings: against the PLAINTEXT broker (every Kafka connection fails, the error
+paths print what they print), and against a real SASL_PLAINTEXT listener (PLAIN and
+SCRAM-SHA-512), both with the right password (the consumer works) and a wrong one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
 
-from tests.integration.harness import REPO, ServiceEnv
+from tests.integration.factories import a_pass, a_user, ticket_used
+from tests.integration.harness import (
+    REPO,
+    ConsumerProcess,
+    ServiceEnv,
+    all_topics,
+    produce_json,
+    read_topic,
+    service_environment,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +162,157 @@ def test_one_shot_commands_print_no_credentials(
     assert done.returncode != 0, "Kafka must refuse the SASL settings of this test"
     assert printed.strip(), "an error must be reported"
     assert _leaks(printed) == [], printed[-3000:]
+
+
+# --- a real SASL_PLAINTEXT listener ---------------------------------------------------------
+# A Kafka of this test module only, started by `scripts/services up --sasl` in a temporary
+# state directory on free ports, and stopped afterwards (the shared Kafka is never touched,
+# and concurrent test runs each get their own). Its one user accepts SASL_PASSWORD with PLAIN
+# and SCRAM-SHA-512.
+
+SASL_USER = "pass-status"
+WRONG_PASSWORD = "Wr0ng-Pw-n0t-th3-0ne"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(
+    mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """``plaintext`` (admin, test producers) and ``sasl`` bootstrap addresses of one broker."""
+    port, controller, sasl = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if k != "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(
+        PASS_STATUS_STATE=str(tmp_path_factory.mktemp("sasl-services")),
+        PASS_STATUS_LOCAL_KAFKA_PORT=str(port),
+        PASS_STATUS_LOCAL_KAFKA_CONTROLLER_PORT=str(controller),
+        PASS_STATUS_LOCAL_KAFKA_SASL_PORT=str(sasl),
+        PASS_STATUS_MONGODB_URI=mongodb_uri,  # only Kafka is started
+        PASS_STATUS_LOCAL_KAFKA_HEAP="256m",
+        PASS_STATUS_LOCAL_KAFKA_SASL_USERNAME=SASL_USER,
+        PASS_STATUS_LOCAL_KAFKA_SASL_PASSWORD=SASL_PASSWORD,
+    )
+    services = str(REPO / "scripts" / "services")
+    try:
+        up = subprocess.run(
+            [services, "up", "--sasl"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if up.returncode != 0:
+            pytest.fail(f"scripts/services up --sasl failed:\n{up.stderr}", pytrace=False)
+        yield {"plaintext": f"127.0.0.1:{port}", "sasl": f"127.0.0.1:{sasl}"}
+    finally:
+        subprocess.run(
+            [services, "down", "--wipe"], check=False, env=env, capture_output=True, timeout=120
+        )
+
+
+@pytest.fixture
+async def sasl_service(
+    sasl_kafka: dict[str, str], mongodb_uri: str, unique_name: str
+) -> AsyncIterator[ServiceEnv]:
+    """A deployment on the SASL listener: its topics, its database, MongoDB credentials in
+    the URI (PLAIN: FerretDB does not check them), Kafka credentials of the SASL user."""
+    host = mongodb_uri.split("://", 1)[1].split("/", 1)[0]
+    password = urllib.parse.quote(MONGO_PASSWORD, safe="")
+    service = service_environment(
+        unique_name,
+        sasl_kafka["sasl"],
+        f"mongodb://svc-user:{password}@{host}{MECHANISMS['plain']}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username=SASL_USER,
+        kafka_sasl_password=SASL_PASSWORD,
+        log_level="DEBUG",
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=sasl_kafka["plaintext"])
+    await admin.start()
+    topics = all_topics(service.settings)
+    try:
+        await admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+        yield service
+    finally:
+        await admin.delete_topics(topics)
+        await admin.close()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri)
+        await client.drop_database(service.settings.mongodb_database)
+        await client.close()
+
+
+def _scan(process: ConsumerProcess) -> list[str]:
+    bodies = [process.http_get(path)[1].decode() for path in ("/metrics", "/readyz", "/healthz")]
+    return _leaks("\n".join(process.raw + bodies)) + _leaks_of(WRONG_PASSWORD, "\n".join(bodies))
+
+
+def _leaks_of(secret: str, text: str) -> list[str]:
+    return sorted(form for form in _forms(secret) if form in text)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+async def test_the_consumer_works_through_a_real_sasl_listener_and_prints_no_credentials(
+    sasl_service: ServiceEnv, sasl_kafka: dict[str, str], mongodb_uri: str, mechanism: str
+) -> None:
+    service = sasl_service.with_overrides(kafka_sasl_mechanism=mechanism)
+    settings = service.settings
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+    the_pass = a_pass("USABLE", timedelta(hours=1))
+    await client[settings.mongodb_database][settings.collection_cache].insert_one(
+        a_user(31337, [the_pass])
+    )
+    await client.close()
+    process = ConsumerProcess(service).start()
+    try:
+        await produce_json(
+            sasl_kafka["plaintext"],
+            settings.topic_ticket_used,
+            [ticket_used(31337, the_pass["pass_uuid"])],
+        )
+        (change,) = await read_topic(
+            sasl_kafka["plaintext"], settings.topic_status_changed, expect=1
+        )
+        assert orjson.loads(change.value)["status_log"] == "USABLE -> USING"
+        assert process.http_get("/healthz")[0] == 200
+        leaks = _scan(process)
+    finally:
+        code = process.stop()
+    assert code == 0
+    assert "svc-user:***@" in "\n".join(process.raw)  # the URI is shown, redacted
+    assert leaks == []
+    assert _leaks("\n".join(process.raw)) == []
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+async def test_a_wrong_sasl_password_fails_startup_without_printing_any_password(
+    sasl_service: ServiceEnv, mechanism: str
+) -> None:
+    service = sasl_service.with_overrides(
+        kafka_sasl_mechanism=mechanism, kafka_sasl_password=WRONG_PASSWORD
+    )
+    process = ConsumerProcess(service)
+    with contextlib.suppress(AssertionError):  # it never gets to consumer_started
+        process.start(wait_assigned=False, timeout=1)
+    try:
+        process.wait_for("startup_waiting", timeout=60, count=2)
+        assert process.http_get("/readyz")[0] == 503
+        assert process.http_get("/healthz")[0] == 200  # waiting, not wedged
+        text = "\n".join(process.raw)
+        assert "Authentication failed" in text or "SaslAuthenticationFailed" in text, text[-3000:]
+        leaks = _scan(process) + _leaks_of(WRONG_PASSWORD, text)
+    finally:
+        process.stop()
+    assert leaks == []
+    assert _leaks_of(WRONG_PASSWORD, "\n".join(process.raw)) == []
+    assert _leaks("\n".join(process.raw)) == []

@@ -1,7 +1,8 @@
 """The Helm chart (helm/pass-status), its alert rules, dashboard and the Dockerfile.
 
-The chart is rendered with the real ``helm`` binary (built by ``scripts/services tools``; CI
-builds it, so a missing binary fails rather than skips). Built-in kinds are validated offline
+The chart is rendered with the real ``helm`` binary. ``make test`` builds helm and promtool
+first (``scripts/services tools``, cached); run directly, these tests build them the same way
+when they are missing, so a fresh machine needs no extra step. Built-in kinds are validated offline
 against the Kubernetes JSON schemas shipped with kubernetes-validate; custom resources
 (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication) have no built-in schema
 and are checked structurally here. ``scripts/check_chart.sh`` runs the same validation from
@@ -40,16 +41,33 @@ VALUE_SETS = ("default", "values-all.yaml", "values-hpa.yaml")
 Doc = dict[str, Any]
 
 
-def _tool(name: str) -> str:
+def _cached_tool(name: str) -> str | None:
     cache = Path(os.environ.get("PASS_STATUS_CACHE", str(Path.home() / ".cache" / "pass-status")))
     candidate = cache / "bin" / name
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
-    found = shutil.which(name)
+    return shutil.which(name)
+
+
+@functools.cache
+def _build_tools() -> str:
+    """``scripts/services tools``: builds helm and promtool once into the cache."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "services"), "tools"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    return "" if done.returncode == 0 else done.stderr[-3000:]
+
+
+def _tool(name: str) -> str:
+    found = _cached_tool(name)
     if found is None:
-        pytest.fail(
-            f"{name} not found in {cache / 'bin'} nor on PATH: run `scripts/services tools`"
-        )
+        failure = _build_tools()
+        found = _cached_tool(name)
+        assert found is not None, f"scripts/services tools did not build {name}:\n{failure}"
     return found
 
 
@@ -115,6 +133,8 @@ def metric_names() -> set[str]:
     Metrics(registry)
     names: set[str] = set()
     for family in registry.collect():
+        if not family.name.startswith("pass_status_"):
+            continue  # process_*, python_gc_*, python_info: the client library's collectors
         if family.type == "histogram":
             names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
         elif family.type == "counter":
@@ -193,16 +213,16 @@ def test_names_fit_kubernetes_limits() -> None:
     [
         (("env.PASS_STATUS_MONGODB_URI=mongodb://u:p@h",), "secret setting"),
         (("env.PASS_STATUS_KAFKA_SASL_PASSWORD=p",), "secret setting"),
-        (("kafka.securityProtocol=TLS",), "kafka.securityProtocol"),
+        (("kafka.securityProtocol=TLS",), "/kafka/securityProtocol"),
         (("kafka.securityProtocol=SASL_SSL",), "kafka.sasl.mechanism"),
         (
             ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=PLAIN"),
             "kafka.sasl.username",
         ),
-        (("autoscaling.mode=vpa",), "autoscaling.mode"),
-        (("autoscaling.mode=keda", "autoscaling.keda.topics={nope}"), "not a key of kafka.topics"),
+        (("autoscaling.mode=vpa",), "/autoscaling/mode"),
+        (("autoscaling.mode=keda", "autoscaling.keda.topics={nope}"), "/autoscaling/keda/topics/0"),
         (("consumer.terminationGraceExtraSeconds=0",), "terminationGraceExtraSeconds"),
-        (("kafka.ca.name=ca", "kafka.ca.kind=File"), "ca.kind"),
+        (("kafka.ca.name=ca", "kafka.ca.kind=File"), "/kafka/ca/kind"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(sets: tuple[str, ...], message: str) -> None:
@@ -279,7 +299,11 @@ def test_env_is_read_by_the_settings(values_file: str) -> None:
         env = env_of(spec["containers"][0])
         assert set(env) - extra <= known, sorted(set(env) - extra - known)
         plain = {k: v["value"] for k, v in env.items() if "value" in v and k not in extra}
-        plain |= {k: "from-secret" for k, v in env.items() if "valueFrom" in v}
+        plain |= {
+            k: "from-secret"
+            for k, v in env.items()
+            if "secretKeyRef" in v.get("valueFrom", {})  # extraEnv may use other sources
+        }
         if "valueFrom" in env.get("PASS_STATUS_MONGODB_URI", {}):
             plain["PASS_STATUS_MONGODB_URI"] = "mongodb://from-secret"  # settings check URIs
         Settings.from_env(plain)
@@ -294,12 +318,143 @@ def test_secrets_only_come_from_the_existing_secret(values_file: str) -> None:
     } | SECRET_ENV
     for spec in pod_specs(docs):
         env = env_of(spec["containers"][0])
-        assert "PASS_STATUS_MONGODB_URI" in env
         for name in secret_fields & set(env):
             assert set(env[name]) == {"name", "valueFrom"}, name
             assert "secretKeyRef" in env[name]["valueFrom"], name
     text = _render_text(values_file, ())
     assert "mongodb://" not in text
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_tick_jobs_get_no_mongodb_credentials(values_file: str) -> None:
+    """Least privilege: the tick jobs only publish to Kafka."""
+    docs = render(values_file)
+    consumer, *ticks = pod_specs(docs)
+    assert (
+        "secretKeyRef" in env_of(consumer["containers"][0])["PASS_STATUS_MONGODB_URI"]["valueFrom"]
+    )
+    assert ticks
+    for spec in ticks:
+        env = env_of(spec["containers"][0])
+        assert not [name for name in env if "MONGODB" in name]
+        assert "mongodb-ca" not in {v["name"] for v in spec["volumes"]}
+
+
+# --- values.schema.json --------------------------------------------------------------------------
+
+SCHEMA_FAILURES = [
+    ("replicaCount=two", "got string, want integer"),
+    ("replicaCnt=2", "additional properties 'replicaCnt' not allowed"),
+    ("kafka.topics.tickUsed=x", "additional properties 'tickUsed' not allowed"),
+    ("probes.liveness.periodSeconds=-1", "minimum"),
+    ("consumer.logLevel=LOUD", "/consumer/logLevel"),
+]
+
+
+@pytest.mark.parametrize(("item", "message"), SCHEMA_FAILURES)
+def test_values_schema_rejects_bad_types_and_unknown_keys_in_template(
+    item: str, message: str
+) -> None:
+    with pytest.raises(RenderError, match=re.escape(message)):
+        render("default", item)
+
+
+@pytest.mark.parametrize(("item", "message"), SCHEMA_FAILURES[:2])
+def test_values_schema_rejects_bad_types_and_unknown_keys_in_lint(item: str, message: str) -> None:
+    done = subprocess.run(
+        [_tool("helm"), "lint", "--strict", str(CHART), "--set", item],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+
+
+def test_every_value_set_passes_the_schema() -> None:
+    for values_file in VALUE_SETS:
+        render(values_file)  # raises RenderError otherwise
+
+
+# --- production setups ---------------------------------------------------------------------------
+
+
+def _mounts(container: Doc) -> dict[str, Doc]:
+    return {m["name"]: m for m in container["volumeMounts"]}
+
+
+def test_kafka_mutual_tls_for_the_consumer_the_ticks_and_keda() -> None:
+    docs = render("values-all.yaml")
+    for spec in pod_specs(docs):
+        container = spec["containers"][0]
+        env = env_of(container)
+        mount = _mounts(container)["kafka-client-cert"]
+        assert mount["readOnly"] is True
+        assert env["PASS_STATUS_KAFKA_SSL_CERTFILE"]["value"] == mount["mountPath"] + "/tls.crt"
+        assert env["PASS_STATUS_KAFKA_SSL_KEYFILE"]["value"] == mount["mountPath"] + "/tls.key"
+        volume = {v["name"]: v for v in spec["volumes"]}["kafka-client-cert"]
+        assert volume["secret"]["secretName"] == "pass-status-kafka-client"
+    params = {
+        r["parameter"]: r for r in one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    }
+    assert params["cert"] == {
+        "parameter": "cert",
+        "name": "pass-status-kafka-client",
+        "key": "tls.crt",
+    }
+    assert params["key"] == {
+        "parameter": "key",
+        "name": "pass-status-kafka-client",
+        "key": "tls.key",
+    }
+
+    keda_mtls_only = render(
+        "default",
+        "autoscaling.mode=keda",
+        "kafka.securityProtocol=SSL",
+        "kafka.clientCert.secretName=client",
+    )
+    auth = one(keda_mtls_only, "TriggerAuthentication")
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"cert", "key"}
+    with pytest.raises(RenderError, match=re.escape("kafka.clientCert needs")):
+        render("default", "kafka.clientCert.secretName=client")
+
+
+def test_extra_env_env_from_and_volumes_reach_the_consumer_only() -> None:
+    docs = render("values-all.yaml")
+    consumer, *ticks = pod_specs(docs)
+    container = consumer["containers"][0]
+    ref = env_of(container)["PASS_STATUS_BACKOFF_MAX_SECONDS"]["valueFrom"]["configMapKeyRef"]
+    assert ref == {"name": "pass-status-tuning", "key": "backoff-max-seconds"}
+    assert container["envFrom"] == [{"configMapRef": {"name": "pass-status-extra-settings"}}]
+    assert _mounts(container)["trust-extra"]["mountPath"] == "/etc/ssl/corporate"
+    assert {v["name"] for v in consumer["volumes"]} >= {"tmp", "trust-extra"}
+    for spec in ticks:
+        assert "envFrom" not in spec["containers"][0]
+        assert "trust-extra" not in {v["name"] for v in spec["volumes"]}
+    plain = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in plain
+
+
+def test_pdb_lets_unready_pods_be_evicted() -> None:
+    pdb = one(render(), "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"].startswith(">=1.27")
+    assert chart["home"].startswith("https://")
+    assert chart["sources"]
+    assert chart["maintainers"][0]["name"]
+
+
+def test_liveness_limit_is_a_chart_setting() -> None:
+    container = one(render("default", "consumer.livenessMaxStallSeconds=45"), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    assert env_of(container)["PASS_STATUS_LIVENESS_MAX_STALL_SECONDS"]["value"] == "45"
 
 
 def test_sasl_settings_from_values_and_secret() -> None:
@@ -391,6 +546,12 @@ def test_prometheus_rule_embeds_the_alerts_file(tmp_path: Path) -> None:
             anchor = want["alert"].lower()
             assert got["annotations"]["runbook_url"].endswith(f"/docs/operations.md#{anchor}")
             assert got["annotations"]["summary"] == want["annotations"]["summary"]
+    default_rule = one(render("default", "monitoring.enabled=true"), "PrometheusRule")
+    for group in default_rule["spec"]["groups"]:
+        for got in group["rules"]:
+            url = got["annotations"]["runbook_url"]
+            assert url.startswith("https://github.com/"), url
+            assert f"/docs/operations.md#{got['alert'].lower()}" in url, url
     # What the operator loads must be a valid rules file too.
     rules_file = tmp_path / "rendered-rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": groups}))
@@ -579,6 +740,24 @@ def dockerfile_stages() -> list[list[str]]:
     return stages
 
 
+def test_ci_rehearses_the_dockerfile_install_commands() -> None:
+    """scripts/rehearse_image_install.sh (run by .ci/run) runs each install command of the
+    Dockerfile verbatim."""
+    rehearsal = (ROOT / "scripts" / "rehearse_image_install.sh").read_text()
+    commands = [
+        re.sub(r"^RUN (--mount=\S+ )*", "", re.sub(r"\s+", " ", i)).replace(
+            "/app/.venv/bin/python", '"$venv_python"'
+        )
+        for i in dockerfile_stages()[0]
+        if i.startswith("RUN") and ("uv sync" in i or "sed -i" in i)
+    ]
+    assert len(commands) == 3
+    flat = re.sub(r"\s+", " ", rehearsal.replace("\\\n", " "))
+    for command in commands:
+        assert command in flat, command
+    assert "scripts/rehearse_image_install.sh" in (ROOT / ".ci" / "run").read_text()
+
+
 def test_dockerfile() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage build"
@@ -587,9 +766,23 @@ def test_dockerfile() -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
     builder = " ".join(stages[0])
     assert 'pip install "uv==0.13.9"' in builder
-    assert "uv sync --frozen --no-dev --no-editable" in builder
     assert "COPY consumer/ consumer/" in builder
     assert "COPY schemas/ schemas/" in builder
+    # uv's Docker pattern: the dependency layer sees only uv.lock and pyproject.toml (bind
+    # mounts) and uv's cache mount; --locked everywhere; README.md comes after it.
+    syncs = [i for i in stages[0] if "uv sync" in i]
+    assert len(syncs) == 2
+    deps, project = syncs
+    assert "--mount=type=cache,target=/root/.cache/uv" in deps
+    assert "--mount=type=bind,source=uv.lock,target=uv.lock" in deps
+    assert "--mount=type=bind,source=pyproject.toml,target=pyproject.toml" in deps
+    assert "--no-install-project" in deps
+    assert "--mount=type=cache,target=/root/.cache/uv" in project
+    for sync in syncs:
+        assert "uv sync --locked --no-dev --no-editable" in sync
+        assert "--frozen" not in sync
+    copies_before_deps = stages[0][: stages[0].index(deps)]
+    assert not [i for i in copies_before_deps if i.startswith("COPY")], copies_before_deps
     final = stages[-1]
     final_text = "\n".join(final)
     assert "COPY --from=builder /app/.venv /app/.venv" in final_text

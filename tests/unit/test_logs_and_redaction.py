@@ -54,3 +54,27 @@ def test_log_lines_are_json_with_fields_and_scrubbed() -> None:
     assert "topsecret" not in stream.getvalue()
     assert lines[1]["error_type"] == "RuntimeError"
     assert lines[1]["user_id"] == 5
+
+
+def test_library_log_lines_get_a_snake_case_event_and_keep_their_text() -> None:
+    """aiokafka and pymongo log free text; the line's event is a stable snake_case name
+    derived from the message template, and the text goes to ``message``."""
+    stream = io.StringIO()
+    logs.configure("INFO", ("topsecret",), stream=stream)
+    try:
+        logging.getLogger("aiokafka.consumer.group_coordinator").warning(
+            "Heartbeat failed for group %s because it is rebalancing", "g1"
+        )
+        logging.getLogger("aiokafka.conn").error("%s: connection to broker lost", "topsecret")
+        logging.getLogger("pymongo.serverSelection").info("Server selection started")
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "aiokafka_heartbeat_failed_for_group",
+        "aiokafka_connection_to_broker_lost",
+        "pymongo_server_selection_started",
+    ]
+    assert lines[0]["message"] == "Heartbeat failed for group g1 because it is rebalancing"
+    assert lines[0]["logger"] == "aiokafka.consumer.group_coordinator"
+    assert "topsecret" not in stream.getvalue()

@@ -16,7 +16,7 @@ from consumer.offline.logspill import SortedLogSpill, decode, merge_adjacent
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter
-from consumer.service.looplag import watch_event_loop
+from consumer.service.health import Health, watch_event_loop
 from prometheus_client import CollectorRegistry
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -95,7 +95,9 @@ def test_the_event_loop_lag_metric_records_a_blocked_loop() -> None:
     metrics = Metrics(CollectorRegistry())
 
     async def block_once() -> None:
-        watcher = asyncio.create_task(watch_event_loop(metrics, interval=0.01))
+        watcher = asyncio.create_task(
+            watch_event_loop(Health(), metrics.event_loop_lag.observe, interval=0.01)
+        )
         await asyncio.sleep(0.05)
         time.sleep(0.3)  # noqa: ASYNC251 - the point: a step that blocks the loop
         await asyncio.sleep(0.05)

@@ -90,20 +90,23 @@ app.kubernetes.io/component: consumer
 {{- end }}
 
 {{/*
-Environment of the consumer and of the tick CronJobs. Plain settings are collected in a dict,
-the `env` value is merged over them, and the result is rendered sorted by name; secrets come
-only from secretKeyRef of the existing Secret.
+Environment of a container. Called with (dict "root" $ "component" "consumer"|"tick"). Plain
+settings are collected in a dict, the `env` value is merged over them, and the result is
+rendered sorted by name; secrets come only from secretKeyRef of the existing Secret. The tick
+CronJobs only publish to Kafka: they get no MongoDB setting and no MongoDB credentials.
 */}}
 {{- define "pass-status.env" -}}
-{{- $sasl := include "pass-status.kafkaSasl" . }}
-{{- $c := .Values.consumer }}
-{{- $t := .Values.kafka.topics }}
+{{- $root := .root }}
+{{- $consumer := eq .component "consumer" }}
+{{- $V := $root.Values }}
+{{- $sasl := include "pass-status.kafkaSasl" $root }}
+{{- $c := $V.consumer }}
+{{- $t := $V.kafka.topics }}
 {{- $env := dict
-  "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS" .Values.kafka.bootstrapServers
-  "PASS_STATUS_KAFKA_SECURITY_PROTOCOL" .Values.kafka.securityProtocol
-  "PASS_STATUS_GROUP_ID" .Values.kafka.groupId
-  "PASS_STATUS_MONGODB_DATABASE" .Values.mongodb.database
-  "PASS_STATUS_HTTP_PORT" .Values.httpPort
+  "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS" $V.kafka.bootstrapServers
+  "PASS_STATUS_KAFKA_SECURITY_PROTOCOL" $V.kafka.securityProtocol
+  "PASS_STATUS_GROUP_ID" $V.kafka.groupId
+  "PASS_STATUS_HTTP_PORT" $V.httpPort
   "PASS_STATUS_TOPIC_TICKET_USED" $t.ticketUsed
   "PASS_STATUS_TOPIC_TICK" $t.tick
   "PASS_STATUS_TOPIC_STATUS_CHANGED" $t.statusChanged
@@ -115,21 +118,29 @@ only from secretKeyRef of the existing Secret.
   "PASS_STATUS_USER_CONCURRENCY" $c.userConcurrency
   "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS" $c.checkLogIntervalSeconds
   "PASS_STATUS_TICK_SHARDS" $c.tickShards
+  "PASS_STATUS_LIVENESS_MAX_STALL_SECONDS" $c.livenessMaxStallSeconds
 }}
+{{- if $consumer }}
+{{- $_ := set $env "PASS_STATUS_MONGODB_DATABASE" $V.mongodb.database }}
+{{- if $V.mongodb.ca.name }}
+{{- $_ := set $env "PASS_STATUS_MONGODB_TLS_CAFILE" (printf "/etc/pass-status/mongodb-ca/%s" $V.mongodb.ca.key) }}
+{{- end }}
+{{- end }}
 {{- if $sasl }}
-{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_MECHANISM" .Values.kafka.sasl.mechanism }}
-{{- if not .Values.existingSecret.kafkaSaslUsernameKey }}
-{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_USERNAME" .Values.kafka.sasl.username }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_MECHANISM" $V.kafka.sasl.mechanism }}
+{{- if not $V.existingSecret.kafkaSaslUsernameKey }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SASL_USERNAME" $V.kafka.sasl.username }}
 {{- end }}
 {{- end }}
-{{- if .Values.kafka.ca.name }}
-{{- $_ := set $env "PASS_STATUS_KAFKA_SSL_CAFILE" (printf "/etc/pass-status/kafka-ca/%s" .Values.kafka.ca.key) }}
+{{- if $V.kafka.ca.name }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SSL_CAFILE" (printf "/etc/pass-status/kafka-ca/%s" $V.kafka.ca.key) }}
 {{- end }}
-{{- if .Values.mongodb.ca.name }}
-{{- $_ := set $env "PASS_STATUS_MONGODB_TLS_CAFILE" (printf "/etc/pass-status/mongodb-ca/%s" .Values.mongodb.ca.key) }}
+{{- if include "pass-status.kafkaClientCert" $root }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SSL_CERTFILE" (printf "/etc/pass-status/kafka-client-cert/%s" $V.kafka.clientCert.certKey) }}
+{{- $_ := set $env "PASS_STATUS_KAFKA_SSL_KEYFILE" (printf "/etc/pass-status/kafka-client-cert/%s" $V.kafka.clientCert.keyKey) }}
 {{- end }}
 {{- $secretNames := list "PASS_STATUS_MONGODB_URI" "PASS_STATUS_KAFKA_SASL_PASSWORD" "PASS_STATUS_KAFKA_SASL_USERNAME" }}
-{{- range $k, $v := .Values.env }}
+{{- range $k, $v := $V.env }}
 {{- if has $k $secretNames }}
 {{- fail (printf "env.%s is a secret setting: put it in the existing Secret (see existingSecret), not in values" $k) }}
 {{- end }}
@@ -139,33 +150,59 @@ only from secretKeyRef of the existing Secret.
 - name: {{ $k }}
   value: {{ toString $v | quote }}
 {{- end }}
+{{- if $consumer }}
 - name: PASS_STATUS_MONGODB_URI
   valueFrom:
     secretKeyRef:
-      name: {{ include "pass-status.secretName" . }}
-      key: {{ required "existingSecret.mongodbUriKey is required" .Values.existingSecret.mongodbUriKey }}
+      name: {{ include "pass-status.secretName" $root }}
+      key: {{ required "existingSecret.mongodbUriKey is required" $V.existingSecret.mongodbUriKey }}
+{{- end }}
 {{- if $sasl }}
-{{- with .Values.existingSecret.kafkaSaslUsernameKey }}
+{{- with $V.existingSecret.kafkaSaslUsernameKey }}
 - name: PASS_STATUS_KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
-      name: {{ include "pass-status.secretName" $ }}
+      name: {{ include "pass-status.secretName" $root }}
       key: {{ . }}
 {{- end }}
 - name: PASS_STATUS_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "pass-status.secretName" . }}
-      key: {{ required "existingSecret.kafkaSaslPasswordKey is required with SASL" .Values.existingSecret.kafkaSaslPasswordKey }}
+      name: {{ include "pass-status.secretName" $root }}
+      key: {{ required "existingSecret.kafkaSaslPasswordKey is required with SASL" $V.existingSecret.kafkaSaslPasswordKey }}
+{{- end }}
+{{- if $consumer }}
+{{- with $V.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
-{{/* Volumes shared by the consumer and the CronJobs: /tmp and the optional CA bundles. */}}
+{{/* "true" when a Kafka client certificate is configured; it needs a TLS protocol. */}}
+{{- define "pass-status.kafkaClientCert" -}}
+{{- if .Values.kafka.clientCert.secretName }}
+{{- if not (include "pass-status.kafkaTls" .) }}
+{{- fail "kafka.clientCert needs kafka.securityProtocol SSL or SASL_SSL (mutual TLS)" }}
+{{- end }}
+{{- true }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes of a pod, called like pass-status.env: /tmp, the CA bundles and the Kafka client
+certificate (tick jobs: no MongoDB CA), and for the consumer the extraVolumes.
+*/}}
 {{- define "pass-status.volumes" -}}
+{{- $V := .root.Values }}
+{{- $consumer := eq .component "consumer" }}
 - name: tmp
   emptyDir:
-    sizeLimit: {{ .Values.tmpSizeLimit }}
-{{- range $name, $ca := dict "kafka-ca" .Values.kafka.ca "mongodb-ca" .Values.mongodb.ca }}
+    sizeLimit: {{ $V.tmpSizeLimit }}
+{{- $cas := dict "kafka-ca" $V.kafka.ca }}
+{{- if $consumer }}
+{{- $_ := set $cas "mongodb-ca" $V.mongodb.ca }}
+{{- end }}
+{{- range $name, $ca := $cas }}
 {{- if $ca.name }}
 - name: {{ $name }}
 {{- if eq $ca.kind "ConfigMap" }}
@@ -185,16 +222,48 @@ only from secretKeyRef of the existing Secret.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if include "pass-status.kafkaClientCert" .root }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ $V.kafka.clientCert.secretName }}
+    defaultMode: 0400
+    items:
+      - key: {{ $V.kafka.clientCert.certKey }}
+        path: {{ $V.kafka.clientCert.certKey }}
+      - key: {{ $V.kafka.clientCert.keyKey }}
+        path: {{ $V.kafka.clientCert.keyKey }}
+{{- end }}
+{{- if $consumer }}
+{{- with $V.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "pass-status.volumeMounts" -}}
+{{- $V := .root.Values }}
+{{- $consumer := eq .component "consumer" }}
 - name: tmp
   mountPath: /tmp
-{{- range $name, $ca := dict "kafka-ca" .Values.kafka.ca "mongodb-ca" .Values.mongodb.ca }}
+{{- $cas := dict "kafka-ca" $V.kafka.ca }}
+{{- if $consumer }}
+{{- $_ := set $cas "mongodb-ca" $V.mongodb.ca }}
+{{- end }}
+{{- range $name, $ca := $cas }}
 {{- if $ca.name }}
 - name: {{ $name }}
   mountPath: /etc/pass-status/{{ $name }}
   readOnly: true
+{{- end }}
+{{- end }}
+{{- if include "pass-status.kafkaClientCert" .root }}
+- name: kafka-client-cert
+  mountPath: /etc/pass-status/kafka-client-cert
+  readOnly: true
+{{- end }}
+{{- if $consumer }}
+{{- with $V.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 {{- end }}
