@@ -1,0 +1,120 @@
+"""Resumable full sweeps on the fakes: the check-log of a resumed sweep lists every
+transition that sweep made, exactly once, wherever it was interrupted (issue 14, item 3).
+
+A full sweep checkpoints every ``checkpoint_users`` users. A user written after the last
+checkpoint and before an interruption is read again on resume, with nothing left to change:
+its transition must still be in the check-log, once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from consumer.domain.events import Cause, CauseType
+from consumer.errors import StoreUnavailableError
+
+from tests.unit.fakes import FakeCacheStore, FakeService
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+TICK = Cause(CauseType.TICK, "tick-1")
+SWEEP_ID = "full:tick-1:0/1"
+USERS = range(1, 9)
+
+
+def a_pass(uuid: str, status: str = "USABLE", expires_in: timedelta = -timedelta(hours=1)) -> Any:
+    expiration = (NOW + expires_in).isoformat().replace("+00:00", "Z")
+    return {"pass_uuid": uuid, "status": status, "payload": {"expiration": expiration}}
+
+
+def expiring_users() -> FakeService:
+    """Users 1..8, each with one pass ``p<user>`` that expired an hour ago."""
+    store = FakeCacheStore(*({"_id": f"d{u}", "user_id": u, "passes": [a_pass(f"p{u}")]} for u in USERS))
+    service = FakeService(store)
+    service.sweeper.checkpoint_users = 2
+    return service
+
+
+def checkpointed_after(store: FakeCacheStore, sweep_id: str = SWEEP_ID) -> Any:
+    ends = [c for c in store.sweep_chunks.get(sweep_id, []) if c.batch_end]
+    return ends[-1].last_user_id if ends else None
+
+
+def logged(document: dict[str, Any]) -> dict[int, list[tuple[str, str]]]:
+    """A check-log document's transitions by user (each user at most once: asserted)."""
+    users = [e["user_id"] for e in document["log"]]
+    assert len(users) == len(set(users)), f"a user listed twice: {users}"
+    return {
+        e["user_id"]: [(i["pass_uuid"], i["status_log"]) for i in e["invalid_list"]]
+        for e in document["log"]
+    }
+
+
+def expired(*uuids: str) -> list[tuple[str, str]]:
+    return [(u, "USABLE -> EXPIRED") for u in uuids]
+
+
+async def test_a_user_written_after_the_last_checkpoint_is_listed_once_by_the_resumed_sweep() -> (
+    None
+):
+    service = expiring_users()
+    store = service.store
+    # User 5 is written, then the sweep stops (the reply is lost, the pod dies) before
+    # any checkpoint covers it.
+    store.fail_after_write_of(5, StoreUnavailableError("injected: connection reset"))
+    with pytest.raises(StoreUnavailableError):
+        await service.sweeper.full(None, True, NOW, TICK)
+    assert checkpointed_after(store) < 5
+    assert store.doc("d5")["passes"][0]["status"] == "EXPIRED"
+
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    [document] = store.check_logs
+    assert logged(document) == {u: expired(f"p{u}") for u in USERS}
+
+
+async def test_a_user_changed_again_on_resume_lists_both_transitions_after_a_second_stop() -> (
+    None
+):
+    service = expiring_users()
+    store = service.store
+    store.fail_after_write_of(5, StoreUnavailableError("injected: connection reset"))
+    with pytest.raises(StoreUnavailableError):
+        await service.sweeper.full(None, True, NOW, TICK)
+    # Meanwhile the refresher adds an expired pass to user 5 (and unsets next_check_at).
+    store.cache.update_one(
+        {"_id": "d5"}, {"$push": {"passes": a_pass("q5")}, "$unset": {"next_check_at": ""}}
+    )
+    # The resumed sweep expires it, and stops again right after that write.
+    store.fail_after_write_of(5, StoreUnavailableError("injected: connection reset"))
+    with pytest.raises(StoreUnavailableError):
+        await service.sweeper.full(None, True, NOW, TICK)
+    assert [p["status"] for p in store.doc("d5")["passes"]] == ["EXPIRED", "EXPIRED"]
+
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    [document] = store.check_logs
+    assert logged(document)[5] == expired("p5", "q5")
+    assert sorted(logged(document)) == list(USERS)
+
+
+async def test_a_resumed_sweep_lists_its_own_transitions_not_another_sweeps() -> None:
+    service = expiring_users()
+    service.sweeper.concurrency = 1  # the first run stops at user 5: 6-8 are still to do
+    store = service.store
+    store.fail_after_write_of(5, StoreUnavailableError("injected: connection reset"))
+    with pytest.raises(StoreUnavailableError):
+        await service.sweeper.full(None, True, NOW, TICK)
+    # Before it resumes, another full sweep (another tick) expires a pass added to user 5.
+    store.cache.update_one(
+        {"_id": "d5"}, {"$push": {"passes": a_pass("q5")}, "$unset": {"next_check_at": ""}}
+    )
+    await service.sweeper.full(None, True, NOW, Cause(CauseType.TICK, "tick-2"))
+
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    other, resumed = store.check_logs
+    # Users 6-8 were still to do: the other sweep changed them, and lists them.
+    assert logged(other) == {5: expired("q5"), 6: expired("p6"), 7: expired("p7"), 8: expired("p8")}
+    assert logged(resumed) == {u: expired(f"p{u}") for u in range(1, 6)}
