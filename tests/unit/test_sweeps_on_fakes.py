@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from consumer.domain.events import Cause, CauseType
+from consumer.domain.sweep_log import SWEEP_LOG, SWEEPS_KEPT
 from consumer.errors import StoreUnavailableError
 
 from tests.unit.fakes import FakeCacheStore, FakeService
@@ -30,7 +31,9 @@ def a_pass(uuid: str, status: str = "USABLE", expires_in: timedelta = -timedelta
 
 def expiring_users() -> FakeService:
     """Users 1..8, each with one pass ``p<user>`` that expired an hour ago."""
-    store = FakeCacheStore(*({"_id": f"d{u}", "user_id": u, "passes": [a_pass(f"p{u}")]} for u in USERS))
+    store = FakeCacheStore(
+        *({"_id": f"d{u}", "user_id": u, "passes": [a_pass(f"p{u}")]} for u in USERS)
+    )
     service = FakeService(store)
     service.sweeper.checkpoint_users = 2
     return service
@@ -74,9 +77,7 @@ async def test_a_user_written_after_the_last_checkpoint_is_listed_once_by_the_re
     assert logged(document) == {u: expired(f"p{u}") for u in USERS}
 
 
-async def test_a_user_changed_again_on_resume_lists_both_transitions_after_a_second_stop() -> (
-    None
-):
+async def test_a_user_changed_again_on_resume_lists_both_transitions_after_a_second_stop() -> None:
     service = expiring_users()
     store = service.store
     store.fail_after_write_of(5, StoreUnavailableError("injected: connection reset"))
@@ -118,3 +119,50 @@ async def test_a_resumed_sweep_lists_its_own_transitions_not_another_sweeps() ->
     # Users 6-8 were still to do: the other sweep changed them, and lists them.
     assert logged(other) == {5: expired("q5"), 6: expired("p6"), 7: expired("p7"), 8: expired("p8")}
     assert logged(resumed) == {u: expired(f"p{u}") for u in range(1, 6)}
+
+
+async def test_a_sweeps_record_is_written_only_over_the_record_it_read() -> None:
+    """The record is derived from the one read: a concurrent sweep's record written in
+    between must make the write conflict and re-read, not be overwritten."""
+    store = FakeCacheStore({"_id": "d1", "user_id": 1, "passes": [a_pass("p1")]})
+    service = FakeService(store)
+    others = [{"sweep": "full:tick-0:0/1", "invalid_list": [{"pass_uuid": "x", "status_log": "y"}]}]
+
+    async def another_sweep_records() -> None:
+        store.cache.update_one({"_id": "d1"}, {"$set": {SWEEP_LOG: others}})
+
+    store.before("write_user", another_sweep_records)
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    assert store.doc("d1")[SWEEP_LOG] == [
+        *others,
+        {
+            "sweep": SWEEP_ID,
+            "invalid_list": [{"pass_uuid": "p1", "status_log": "USABLE -> EXPIRED"}],
+        },
+    ]
+    assert service.metrics.registry.get_sample_value("pass_status_write_conflicts_total") == 1
+
+
+async def test_a_document_keeps_the_records_of_the_last_sweeps_that_changed_it() -> None:
+    store = FakeCacheStore({"_id": "d1", "user_id": 1, "passes": []})
+    service = FakeService(store)
+    for n in range(1, SWEEPS_KEPT + 2):
+        store.cache.update_one({"_id": "d1"}, {"$push": {"passes": a_pass(f"q{n}")}})
+        await service.sweeper.full(None, True, NOW, Cause(CauseType.TICK, f"tick-{n}"))
+    records = store.doc("d1")[SWEEP_LOG]
+    assert [(r["sweep"], [i["pass_uuid"] for i in r["invalid_list"]]) for r in records] == [
+        (f"full:tick-{n}:0/1", [f"q{n}"]) for n in range(2, SWEEPS_KEPT + 2)
+    ]
+
+
+async def test_due_sweeps_and_one_user_checks_record_nothing() -> None:
+    store = FakeCacheStore(
+        {"_id": "d1", "user_id": 1, "passes": [a_pass("p1")]},
+        {"_id": "d2", "user_id": 2, "passes": [a_pass("p2")]},
+    )
+    service = FakeService(store)
+    await service.sweeper.due(NOW, 0, 1, True, TICK, user_id=1)
+    await service.sweeper.full(2, True, NOW, TICK)
+    assert [d["passes"][0]["status"] for d in store.cache.docs] == ["EXPIRED", "EXPIRED"]
+    assert [SWEEP_LOG in d for d in store.cache.docs] == [False, False]
