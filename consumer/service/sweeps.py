@@ -206,14 +206,17 @@ class _SweepRun:
             return
         async with self._checkpoint_lock:
             await self._flush()  # their events published (or durably queued) first
-            groups = _chunks(tracker.take())
+            # Taken together: users keep finishing while the chunks are saved, and the
+            # checkpoint may claim only the users whose entries it holds.
+            entries, last_user_id = tracker.take(), tracker.resume_after
+            groups = _chunks(entries)
             for position, group in enumerate(groups):
                 batch_end = position == len(groups) - 1
                 await self._s.store.save_sweep_chunk(
                     SweepChunk(
                         sweep_id,
                         tracker.next_seq(),
-                        tracker.resume_after if batch_end else None,
+                        last_user_id if batch_end else None,
                         batch_end,
                         group,
                         read_all=final and batch_end,
@@ -222,7 +225,7 @@ class _SweepRun:
             log.info(
                 "sweep_checkpoint",
                 sweep_id=sweep_id,
-                last_user_id=tracker.resume_after,
+                last_user_id=last_user_id,
                 documents_read=self.read,
             )
 

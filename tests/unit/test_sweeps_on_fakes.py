@@ -8,6 +8,7 @@ its transition must still be in the check-log, once.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.sweep_log import SWEEP_LOG, SWEEPS_KEPT
 from consumer.errors import StoreUnavailableError
+from consumer.service import sweeps
 
 from tests.unit.fakes import FakeCacheStore, FakeService
 
@@ -119,6 +121,38 @@ async def test_a_resumed_sweep_lists_its_own_transitions_not_another_sweeps() ->
     # Users 6-8 were still to do: the other sweep changed them, and lists them.
     assert logged(other) == {5: expired("q5"), 6: expired("p6"), 7: expired("p7"), 8: expired("p8")}
     assert logged(resumed) == {u: expired(f"p{u}") for u in range(1, 6)}
+
+
+async def test_a_checkpoint_claims_only_the_users_whose_entries_it_saved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Users keep finishing while a checkpoint is saved in several chunks; its last chunk
+    must not claim them, or a stop before the next checkpoint loses their entries."""
+    monkeypatch.setattr(sweeps, "_CHUNK_BYTES", 1)  # one entry per chunk
+    service = expiring_users()
+    store = service.store
+
+    async def slow_save() -> None:  # the other users finish meanwhile
+        for _ in range(100):
+            await asyncio.sleep(0)
+
+    async def nothing() -> None:
+        return
+
+    async def store_down() -> None:
+        raise StoreUnavailableError("injected: MongoDB down")
+
+    store.before("save_sweep_chunk", slow_save)  # first checkpoint, first chunk
+    store.before("save_sweep_chunk", nothing)  # its second chunk
+    store.before("save_sweep_chunk", store_down)  # the next checkpoint
+    with pytest.raises(StoreUnavailableError):
+        await service.sweeper.full(None, True, NOW, TICK)
+    assert checkpointed_after(store) == 2
+
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    [document] = store.check_logs
+    assert logged(document) == {u: expired(f"p{u}") for u in USERS}
 
 
 async def test_a_sweeps_record_is_written_only_over_the_record_it_read() -> None:
