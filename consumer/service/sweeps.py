@@ -32,6 +32,7 @@ from consumer.domain.sweep_log import sweep_entry
 from consumer.errors import (
     DocumentError,
     DocumentRejectedError,
+    StoreUnavailableError,
     TransientError,
     WriteConflictError,
 )
@@ -169,6 +170,7 @@ class _SweepRun:
         self._pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         self._flush_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
+        self._checkpoint_failed = False
         self._started = time.perf_counter()
         self.read = 0
         self.changed = 0
@@ -205,23 +207,31 @@ class _SweepRun:
         if tracker is None or sweep_id is None:
             return
         async with self._checkpoint_lock:
-            await self._flush()  # their events published (or durably queued) first
-            # Taken together: users keep finishing while the chunks are saved, and the
-            # checkpoint may claim only the users whose entries it holds.
-            entries, last_user_id = tracker.take(), tracker.resume_after
-            groups = _chunks(entries)
-            for position, group in enumerate(groups):
-                batch_end = position == len(groups) - 1
-                await self._s.store.save_sweep_chunk(
-                    SweepChunk(
-                        sweep_id,
-                        tracker.next_seq(),
-                        last_user_id if batch_end else None,
-                        batch_end,
-                        group,
-                        read_all=final and batch_end,
+            if self._checkpoint_failed:
+                # The entries taken by the failed one are lost with it: a later checkpoint
+                # would claim their users. The sweep stops and resumes from the last good.
+                raise StoreUnavailableError(f"sweep {sweep_id}: an earlier checkpoint failed")
+            try:
+                await self._flush()  # their events published (or durably queued) first
+                # Taken together: users keep finishing while the chunks are saved, and the
+                # checkpoint may claim only the users whose entries it holds.
+                entries, last_user_id = tracker.take(), tracker.resume_after
+                groups = _chunks(entries)
+                for position, group in enumerate(groups):
+                    batch_end = position == len(groups) - 1
+                    await self._s.store.save_sweep_chunk(
+                        SweepChunk(
+                            sweep_id,
+                            tracker.next_seq(),
+                            last_user_id if batch_end else None,
+                            batch_end,
+                            group,
+                            read_all=final and batch_end,
+                        )
                     )
-                )
+            except BaseException:
+                self._checkpoint_failed = True
+                raise
             log.info(
                 "sweep_checkpoint",
                 sweep_id=sweep_id,

@@ -126,8 +126,10 @@ async def test_a_resumed_sweep_lists_its_own_transitions_not_another_sweeps() ->
 async def test_a_checkpoint_claims_only_the_users_whose_entries_it_saved(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Users keep finishing while a checkpoint is saved in several chunks; its last chunk
-    must not claim them, or a stop before the next checkpoint loses their entries."""
+    """Users keep finishing while a checkpoint is saved in several chunks: its last chunk
+    must not claim them. The next checkpoint fails: no later one (another worker's was
+    waiting) may claim the users whose entries were lost with it. Either would make the
+    resumed sweep skip users that no saved entry lists."""
     monkeypatch.setattr(sweeps, "_CHUNK_BYTES", 1)  # one entry per chunk
     service = expiring_users()
     store = service.store
