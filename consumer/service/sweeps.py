@@ -8,6 +8,9 @@ A full sweep of all users resumes (see ``adapters/mongo_sweeps``): it reads user
 ``user_id`` order and, every ``checkpoint_users`` users, saves the entries of the users
 done so far with the last of them. Whoever runs the same tick again (after a transient
 error, a crash or a rebalance: the tick's offset is not committed) starts after that user.
+Its writes record their transitions in the documents (``consumer.domain.sweep_log``): a
+user written after the last checkpoint, read again with nothing left to change, is still
+listed with the transitions this sweep made.
 A user that keeps failing is retried :data:`USER_ATTEMPTS` times, then reported in the
 check-log's ``skipped_list`` (the sweep goes on). A document whose ``user_id`` cannot be
 read is reported under ``user_id`` 0 with its ``_id`` and marked evaluated (apply).
