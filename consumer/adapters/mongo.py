@@ -13,7 +13,9 @@ every server behaviour relied on here. Fields this service adds to a user docume
 - ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
 - ``pass_status_outbox`` (array): status-change events written with their transition and
   not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
-  oldest of them was written, indexed so orphans are found without a scan.
+  oldest of them was written, indexed so orphans are found without a scan;
+- ``pass_status_sweep_log`` (array): the transitions each of the last few full sweeps
+  made, written with them (``consumer.domain.sweep_log``), so a resumed sweep lists them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ chunk: the check-log entries of that batch and the last ``user_id`` done. A chun
 document written in one operation, so progress and entries never disagree. A sweep that
 stops (transient error, crash, rebalance) is resumed by whoever runs its tick again: after
 the last finished batch, with the entries so far still in MongoDB (the check-log is built
-from the chunks at the end). A finished sweep leaves a ``{_id: sweep_id}`` marker so a
+from the chunks at the end). A user written after the last checkpoint is read again; its
+document records the transitions this sweep made (``consumer.domain.sweep_log``), so its
+entry is not lost. A finished sweep leaves a ``{_id: sweep_id}`` marker so a
 redelivered tick does nothing, and its chunks are deleted.
 """
 

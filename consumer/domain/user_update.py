@@ -19,10 +19,12 @@ from consumer.domain.outbox import (
     OUTBOX_SINCE,
     REVISION,
     ConditionalChange,
+    as_read,
     conditional_write,
     pending_outbox,
 )
 from consumer.domain.rules import UserEvaluation, evaluate_user
+from consumer.domain.sweep_log import SWEEP_LOG, SweepMark, recording, sweep_mark
 from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
 from consumer.domain.times import truncate_to_milliseconds
 from consumer.errors import InputError
@@ -63,6 +65,8 @@ class UserUpdate:
     rejected: tuple[RejectedEvent, ...]
     next_check_at: datetime | None
     writes_document: bool
+    # Set for a full sweep's write: its transitions are recorded in the document with it.
+    sweep: SweepMark | None = None
 
     @property
     def transitions_count(self) -> int:
@@ -79,11 +83,13 @@ def plan_user_update(
     events: Sequence[TicketUsed],
     now: datetime,
     default_cause: Cause,
+    sweep_id: str | None = None,
 ) -> UserUpdate:
     """Apply ``events`` in order, evaluate at ``now``, and describe the resulting write.
 
     The transition of a pass named by a ticket-used event is caused by that event; any
-    other transition (an expiry noticed on the way) by ``default_cause``.
+    other transition (an expiry noticed on the way) by ``default_cause``. A full sweep
+    gives its ``sweep_id``: see :mod:`consumer.domain.sweep_log`.
     """
     working: Mapping[str, Any] = doc
     first_use_sets: list[FirstUseSet] = []
@@ -122,6 +128,7 @@ def plan_user_update(
         rejected=tuple(rejected),
         next_check_at=next_check_at,
         writes_document=writes,
+        sweep=None if sweep_id is None else sweep_mark(doc, sweep_id),
     )
 
 
@@ -143,4 +150,11 @@ def write_change(read: Mapping[str, Any], update: UserUpdate, now: datetime) -> 
         sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
     for transition in update.evaluation.transitions:
         sets[f"passes.{transition.index}.status"] = transition.to_status
-    return conditional_write(read, sets, update.outbox, now)
+    if update.sweep is None or not update.evaluation.transitions:
+        return conditional_write(read, sets, update.outbox, now)
+    # A full sweep records its transitions with them; the record is derived from the one
+    # read, so the write is conditioned on it too.
+    sets[SWEEP_LOG] = recording(read, update.sweep, update.evaluation.transitions)
+    write = conditional_write(read, sets, update.outbox, now)
+    condition = {**write.condition, **as_read(read, (SWEEP_LOG,))}
+    return ConditionalChange(write.doc_id, condition, write.change)

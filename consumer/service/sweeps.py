@@ -8,6 +8,9 @@ A full sweep of all users resumes (see ``adapters/mongo_sweeps``): it reads user
 ``user_id`` order and, every ``checkpoint_users`` users, saves the entries of the users
 done so far with the last of them. Whoever runs the same tick again (after a transient
 error, a crash or a rebalance: the tick's offset is not committed) starts after that user.
+Its writes record their transitions in the documents (``consumer.domain.sweep_log``): a
+user written after the last checkpoint, read again with nothing left to change, is still
+listed with the transitions this sweep made.
 A user that keeps failing is retried :data:`USER_ATTEMPTS` times, then reported in the
 check-log's ``skipped_list`` (the sweep goes on). A document whose ``user_id`` cannot be
 read is reported under ``user_id`` 0 with its ``_id`` and marked evaluated (apply).
@@ -25,12 +28,14 @@ from typing import Any
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_sweeps import SweepChunk
 from consumer.adapters.store_ports import SweepStore
-from consumer.domain.checklog import UserLog, user_log
+from consumer.domain.checklog import UserLog
 from consumer.domain.events import Cause
 from consumer.domain.rules import read_int
+from consumer.domain.sweep_log import sweep_entry
 from consumer.errors import (
     DocumentError,
     DocumentRejectedError,
+    StoreUnavailableError,
     TransientError,
     WriteConflictError,
 )
@@ -123,7 +128,7 @@ class Sweeper:
             return run.finish(written.ids)
         sweep_id = f"full:{cause.event_id}:{shard}/{shards}"
         progress = await self.store.load_sweep(sweep_id)
-        run = _SweepRun(self, check_time, apply, cause, "full", None)
+        run = _SweepRun(self, check_time, apply, cause, "full", None, sweep_id)
         if progress is not None and progress.done:
             log.info("sweep_already_done", sweep_id=sweep_id, cause_event_id=cause.event_id)
             return run.finish(())
@@ -132,9 +137,9 @@ class Sweeper:
             log.info("sweep_resumed", sweep_id=sweep_id, after_user_id=progress.last_user_id)
         run.tracker = tracker
         if not tracker.read_all:
-            await run.over(self.store.users_after(tracker.after, shard, shards), sweep_id)
-            await run.over(self.store.unreadable_users(shard), sweep_id)
-            await run.checkpoint(sweep_id, final=True)
+            await run.over(self.store.users_after(tracker.after, shard, shards))
+            await run.over(self.store.unreadable_users(shard))
+            await run.checkpoint(final=True)
         with SortedLogSpill() as spill:
             async for entries in self.store.sweep_entries(sweep_id):
                 for e in entries:
@@ -157,8 +162,12 @@ class _SweepRun:
         cause: Cause,
         mode: str,
         spill: SortedLogSpill | None,
+        sweep_id: str | None = None,
     ) -> None:
         self._s = sweeper
+        # A resumable full sweep's id: it checkpoints, and its writes record their
+        # transitions in the documents (consumer.domain.sweep_log).
+        self._sweep_id = sweep_id
         self._now = now
         self._apply = apply
         self._cause = cause
@@ -168,12 +177,13 @@ class _SweepRun:
         self._pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         self._flush_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
+        self._checkpoint_failed = False
         self._started = time.perf_counter()
         self.read = 0
         self.changed = 0
         self.transitions = 0
 
-    async def over(self, docs: AsyncIterator[Any], sweep_id: str | None = None) -> None:
+    async def over(self, docs: AsyncIterator[Any]) -> None:
         async def numbered() -> AsyncIterator[tuple[int, Mapping[str, Any]]]:
             try:
                 async for doc in docs:
@@ -192,36 +202,47 @@ class _SweepRun:
                     self._spill.add(entry)
                 return
             self.tracker.finished(index, None if entry is None else encode(entry))
-            if sweep_id is not None and self.tracker.checkpoint_due():
-                await self.checkpoint(sweep_id)
+            if self.tracker.checkpoint_due():
+                await self.checkpoint()
 
         await for_each_bounded(numbered(), one, self._s.concurrency)
         await self._flush()
 
-    async def checkpoint(self, sweep_id: str, *, final: bool = False) -> None:
+    async def checkpoint(self, *, final: bool = False) -> None:
         """Save the entries and the last user of the users done in order so far."""
-        tracker = self.tracker
-        if tracker is None:
+        tracker, sweep_id = self.tracker, self._sweep_id
+        if tracker is None or sweep_id is None:
             return
         async with self._checkpoint_lock:
-            await self._flush()  # their events published (or durably queued) first
-            groups = _chunks(tracker.take())
-            for position, group in enumerate(groups):
-                batch_end = position == len(groups) - 1
-                await self._s.store.save_sweep_chunk(
-                    SweepChunk(
-                        sweep_id,
-                        tracker.next_seq(),
-                        tracker.resume_after if batch_end else None,
-                        batch_end,
-                        group,
-                        read_all=final and batch_end,
+            if self._checkpoint_failed:
+                # The entries taken by the failed one are lost with it: a later checkpoint
+                # would claim their users. The sweep stops and resumes from the last good.
+                raise StoreUnavailableError(f"sweep {sweep_id}: an earlier checkpoint failed")
+            try:
+                await self._flush()  # their events published (or durably queued) first
+                # Taken together: users keep finishing while the chunks are saved, and the
+                # checkpoint may claim only the users whose entries it holds.
+                entries, last_user_id = tracker.take(), tracker.resume_after
+                groups = _chunks(entries)
+                for position, group in enumerate(groups):
+                    batch_end = position == len(groups) - 1
+                    await self._s.store.save_sweep_chunk(
+                        SweepChunk(
+                            sweep_id,
+                            tracker.next_seq(),
+                            last_user_id if batch_end else None,
+                            batch_end,
+                            group,
+                            read_all=final and batch_end,
+                        )
                     )
-                )
+            except BaseException:
+                self._checkpoint_failed = True
+                raise
             log.info(
                 "sweep_checkpoint",
                 sweep_id=sweep_id,
-                last_user_id=tracker.resume_after,
+                last_user_id=last_user_id,
                 documents_read=self.read,
             )
 
@@ -234,7 +255,7 @@ class _SweepRun:
         for attempt in range(1, USER_ATTEMPTS + 1):
             try:
                 result = await self._s.writer.update(
-                    doc, (), self._now, self._cause, apply=self._apply
+                    doc, (), self._now, self._cause, apply=self._apply, sweep_id=self._sweep_id
                 )
                 break
             except DocumentError as exc:
@@ -256,7 +277,8 @@ class _SweepRun:
         else:
             reason = f"not evaluated after {USER_ATTEMPTS} attempts: {failure!r}"[:2000]
             return UserLog(read_int(user_id) or 0, (), ((None, reason),))
-        entry = user_log(result.update.evaluation)
+        # With the transitions this sweep made before it was interrupted, if any.
+        entry = sweep_entry(result.update.evaluation, result.update.sweep)
         if result.written:
             self.changed += 1
             self._s.metrics.sweep_documents_changed.labels(self._mode).inc()

@@ -48,8 +48,10 @@ class UserWriter:
         *,
         apply: bool = True,
         relay_pending: bool = False,
+        sweep_id: str | None = None,
     ) -> UserResult:
         """Plan against ``first_read``; write it (when ``apply``); re-read on conflict.
+        A full sweep gives its ``sweep_id`` (``consumer.domain.sweep_log``).
 
         Raises :class:`DocumentError` for a document without a usable ``user_id`` and
         :class:`WriteConflictError` after ``conflict_retries`` lost races in a row.
@@ -58,7 +60,7 @@ class UserWriter:
         for _attempt in range(self._retries + 1):
             if doc is None:
                 raise DocumentError("document disappeared between read and write")
-            update = plan_user_update(doc, events, now, cause)
+            update = plan_user_update(doc, events, now, cause, sweep_id)
             if not apply:
                 return UserResult(doc["_id"], update, False, ())
             if not update.writes_document:

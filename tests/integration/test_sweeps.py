@@ -7,6 +7,8 @@ for a consumer process to join its group.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -271,7 +273,8 @@ async def test_a_check_log_written_twice_is_stored_once(
 
 def _expiring_users(count: int, now: datetime) -> list[dict[str, Any]]:
     return [
-        a_user(u, [a_pass("USABLE", timedelta(minutes=-1), now=now)]) for u in range(1, count + 1)
+        a_user(u, [a_pass("USABLE", timedelta(minutes=-1), now=now, pass_uuid=f"pass-{u}")])
+        for u in range(1, count + 1)
     ]
 
 
@@ -282,31 +285,79 @@ async def test_a_full_sweep_stopped_by_a_transient_error_resumes_where_it_was(
     await cache.insert_many(_expiring_users(300, now))
     core.sweeper.checkpoint_users = 50
     update = core.writer.update
+    user_201_written = asyncio.Event()
 
     async def down_at_user_200(doc: Any, *args: Any, **kwargs: Any) -> Any:
         if doc["user_id"] == 200:
+            # Users after 200 are written meanwhile (201 surely): past the last
+            # checkpoint, which cannot pass user 200.
+            with contextlib.suppress(TimeoutError):  # then the check of user 201 fails
+                await asyncio.wait_for(user_201_written.wait(), timeout=30)
             raise StoreUnavailableError("injected: MongoDB down")
-        return await update(doc, *args, **kwargs)
+        result = await update(doc, *args, **kwargs)
+        if doc["user_id"] == 201:
+            user_201_written.set()
+        return result
 
     monkeypatch.setattr(core.writer, "update", down_at_user_200)
     cause = Cause(CauseType.TICK, "tick-1")
     with pytest.raises(StoreUnavailableError):
         await core.sweeper.full(None, True, now, cause)
+    assert (await cache.find_one({"user_id": 201}) or {})["passes"][0]["status"] == "EXPIRED"
     monkeypatch.setattr(core.writer, "update", update)
     result = await core.sweeper.full(None, True, now, cause)
     # Resumed after the last checkpoint before user 200 (users are read 16 at a time).
     assert 300 - 200 < result.documents_read <= 300 - 150 + core.settings.user_concurrency
     documents = [d async for d in check_logs.find({})]
-    listed = [e["user_id"] for d in documents for e in d["log"]]
-    assert len(listed) == len(set(listed))  # no user twice
-    # Every user up to the checkpoint and from the failure on; a user written after the
-    # last checkpoint, before the failure, has nothing left to report when re-read.
-    assert set(range(1, 151)) | set(range(200, 301)) <= set(listed)
+    logged = [(e["user_id"], e["invalid_list"]) for d in documents for e in d["log"]]
+    # Every user exactly once with its transition, also those written after the last
+    # checkpoint and before the failure (re-read on resume with nothing left to change).
+    assert sorted(logged, key=lambda e: e[0]) == [
+        (u, [{"pass_uuid": f"pass-{u}", "status_log": "USABLE -> EXPIRED"}]) for u in range(1, 301)
+    ]
     assert await cache.count_documents({"passes.status": "EXPIRED"}) == 300
     # The same tick delivered again finds its sweep done.
     again = await core.sweeper.full(None, True, now, cause)
     assert again.documents_read == 0
     assert await check_logs.count_documents({}) == len(documents)
+
+
+async def test_a_full_sweeps_write_keeps_other_sweeps_records_and_merges_its_own(
+    core: app.Core, cache: Collection, check_logs: Collection
+) -> None:
+    """On the real server: the write's condition holds the record as read (an array of
+    documents), and matches it; the record keeps the other sweep's, and merges this
+    sweep's earlier transitions (as left by a run stopped after writing the user)."""
+    now = datetime.now(UTC)
+    expired = timedelta(minutes=-1)
+
+    def record(sweep: str, *uuids: str) -> dict[str, Any]:
+        logged = [{"pass_uuid": u, "status_log": "USABLE -> EXPIRED"} for u in uuids]
+        return {"sweep": sweep, "invalid_list": logged}
+
+    this, other = "full:tick-3:0/1", "full:tick-0:0/1"
+    await cache.insert_many(
+        [
+            a_user(1, [a_pass("USABLE", expired, now=now, pass_uuid="p1")])
+            | {"pass_status_sweep_log": [record(other, "x")]},
+            a_user(2, [a_pass("USABLE", expired, now=now, pass_uuid="p2")])
+            | {"pass_status_sweep_log": [record(other, "y"), record(this, "earlier")]},
+        ]
+    )
+    await core.sweeper.full(None, True, now, Cause(CauseType.TICK, "tick-3"))
+
+    conflicts = core.metrics.registry.get_sample_value("pass_status_write_conflicts_total")
+    assert conflicts == 0
+    records = {d["user_id"]: d["pass_status_sweep_log"] async for d in cache.find({})}
+    assert records == {
+        1: [record(other, "x"), record(this, "p1")],
+        2: [record(other, "y"), record(this, "earlier", "p2")],
+    }
+    [document] = [d async for d in check_logs.find({})]
+    assert {e["user_id"]: [i["pass_uuid"] for i in e["invalid_list"]] for e in document["log"]} == {
+        1: ["p1"],
+        2: ["earlier", "p2"],
+    }
 
 
 async def test_a_user_that_keeps_failing_is_reported_and_the_sweep_goes_on(

@@ -136,6 +136,7 @@ class FakeCacheStore(_Interleavings):
         self.cache.insert(*docs)
         self.check_logs: list[Document] = []
         self._write_errors: dict[int, BaseException] = {}
+        self._after_write_errors: dict[int, list[BaseException]] = {}
         self.sweep_chunks: dict[str, list[SweepChunk]] = {}
         self.finished_sweeps: set[str] = set()
         self._writes_by_user: dict[int, int] = {}
@@ -143,6 +144,11 @@ class FakeCacheStore(_Interleavings):
     def fail_writes_of(self, user_id: int, error: BaseException) -> None:
         """Every write of ``user_id`` raises ``error`` (a document too large, say)."""
         self._write_errors[user_id] = error
+
+    def fail_after_write_of(self, user_id: int, error: BaseException) -> None:
+        """The next write of ``user_id`` is applied, then raises ``error``: the process
+        stops (or the reply is lost) right after the store made the change."""
+        self._after_write_errors.setdefault(user_id, []).append(error)
 
     def write_calls_of(self, user_id: int) -> int:
         return self._writes_by_user.get(user_id, 0)
@@ -168,7 +174,10 @@ class FakeCacheStore(_Interleavings):
         self._writes_by_user[update.user_id] = self._writes_by_user.get(update.user_id, 0) + 1
         if update.user_id in self._write_errors:
             raise self._write_errors[update.user_id]
-        return self.cache.apply(write_change(read, update, now))
+        written = self.cache.apply(write_change(read, update, now))
+        if written and self._after_write_errors.get(update.user_id):
+            raise self._after_write_errors[update.user_id].pop(0)
+        return written
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         await self.enter("clear_outbox")
