@@ -31,7 +31,7 @@ class _NoTicks:
     def __len__(self) -> int:
         return 0
 
-    async def finish(self, timeout: float) -> None:
+    async def finish(self, grace: float) -> None:
         pass
 
 
