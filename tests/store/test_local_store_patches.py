@@ -432,6 +432,36 @@ async def test_query_plan_of_a_sorted_find_uses_the_index(
     assert got == sorted(matching, reverse=direction < 0)[:100]
 
 
+async def test_sorted_find_reads_each_document_once_while_others_write(
+    db: AsyncDatabase[Document],
+) -> None:
+    """A sorted find streams over several batches while other clients rewrite documents
+    (not their user_id): every user comes once, in order, none torn."""
+    coll = await _users(db, 2000)
+    writing = True
+
+    async def writer(seed: int) -> int:
+        writes = 0
+        while writing:
+            user = (writes * 7919 + seed) % 2000
+            await coll.update_one({"user_id": user}, {"$inc": {"revision": 1}})
+            writes += 1
+        return writes
+
+    writers = [asyncio.create_task(writer(seed)) for seed in range(2)]
+    try:
+        seen = []
+        async for doc in coll.find({}).sort("user_id", ASCENDING).batch_size(50):
+            assert len(doc["passes"]) == 2, doc
+            seen.append(doc["user_id"])
+            await asyncio.sleep(0)
+    finally:
+        writing = False
+        writes = sum(await asyncio.gather(*writers))
+    assert seen == list(range(2000))
+    assert writes > 0
+
+
 # ------------------------------------------------------------ the patch set and its build
 
 
