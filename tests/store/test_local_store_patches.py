@@ -21,11 +21,12 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import Int64, ObjectId
+from bson import Binary, Int64, ObjectId, Timestamp
 from pymongo import ASCENDING, AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -269,6 +270,198 @@ async def test_pushed_down_filters_still_match_like_mongodb(db: AsyncDatabase[Do
     assert await ids({"f": {"$in": [*range(100, 40_100), 5]}}) == [1, 2, 3, 4]
 
 
+# ------------------------------------------------ 0005 sorted finds stream in index order
+
+
+def _bson_rank_and_value(v: Any) -> tuple[int, Any]:
+    """MongoDB's sort order of one non-array value: type rank, then value."""
+    if v is None:
+        return (1, 0)
+    for kinds, rank, value in _BSON_RANKS:
+        if isinstance(v, kinds):
+            return (rank, value(v))
+    raise AssertionError(f"no sort order for {v!r}")
+
+
+# (python types, MongoDB's rank of the BSON type, comparable value); bool before int
+_BSON_RANKS: list[tuple[type | tuple[type, ...], int, Callable[[Any], Any]]] = [
+    (bool, 9, lambda v: v),
+    ((int, float), 3, Fraction),
+    (str, 4, lambda v: v.encode()),  # UTF-8 bytes, as MongoDB compares strings
+    (dict, 5, lambda v: tuple((k, _bson_rank_and_value(x)) for k, x in v.items())),
+    (bytes, 7, lambda v: (len(v), getattr(v, "subtype", 0), bytes(v))),  # Binary too
+    (ObjectId, 8, lambda v: v.binary),
+    (datetime, 10, lambda v: v),
+    (Timestamp, 11, lambda v: (v.time, v.inc)),
+]
+
+
+def _sort_key(doc: Document, field: str, descending: bool) -> tuple[int, Any]:
+    """MongoDB's sort key of doc on field: missing is null; an array sorts by its smallest
+    element ascending, its largest descending; an empty array before everything."""
+    v = doc.get(field)
+    if isinstance(v, list):
+        if not v:
+            return (0, 0)
+        keys = [_bson_rank_and_value(x) for x in v]
+        return max(keys) if descending else min(keys)
+    return _bson_rank_and_value(v)
+
+
+def _mongodb_order(
+    docs: list[Document], query: Callable[[Document], bool], field: str, descending: bool
+) -> list[Any]:
+    """_ids of the matching docs in MongoDB's sort order, ties in insertion order."""
+    matching = [d for d in docs if query(d)]
+    ordered = sorted(matching, key=lambda d: _sort_key(d, field, descending), reverse=descending)
+    return [d["_id"] for d in ordered]
+
+
+MIXED_VALUES: list[Any] = [
+    3, Int64(3), 3.0, -1, 0, -0.0, 2.5, 0.1 + 0.2, 0.3, 1e300, -1e300, 5e-324,
+    Int64(2**53 + 1), float(2**53), Int64(2**62), 123456789012345678.0, Int64(123456789012345677),
+    None, "MISSING", "", "a", "ab", "b", "[x", "{", "z", "é", "a\x00b",
+    T0, T0 + timedelta(days=1), True, False, ObjectId("5f0000000000000000000001"),
+    ObjectId("5e0000000000000000000001"), {"x": 1}, {"x": 2}, Binary(b"ab"), Timestamp(5, 1),
+    [], [3, "a"], [None], ["b"], [7], [2.5, T0], [-5, 10],
+]  # fmt: skip
+
+
+def _mixed_docs() -> list[Document]:
+    """Every value twice (ties), with an `_id` giving the insertion order."""
+    docs: list[Document] = []
+    for round_ in range(2):
+        for i, v in enumerate(MIXED_VALUES):
+            doc: Document = {"_id": round_ * 1000 + i, "g": i % 3}
+            if not (isinstance(v, str) and v == "MISSING"):
+                doc["f"] = v
+            docs.append(doc)
+    return docs
+
+
+def _gt(bound: Any) -> Callable[[Document], bool]:
+    """MongoDB's {f: {$gt: bound}} for a number or string bound (type bracketing)."""
+    rank, value = _bson_rank_and_value(bound)
+
+    def match(d: Document) -> bool:
+        v = d.get("f")
+        for x in v if isinstance(v, list) else [v]:
+            if not isinstance(x, bool | list) and x is not None:
+                r, y = _bson_rank_and_value(x)
+                if r == rank and y > value:
+                    return True
+        return False
+
+    return match
+
+
+SORTED_FINDS: dict[str, tuple[Document, Callable[[Document], bool]]] = {
+    "no filter": ({}, lambda _d: True),
+    "$gt a number": ({"f": {"$gt": 2}}, _gt(2)),
+    "$gt a string": ({"f": {"$gt": "a"}}, _gt("a")),
+    "another field": ({"g": 1}, lambda d: d["g"] == 1),
+}
+
+
+@pytest.mark.parametrize("descending", [False, True], ids=["asc", "desc"])
+@pytest.mark.parametrize("limit", [0, 1, 7])
+@pytest.mark.parametrize("shape", SORTED_FINDS)
+async def test_sorted_finds_keep_mongodb_order_on_mixed_types(
+    db: AsyncDatabase[Document], shape: str, limit: int, descending: bool
+) -> None:
+    """A sort on an indexed field (pushed down by 0005 when ascending) gives MongoDB's order
+    on every BSON type: ints, longs, doubles equal across types, null and missing, strings,
+    dates, booleans, ObjectIds, documents, arrays (smallest/largest element), ties in
+    insertion order; with a filter, with a limit, across getMore batches."""
+    coll = db["mixed"]
+    await coll.create_index([("f", ASCENDING)], name="f_1")
+    docs = _mixed_docs()
+    for doc in docs:  # one by one: insertion order is the order of the rows
+        await coll.insert_one(doc)
+    query, matches = SORTED_FINDS[shape]
+    expected = _mongodb_order(docs, matches, "f", descending)
+    if limit:
+        expected = expected[:limit]
+    cursor = coll.find(query, {"_id": 1}, batch_size=3, limit=limit)
+    got = [d["_id"] async for d in cursor.sort("f", -1 if descending else 1)]
+    by_id = {d["_id"]: d for d in docs}
+
+    def keys(ids: list[Any]) -> list[tuple[int, Any]]:
+        return [_sort_key(by_id[i], "f", descending) for i in ids]
+
+    assert keys(got) == keys(expected)
+    assert len(set(got)) == len(got)
+    assert set(got) <= set(_mongodb_order(docs, matches, "f", descending))
+    if not limit:
+        assert set(got) == set(expected)
+    if await _is_ferretdb(db):  # MongoDB leaves the order of ties open; FerretDB keeps
+        assert got == expected  # insertion order (0005's ordered read, or a stable sort)
+
+
+@pytest.mark.parametrize("direction", [1, -1], ids=["asc", "desc"])
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"user_id": {"$gt": 150}}],
+    ids=["all users", "page after a user_id"],
+)
+async def test_query_plan_of_a_sorted_find_uses_the_index(
+    db: AsyncDatabase[Document], query: Document, direction: int
+) -> None:
+    """A find sorted by user_id reads rows in index order: no full scan, no SQL sort; a
+    page after a user_id is one index range."""
+    await _require_ferretdb(db)
+    coll = await _users(db, 200)
+    explained: Document = await db.command(
+        "explain",
+        {"find": coll.name, "filter": query, "sort": {"user_id": direction}, "limit": 100},
+    )
+    plan = " | ".join(explained["queryPlanner"]["Plan"])
+    assert explained["sortPushdown"] is True, plan
+    assert re.search(r"(SEARCH|SCAN) \S+ USING INDEX \S+_user_id_1\b", plan), plan
+    assert "TEMP B-TREE" not in plan, plan
+    if query:
+        assert re.search(r"SEARCH \S+ USING INDEX \S+_user_id_1 \(", plan), plan
+    # the few rows read first: arrays (an index range) ascending, rare types descending
+    first = " | ".join(explained["queryPlanner"]["FirstPlan"])
+    if direction > 0:
+        assert re.search(r"SEARCH \S+ USING INDEX \S+_user_id_1 \(", first), first
+    else:
+        assert re.search(r"USING INDEX \S+_user_id_1_rare_types\b", first), first
+    got = [d["user_id"] async for d in coll.find(query).sort("user_id", direction).limit(100)]
+    matching = range(query.get("user_id", {}).get("$gt", -1) + 1, 200)
+    assert got == sorted(matching, reverse=direction < 0)[:100]
+
+
+async def test_sorted_find_reads_each_document_once_while_others_write(
+    db: AsyncDatabase[Document],
+) -> None:
+    """A sorted find streams over several batches while other clients rewrite documents
+    (not their user_id): every user comes once, in order, none torn."""
+    coll = await _users(db, 2000)
+    writing = True
+
+    async def writer(seed: int) -> int:
+        writes = 0
+        while writing:
+            user = (writes * 7919 + seed) % 2000
+            await coll.update_one({"user_id": user}, {"$inc": {"revision": 1}})
+            writes += 1
+        return writes
+
+    writers = [asyncio.create_task(writer(seed)) for seed in range(2)]
+    try:
+        seen = []
+        async for doc in coll.find({}).sort("user_id", ASCENDING).batch_size(50):
+            assert len(doc["passes"]) == 2, doc
+            seen.append(doc["user_id"])
+            await asyncio.sleep(0)
+    finally:
+        writing = False
+        writes = sum(await asyncio.gather(*writers))
+    assert seen == list(range(2000))
+    assert writes > 0
+
+
 # ------------------------------------------------------------ the patch set and its build
 
 
@@ -383,5 +576,80 @@ async def test_operation_cost_at_1k_10k_100k_documents(
         ratio = ms[-1] / ms[0] if ms[0] else float("inf")
         cells = "  ".join(f"{m:9.2f}" for m in ms)
         lines.append(f"  {name:32} {cells}   100k/1k = {ratio:.1f}x")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))  # noqa: T201 (figures for the report)
+
+
+async def _median_ms(runs: int, op: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await op()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[runs // 2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_sorted_find_cost_at_10k_100k_documents(
+    db: AsyncDatabase[Document], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Time to the first batch of ``find({}).sort(user_id)`` (the full check) and to read a
+    page of 1,000 after ``{user_id: {$gt: last}}`` sorted (a resumable sweep's page), at
+    10k and 100k users (printed; the results are checked)."""
+    coll = await _users(db, 0)
+    sizes = (10_000, 100_000)
+    figures: dict[str, list[float]] = {}
+    have = 0
+    for size in sizes:
+        await _add_users(coll, have, size)
+        have = size
+
+        async def first_batch() -> None:
+            cursor = coll.find({}).sort("user_id", ASCENDING).batch_size(101)
+            try:
+                doc = await cursor.next()
+                assert doc["user_id"] == 0
+            finally:
+                await cursor.close()
+
+        async def page(size: int = size) -> None:
+            last = size // 2
+            query = {"user_id": {"$gt": last}}
+            cursor = coll.find(query).sort("user_id", ASCENDING).limit(1000).batch_size(1000)
+            got = [d["user_id"] async for d in cursor]
+            assert got == list(range(last + 1, last + 1001))
+
+        async def first_batch_descending(size: int = size) -> None:
+            cursor = coll.find({}).sort("user_id", -1).batch_size(101)
+            try:
+                doc = await cursor.next()
+                assert doc["user_id"] == size - 1
+            finally:
+                await cursor.close()
+
+        async def first_batch_in_memory() -> None:  # two sort keys: never pushed down
+            cursor = coll.find({}).sort([("user_id", 1), ("_id", 1)]).batch_size(101)
+            try:
+                doc = await cursor.next()
+                assert doc["user_id"] == 0
+            finally:
+                await cursor.close()
+
+        figures.setdefault("first batch, find({}) sorted", []).append(
+            await _median_ms(3, first_batch)
+        )
+        figures.setdefault("  same, descending", []).append(
+            await _median_ms(3, first_batch_descending)
+        )
+        figures.setdefault("  same, in-memory sort (2 keys)", []).append(
+            await _median_ms(1, first_batch_in_memory)
+        )
+        figures.setdefault("page of 1,000 after $gt, sorted", []).append(await _median_ms(3, page))
+
+    lines = [f"sorted-find ms on {MONGODB_URI} at " + " / ".join(f"{s:,}" for s in sizes)]
+    for name, ms in figures.items():
+        cells = "  ".join(f"{m:9.1f}" for m in ms)
+        lines.append(f"  {name:34} {cells}   100k/10k = {ms[-1] / ms[0]:.1f}x")
     with capsys.disabled():
         print("\n" + "\n".join(lines))  # noqa: T201 (figures for the report)
