@@ -1,10 +1,17 @@
-"""The offline-check benchmark still runs end to end (tiny size), so it cannot rot."""
+"""The offline-check benchmark still runs end to end (tiny size), so it cannot rot; the
+report judges each goal of issue 14 as stated; the runner's stage and preset options."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench import goals, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,3 +31,151 @@ def test_offline_check_bench_runs_and_reports_throughput_and_memory(tmp_path: Pa
     assert any(line.lstrip().startswith("20 users") and "peak RSS" in line for line in lines)
     assert "x the peak RSS" in lines[-1]
     assert list(tmp_path.iterdir()) == []  # the generated files are cleaned up
+
+
+# -- the report's verdicts and the runner's options (no services needed) ------------------
+
+
+def _drain(name: str, dist: str, eps: float, **cpu: float) -> dict[str, Any]:
+    return {
+        "round": 1,
+        "distribution": dist,
+        "pipeline": name,
+        "events": 1000,
+        "processed": 1000,
+        "seconds": 1000 / eps,
+        "events_per_second": eps,
+        "capped": False,
+        "peak_rss_mb": 60.0,
+        "cpu_percent": {"pipeline": 30.0, "store": 40.0, "kafka": 10.0, "machine": 90.0, **cpu},
+    }
+
+
+def _sweep(users: int, fixed_seconds: float, fixed_read: int, full_rss: float) -> dict[str, Any]:
+    def one(seconds: float, read: int, rss: float = 50.0) -> dict[str, Any]:
+        return {
+            "seconds": seconds,
+            "documents_read": read,
+            "documents_changed": 0,
+            "peak_rss_mb": rss,
+            "longest_stall_ms": 20.0,
+            "stalls_over_100ms": 0,
+        }
+
+    return {
+        "users": users,
+        "due_users": users // 100,
+        "fixed_due_users": 100,
+        "due": one(1.0, users // 100),
+        "full": one(users / 10_000, users, full_rss),
+        "due_fixed": one(fixed_seconds, fixed_read),
+        "full_over_due": 2.0,
+    }
+
+
+def _results(**over: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": {"nproc": 2},
+        "ticket_used": {
+            "throughput": [
+                _drain("service", "uniform", 1200.0),
+                _drain("naive", "uniform", 100.0),
+                _drain("passthrough", "uniform", 12000.0),
+            ],
+            "latency": [],
+            "latency_peak_rss_mb": {"service": 70.0},
+            "summary": {
+                "events_per_second": {
+                    "uniform": {"service": 1200.0, "naive": 100.0, "passthrough": 12000.0}
+                },
+                "ratios": {"uniform": {"service/naive": 12.0, "service/passthrough": 0.1}},
+            },
+        },
+        "sweeps": [_sweep(10_000, 0.1, 100, 60.0), _sweep(1_000_000, 0.15, 100, 60.0)],
+    }
+    results.update(over)
+    return results
+
+
+def _by_figure(results: dict[str, Any]) -> dict[str, goals.Goal]:
+    return {g.figure: g for g in goals.goals(results)}
+
+
+def test_goals_met_and_missed_are_judged_against_the_issue_figures() -> None:
+    got = _by_figure(_results())
+
+    assert got["service / naive throughput"].met is True
+    # 0.1x passthrough and no profile: missed, and the drain's CPU says why
+    passthrough = got["service / passthrough"]
+    assert passthrough.met is False
+    assert "store 40 %" in passthrough.bound
+    assert got["due sweep with a fixed number of users due, 10k → 1M users"].met is True
+    assert got["due sweep vs full check at 1M users"].met is True  # 100 s vs 0.15 s
+    assert got["full check at 1M users"].met is True
+    assert got["consumer RSS under load"].met is True
+    assert got["p99 latency, event to status change, at 1,000 events/s"].met is None
+
+
+def test_passthrough_goal_met_by_a_profile_showing_the_store_bound() -> None:
+    profile = {
+        "summary": {"waiting_share": 0.9},
+        "drain": _drain("service", "uniform", 1200.0, pipeline=20.0, store=150.0),
+    }
+    passthrough = _by_figure(_results(profile=profile))["service / passthrough"]
+
+    assert passthrough.met is True
+    assert passthrough.bound.startswith("met by the profile")
+    assert "90 %" in passthrough.measured
+
+
+def test_missed_sweep_goals_name_their_bound() -> None:
+    results = _results(
+        sweeps=[_sweep(10_000, 0.1, 100, 60.0), _sweep(1_000_000, 5.0, 500_100, 900.0)]
+    )
+    got = _by_figure(results)
+
+    growth = got["due sweep with a fixed number of users due, 10k → 1M users"]
+    assert growth.met is False
+    assert "reads 500,100 documents for 100 due" in growth.bound
+    full = got["full check at 1M users"]
+    assert full.met is False
+    assert "memory grows with the users checked" in full.bound
+
+
+def test_sweep_goals_at_1m_are_not_judged_on_a_smaller_run() -> None:
+    results = _results(sweeps=[_sweep(1_000, 0.1, 100, 60.0), _sweep(10_000, 0.1, 100, 60.0)])
+    got = _by_figure(results)
+
+    assert got["due sweep vs full check at 1M users"].met is None
+    assert got["full check at 1M users"].met is None
+    assert "goal is at 1,000,000" in got["full check at 1M users"].measured
+
+
+def test_preset_sizes_yield_to_explicit_options() -> None:
+    args = run.parse_args(["--preset", "smoke", "--users", "500"])
+
+    assert args.users == 500
+    assert args.events == run.PRESETS["smoke"]["events"]
+    assert run.parse_args([]).users == 100_000  # the issue's size by default
+
+
+def test_only_names_known_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.parse_args(["--only", "sweeps,profile"]).only == ("sweeps", "profile")
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args(["--only", "sweep"])
+
+    assert exc.value.code == 2
+    assert "unknown stage 'sweep'" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_previous_figures_and_a_full_run_does_not(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    output.write_bytes(orjson.dumps({"sweeps": [{"users": 10}], "stages": {}}))
+
+    resumed = run._previous(run.parse_args(["--resume", "--output", str(output)]))
+    only = run._previous(run.parse_args(["--only", "profile", "--output", str(output)]))
+    fresh = run._previous(run.parse_args(["--output", str(output)]))
+
+    assert resumed["sweeps"] == [{"users": 10}]
+    assert only["sweeps"] == [{"users": 10}]
+    assert fresh == {}
