@@ -90,14 +90,23 @@ def _per_event(drain: dict[str, Any], key: str) -> float:
     return float(value) / 100 / max(float(drain["events_per_second"]), 1e-9)
 
 
+def due_costs(row: dict[str, Any]) -> tuple[float, float]:
+    """(query seconds, seconds per due user) of the due sweep at one size: a line through
+    its two due sweeps (1 % due and a fixed number due). With one point (both due the
+    same number), all of the time is charged to the due users."""
+    n1, t1 = row["due_users"], row["due"]["seconds"]
+    n2, t2 = row["fixed_due_users"], row["due_fixed"]["seconds"]
+    if n1 > n2 and t1 > t2:
+        per_user = (t1 - t2) / (n1 - n2)
+        return max(0.0, t2 - n2 * per_user), per_user
+    return 0.0, t1 / max(n1, 1)
+
+
 def measured(results: dict[str, Any], source: str = "") -> Measured:
     drain = _service_drain(results, "uniform")
     sweeps = sorted(results["sweeps"], key=lambda r: r["users"])
     large = sweeps[-1]
-    small = sweeps[0]
-    per_due = large["due"]["seconds"] / max(large["due_users"], 1)
-    small_per_due = small["due"]["seconds"] / max(small["due_users"], 1)
-    query = max(0.0, small["due_fixed"]["seconds"] - small["fixed_due_users"] * small_per_due)
+    query, per_due = due_costs(large)
     tu = results["ticket_used"]
     rss = [d["peak_rss_mb"] for d in tu["throughput"] if d["pipeline"] == "service"]
     rss.append((tu.get("latency_peak_rss_mb") or {}).get("service", 0.0))
@@ -257,33 +266,32 @@ def points(results: dict[str, Any], m: Measured) -> list[Point]:
                 f"documents per second of the full check at {prev['users']:,} users",
             )
         )
-        small = sweeps[0]
-        per_due = small["due"]["seconds"] / max(small["due_users"], 1)
+        query, per_due = due_costs(prev)
         out.append(
             Point(
                 f"due sweep (1 % due) at {large['users']:,} users",
-                large["due_users"] * per_due,
+                query + large["due_users"] * per_due,
                 large["due"]["seconds"],
                 "s",
-                f"seconds per due user at {small['users']:,} users",
+                f"query cost and seconds per due user at {prev['users']:,} users",
             )
         )
         out.append(
             Point(
                 f"due sweep ({large['fixed_due_users']} due) at {large['users']:,} users",
-                m.due_query_seconds + large["fixed_due_users"] * per_due,
+                query + large["fixed_due_users"] * per_due,
                 large["due_fixed"]["seconds"],
                 "s",
-                f"query cost and seconds per due user at {small['users']:,} users",
+                f"query cost and seconds per due user at {prev['users']:,} users",
             )
         )
         out.append(
             Point(
                 f"full check peak RSS at {large['users']:,} users",
-                small["full"]["peak_rss_mb"],
+                prev["full"]["peak_rss_mb"],
                 large["full"]["peak_rss_mb"],
                 "MB",
-                f"constant memory: the peak at {small['users']:,} users",
+                f"constant memory: the peak at {prev['users']:,} users",
             )
         )
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import signal
@@ -238,6 +239,12 @@ async def read_all(bootstrap: str, topic: str, *, expect: int, wait: float) -> l
 # -- MongoDB -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _instant(when: datetime) -> str:
+    """``format_instant``, cached: seeding formats the same few instants a million times."""
+    return format_instant(when)
+
+
 def pass_uuid(user_id: int, index: int) -> str:
     return str(uuid.UUID(int=(user_id << 8) | index))
 
@@ -254,7 +261,7 @@ def a_pass(user_id: int, index: int, expiration: datetime) -> Document:
         "payload": {
             "uuid": uid,
             "status": "USABLE",
-            "expiration": format_instant(expiration),
+            "expiration": _instant(expiration),
             "first_use": None,
             "allowed_uses": 1,
             "uses_count": 0,
@@ -281,7 +288,7 @@ def a_user(user_id: int, now: datetime, *, due: bool = False, terminal: bool = F
     if terminal:
         for i, p in enumerate(passes):
             p["status"] = p["payload"]["status"] = "EXPIRED"
-            p["payload"]["expiration"] = format_instant(now - timedelta(days=60 + i))
+            p["payload"]["expiration"] = _instant(now - timedelta(days=60 + i))
         next_check = None
     return {
         "user_id": user_id,

@@ -27,7 +27,11 @@ def summarize(text: str) -> dict[str, Any]:
     own: dict[str, float] = {}
     for m in _LINE.finditer(text):
         seconds, name, where = float(m.group(1)), m.group(2), m.group(3)
-        if where.startswith("consumer/") and not any(x in where for x in _ENTRY):
+        if (
+            where.startswith("consumer/")
+            and name != "<module>"
+            and not any(x in where for x in _ENTRY)
+        ):
             own[name] = max(own.get(name, 0.0), seconds)
     top = sorted(own.items(), key=lambda kv: -kv[1])[:8]
     return {

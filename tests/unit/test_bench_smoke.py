@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bench import goals, run
+from bench import capacity, goals, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,3 +179,45 @@ def test_resume_keeps_the_previous_figures_and_a_full_run_does_not(tmp_path: Pat
     assert resumed["sweeps"] == [{"users": 10}]
     assert only["sweeps"] == [{"users": 10}]
     assert fresh == {}
+
+
+def _linear_world() -> dict[str, Any]:
+    """A run in which every cost is exactly linear: the model must reproduce it."""
+    results = _results()
+    sweeps = []
+    for users in (10_000, 100_000, 1_000_000):
+        row = _sweep(users, 0.05 + 100 * 0.002, 100, 60.0)
+        row["due"]["seconds"] = 0.05 + (users // 100) * 0.002
+        row["full"]["seconds"] = users / 20_000
+        row["full"]["cpu_seconds"] = users / 25_000
+        sweeps.append(row)
+    results["sweeps"] = sweeps
+    results["ticket_used"]["throughput"][0]["store_ops_per_event"] = 1.0
+    zipf = _drain("service", "zipf", 1200.0, pipeline=30.0, store=20.0, kafka=10.0)
+    zipf["store_ops_per_event"] = 0.5  # half the store work per event: store CPU halves
+    results["ticket_used"]["throughput"].append(zipf)
+    return results
+
+
+def test_capacity_model_reproduces_a_linear_world() -> None:
+    results = _linear_world()
+    m = capacity.measured(results, "synthetic")
+
+    assert m.due_seconds_per_user == pytest.approx(0.002)
+    assert m.due_query_seconds == pytest.approx(0.05)
+    got = capacity.points(results, m)
+    assert [p.name for p in got if not p.reproduced] == []
+    assert len(got) == 5
+
+
+def test_capacity_plans_grow_with_load_and_data() -> None:
+    m = capacity.measured(_linear_world(), "synthetic")
+    a = capacity.Assumptions()
+    small, busy = capacity.plan(1_000_000, 1_000, m, a), capacity.plan(1_000_000, 100_000, m, a)
+    huge = capacity.plan(100_000_000, 1_000, m, a)
+
+    assert busy.replicas > small.replicas and busy.partitions >= busy.replicas
+    assert busy.partitions % 6 == 0
+    assert huge.data_gb == pytest.approx(100 * small.data_gb, rel=0.05)
+    assert huge.tick_shards >= small.tick_shards
+    assert huge.full_check_hours == pytest.approx(100_000_000 / 20_000 / 3600, rel=0.01)
