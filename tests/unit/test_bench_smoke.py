@@ -216,7 +216,8 @@ def test_capacity_plans_grow_with_load_and_data() -> None:
     small, busy = capacity.plan(1_000_000, 1_000, m, a), capacity.plan(1_000_000, 100_000, m, a)
     huge = capacity.plan(100_000_000, 1_000, m, a)
 
-    assert busy.replicas > small.replicas and busy.partitions >= busy.replicas
+    assert busy.replicas > small.replicas
+    assert busy.partitions >= busy.replicas
     assert busy.partitions % 6 == 0
     assert huge.data_gb == pytest.approx(100 * small.data_gb, rel=0.05)
     assert huge.tick_shards >= small.tick_shards
