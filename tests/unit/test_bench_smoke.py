@@ -146,6 +146,7 @@ def test_sweep_goals_at_1m_are_not_judged_on_a_smaller_run() -> None:
     results = _results(sweeps=[_sweep(1_000, 0.1, 100, 60.0), _sweep(10_000, 0.1, 100, 60.0)])
     got = _by_figure(results)
 
+    assert got["due sweep with a fixed number of users due, 10k → 1M users"].met is None
     assert got["due sweep vs full check at 1M users"].met is None
     assert got["full check at 1M users"].met is None
     assert "goal is at 1,000,000" in got["full check at 1M users"].measured
