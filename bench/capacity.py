@@ -90,6 +90,16 @@ def _per_event(drain: dict[str, Any], key: str) -> float:
     return float(value) / 100 / max(float(drain["events_per_second"]), 1e-9)
 
 
+def _complete_sweeps(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sweep sizes whose three sweeps all completed, smallest first."""
+    rows = [
+        r
+        for r in results.get("sweeps") or []
+        if not any("error" in r[k] for k in ("due", "full", "due_fixed"))
+    ]
+    return sorted(rows, key=lambda r: r["users"])
+
+
 def due_costs(row: dict[str, Any]) -> tuple[float, float]:
     """(query seconds, seconds per due user) of the due sweep at one size: a line through
     its two due sweeps (1 % due and a fixed number due). With one point (both due the
@@ -104,7 +114,9 @@ def due_costs(row: dict[str, Any]) -> tuple[float, float]:
 
 def measured(results: dict[str, Any], source: str = "") -> Measured:
     drain = _service_drain(results, "uniform")
-    sweeps = sorted(results["sweeps"], key=lambda r: r["users"])
+    sweeps = _complete_sweeps(results)
+    if not sweeps:
+        raise ValueError("no sweep size with all three sweeps complete in the results")
     large = sweeps[-1]
     query, per_due = due_costs(large)
     tu = results["ticket_used"]
@@ -253,7 +265,7 @@ def points(results: dict[str, Any], m: Measured) -> list[Point]:
                 "per event, the CPU the three processes used during the Zipf drain",
             )
         )
-    sweeps = sorted(results["sweeps"], key=lambda r: r["users"])
+    sweeps = _complete_sweeps(results)
     if len(sweeps) >= 2:
         prev, large = sweeps[-2], sweeps[-1]
         rate = prev["full"]["documents_read"] / prev["full"]["seconds"]

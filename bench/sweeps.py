@@ -111,7 +111,19 @@ async def _restore_due(uri: str, database: str, users: int, limit: int | None) -
     return len(ids)
 
 
-async def run_size(ep: Endpoints, users: int, say: Callable[[str], Any] = print) -> dict[str, Any]:
+def _skipped(reason: str) -> dict[str, Any]:
+    nan = float("nan")
+    return {"error": reason, "skipped": True, "seconds": nan, "peak_rss_mb": nan}
+
+
+async def run_size(
+    ep: Endpoints,
+    users: int,
+    say: Callable[[str], Any] = print,
+    skip_full: str | None = None,
+) -> dict[str, Any]:
+    """One size; ``skip_full``: do not run the full check, for this reason (it failed at a
+    smaller size: on a store that cannot stream it, a larger one only takes longer)."""
     names = Names.of(unique_prefix("sweep"))
     env = names.env(ep)
     await create_topics(ep.bootstrap, [names.status_changed, names.check_log], 1)
@@ -126,8 +138,11 @@ async def run_size(ep: Endpoints, users: int, say: Callable[[str], Any] = print)
         say(f"  seeded {users:,} users: {seeded.as_dict()}")
         due = await asyncio.to_thread(_try_sweep, "due", env)
         say(f"  {users:>9,} due   {due}")
-        await _restore_due(ep.mongodb_uri, names.prefix, users, None)
-        full = await asyncio.to_thread(_try_sweep, "full", env)
+        if skip_full is None:
+            await _restore_due(ep.mongodb_uri, names.prefix, users, None)
+            full = await asyncio.to_thread(_try_sweep, "full", env)
+        else:
+            full = _skipped(skip_full)
         say(f"  {users:>9,} full  {full}")
         await _restore_due(ep.mongodb_uri, names.prefix, users, FIXED_DUE)
         fixed = await asyncio.to_thread(_try_sweep, "due", env)
@@ -168,11 +183,15 @@ async def run(
     """Every size in order; sizes already in ``done`` are kept, not re-measured (resume).
     ``save`` is called with the rows so far after each size."""
     rows = {r["users"]: r for r in done}
+    skip_full: str | None = None
     for n in sizes:
         if n in rows:
             say(f"  {n:,} users: kept from the previous run")
-            continue
-        rows[n] = await run_size(ep, n, say)
-        if save is not None:
-            save([rows[s] for s in sizes if s in rows])
+        else:
+            rows[n] = await run_size(ep, n, say, skip_full)
+            if save is not None:
+                save([rows[s] for s in sizes if s in rows])
+        full = rows[n]["full"]
+        if skip_full is None and "error" in full and not full.get("skipped"):
+            skip_full = f"not run: the full check failed at {n:,} users ({full['error'][:120]})"
     return [rows[s] for s in sizes]

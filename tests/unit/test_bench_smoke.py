@@ -3,6 +3,7 @@ report judges each goal of issue 14 as stated; the runner's stage and preset opt
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
+from bench.common import Endpoints
 
-from bench import capacity, goals, run
+from bench import capacity, goals, run, sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,3 +225,44 @@ def test_capacity_plans_grow_with_load_and_data() -> None:
     assert huge.data_gb == pytest.approx(100 * small.data_gb, rel=0.05)
     assert huge.tick_shards >= small.tick_shards
     assert huge.full_check_hours == pytest.approx(100_000_000 / 20_000 / 3600, rel=0.01)
+
+
+def test_a_full_check_that_failed_at_1m_misses_its_goals_and_says_why() -> None:
+    big = _sweep(1_000_000, 0.15, 100, 60.0)
+    big["full"] = {"error": "all_users failed: timed out", "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), big]))
+
+    for figure in ("due sweep vs full check at 1M users", "full check at 1M users"):
+        assert got[figure].met is False
+        assert "timed out" in got[figure].measured
+        assert "sorts the whole collection" in got[figure].bound
+
+
+async def test_sweeps_skip_the_full_check_after_it_failed_at_a_smaller_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[int, str | None]] = []
+
+    async def fake_size(
+        _ep: Any, users: int, _say: Any, skip_full: str | None = None
+    ) -> dict[str, Any]:
+        asked.append((users, skip_full))
+        full = {"error": "timed out", "seconds": math.nan} if users >= 100 else {"seconds": 1.0}
+        return {"users": users, "full": full}
+
+    monkeypatch.setattr(sweeps, "run_size", fake_size)
+    saved: list[list[int]] = []
+    rows = await sweeps.run(
+        Endpoints("k", "m"),
+        [10, 100, 1000],
+        say=lambda _line: None,
+        done=[{"users": 10, "full": {"seconds": 2.0}}],
+        save=lambda r: saved.append([x["users"] for x in r]),
+    )
+
+    assert [r["users"] for r in rows] == [10, 100, 1000]
+    assert asked[0] == (100, None)  # 10 was kept from the previous run
+    assert asked[1][0] == 1000
+    assert asked[1][1] is not None
+    assert "failed at 100 users" in asked[1][1]
+    assert saved == [[10, 100], [10, 100, 1000]]
