@@ -69,7 +69,7 @@ def _throughput(results: dict[str, Any], nproc: int) -> list[Goal]:
     ratios: dict[str, dict[str, float | None]] = tu["summary"]["ratios"]
     rates: dict[str, dict[str, float]] = tu["summary"]["events_per_second"]
     service = _drains(results, "service")
-    bound = "; ".join(cpu_bound(d, nproc) for d in service)
+    bound = cpu_bound(service[0], nproc) if service else ""  # the first (uniform) drain
 
     def show(key: str) -> tuple[str, list[float]]:
         parts, values = [], []
