@@ -28,6 +28,7 @@ from consumer.domain.times import format_instant
 from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
 from consumer.settings import Settings
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTION = "bytemark_tickets_cache"  # the service's default (Settings.collection_cache)
@@ -341,6 +342,7 @@ def user_kind(user_id: int, due_every: int, terminal_every: int) -> tuple[bool, 
 
 
 SEED_CHUNK = 10_000  # documents per insert_many: a few round trips per 100,000 users
+SEED_ATTEMPTS = 3
 
 
 async def seed_users(
@@ -369,12 +371,24 @@ async def seed_users(
         sem = asyncio.Semaphore(parallel)
 
         async def insert(first: int) -> None:
+            last = min(users, first + chunk - 1)
             async with sem:
                 docs = []
-                for u in range(first, min(users, first + chunk - 1) + 1):
+                for u in range(first, last + 1):
                     due, terminal = user_kind(u, due_every, terminal_every)
                     docs.append(a_user(u, now, due=due, terminal=terminal))
-                await coll.insert_many(docs, ordered=False)
+                for attempt in range(SEED_ATTEMPTS):
+                    try:
+                        await coll.insert_many(docs, ordered=False)
+                    except AutoReconnect:  # the server restarted: redo this chunk
+                        if attempt == SEED_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(2)
+                        await coll.delete_many({"user_id": {"$gte": first, "$lte": last}})
+                        for d in docs:
+                            d.pop("_id", None)
+                    else:
+                        return
 
         await asyncio.gather(*(insert(first) for first in range(1, users + 1, chunk)))
     finally:
