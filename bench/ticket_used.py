@@ -315,11 +315,11 @@ async def run(ep: Endpoints, cfg: Config, say: Any = print) -> dict[str, Any]:
         latency_ids = rng.sample(range(1, cfg.users + 1), latency_users)
         for pipeline in cfg.pipelines:
             database = unique_prefix(f"db_{pipeline[:4]}")
-            if pipeline != "passthrough":
-                seeded = await seed_users(ep.mongodb_uri, database, cfg.users)
-                seeding.append({"pipeline": pipeline, **seeded.as_dict()})
-                say(f"  seeded {cfg.users} users for {pipeline}: {seeded.as_dict()}")
             try:
+                if pipeline != "passthrough":
+                    seeded = await seed_users(ep.mongodb_uri, database, cfg.users)
+                    seeding.append({"pipeline": pipeline, **seeded.as_dict()})
+                    say(f"  seeded {cfg.users} users for {pipeline}: {seeded.as_dict()}")
                 for dist in cfg.distributions:
                     drain = await _drain(ep, cfg, rnd, dist, pipeline, database, topics[dist])
                     drains.append(drain)
@@ -355,9 +355,9 @@ async def profile(ep: Endpoints, cfg: Config, output: str, say: Any = print) -> 
     users = draw_users("uniform", cfg.users, cfg.events, rng, cfg.zipf_s)
     await produce_all(ep.bootstrap, topic, (_event(u, 0) for u in users))
     database = unique_prefix("db_prof")
-    await seed_users(ep.mongodb_uri, database, cfg.users)
     argv = python_module("pyinstrument", "-r", "text", "-o", output, "-m", "consumer", "run")
     try:
+        await seed_users(ep.mongodb_uri, database, cfg.users)
         drain = await _drain(ep, cfg, 0, "uniform", "service", database, topic, argv)
     finally:
         await drop_database(ep.mongodb_uri, database)
