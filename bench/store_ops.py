@@ -48,9 +48,9 @@ async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float:
 async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
     """Seed ``size`` users in a scratch database, time each operation, drop it."""
     database = f"bench_store_ops_{size}_{int(time.time())}"
-    seeded = await seed_users(uri, database, size)
     client = mongo_client(uri)
     try:
+        seeded = await seed_users(uri, database, size)
         cache = client[database][COLLECTION]
         middle = await cache.find_one({"user_id": (size + 1) // 2})
         if middle is None:
