@@ -5,7 +5,7 @@ For each size N, seed N users in bulk (3 passes each, as the service leaves them
 expired, ``next_check_at`` past); every ``TERMINAL_EVERY``-th of the others holds only
 EXPIRED passes (``next_check_at`` null: nothing can change by time alone, and a due sweep
 has no reason to read them). Then, each sweep in a fresh process (``bench.sweep_once``;
-peak RSS from ``os.wait4``, longest event-loop stall from a monitor task):
+its own peak RSS (VmHWM), longest event-loop stall from a monitor task):
 
 1. ``due`` (apply): reads the 1 % due users;
 2. only the first ``FIXED_DUE`` due users are restored, then ``due`` again: a fixed number
@@ -75,7 +75,8 @@ def _run_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {mode} exited {proc.returncode}: {err.decode()[-2000:]}")
     result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    # the child's own VmHWM (sweep_once); ru_maxrss would include this process's peak
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))
     result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
     return result
 
