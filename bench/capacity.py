@@ -133,7 +133,7 @@ def measured(results: dict[str, Any], source: str = "") -> Measured:
         full_docs_per_second=large["full"]["documents_read"] / large["full"]["seconds"],
         full_cpu_per_doc=float(large["full"].get("cpu_seconds", math.nan))
         / large["full"]["documents_read"],
-        full_rss_mb=float(large["full"]["peak_rss_mb"]),
+        full_rss_mb=float(large["full"].get("peak_rss_mb") or math.nan),
         due_seconds_per_user=per_due,
         due_query_seconds=query,
         doc_bytes=len(bson.encode(a_user(1, datetime.now(UTC)))),
@@ -290,6 +290,7 @@ def points(results: dict[str, Any], m: Measured) -> list[Point]:
     full_rows = _complete_sweeps(results, "full")
     if len(full_rows) >= 2:
         prev, large = full_rows[-2], full_rows[-1]
+        rss = (prev["full"].get("peak_rss_mb"), large["full"].get("peak_rss_mb"))
         rate = prev["full"]["documents_read"] / prev["full"]["seconds"]
         out.append(
             Point(
@@ -300,6 +301,8 @@ def points(results: dict[str, Any], m: Measured) -> list[Point]:
                 f"documents per second of the full check at {prev['users']:,} users",
             )
         )
+        if None in rss:
+            return out
         out.append(
             Point(
                 f"full check peak RSS at {large['users']:,} users",
