@@ -32,6 +32,11 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def _show(value: Any, unit: str) -> str:
+    number = _num(value)
+    return "n/a" if number is None else f"{number:,.0f} {unit}"
+
+
 def _drains(results: dict[str, Any], pipeline: str) -> list[dict[str, Any]]:
     tu = results.get("ticket_used") or {}
     return [d for d in tu.get("throughput", []) if d["pipeline"] == pipeline]
@@ -243,8 +248,8 @@ def _sweeps(results: dict[str, Any]) -> list[Goal]:
     )
     rss, stall = _num(full.get("peak_rss_mb")), _num(full.get("longest_stall_ms"))
     sizes = ", ".join(f"{r['users']:,}" for r in rows)
-    rss_growth = ", ".join(f"{r['full'].get('peak_rss_mb', 0):,.0f} MB" for r in rows)
-    stalls = ", ".join(f"{r['full'].get('longest_stall_ms', float('nan')):,.0f} ms" for r in rows)
+    rss_growth = ", ".join(_show(r["full"].get("peak_rss_mb"), "MB") for r in rows)
+    stalls = ", ".join(_show(r["full"].get("longest_stall_ms"), "ms") for r in rows)
     met_full = rss is not None and stall is not None and rss <= 150 and stall <= 100
     bounds = []
     if rss is not None and rss > 150:
@@ -262,8 +267,8 @@ def _sweeps(results: dict[str, Any]) -> list[Goal]:
         Goal(
             full_name,
             "peak RSS ≤ 150 MB; longest event-loop stall ≤ 100 ms",
-            f"peak RSS {rss or float('nan'):,.0f} MB, longest stall "
-            f"{stall or float('nan'):,.0f} ms, {full['seconds']:,.1f} s " + _at(large["users"]),
+            f"peak RSS {_show(rss, 'MB')}, longest stall {_show(stall, 'ms')}, "
+            f"{full['seconds']:,.1f} s " + _at(large["users"]),
             met_full if large["users"] >= FULL_SIZE else None,
             "; ".join(bounds),
         )
