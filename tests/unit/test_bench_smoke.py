@@ -197,7 +197,7 @@ def _linear_world() -> dict[str, Any]:
     results["sweeps"] = sweeps
     results["ticket_used"]["throughput"][0]["store_ops_per_event"] = 1.0
     zipf = _drain("service", "zipf", 1200.0, pipeline=15.0, store=20.0, kafka=10.0)
-    zipf["store_ops_per_event"] = 0.5  # half the commands per event: half the consumer and store CPU
+    zipf["store_ops_per_event"] = 0.5  # half the commands: half the consumer and store CPU
     results["ticket_used"]["throughput"].append(zipf)
     return results
 
