@@ -167,26 +167,46 @@ def _latency(results: dict[str, Any], nproc: int) -> Goal:
 
 
 def _sweep_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = [r for r in results.get("sweeps") or [] if "error" not in r.get("due_fixed", {})]
-    return sorted(rows, key=lambda r: r["users"])
+    return sorted(results.get("sweeps") or [], key=lambda r: r["users"])
 
 
 def _at(users: int) -> str:
     return f"at {users:,} users" + ("" if users >= FULL_SIZE else f" (goal is at {FULL_SIZE:,})")
 
 
-def _sweeps(results: dict[str, Any]) -> list[Goal]:
-    rows = _sweep_rows(results)
-    growth_name = "due sweep with a fixed number of users due, 10k → 1M users"
-    ratio_name = "due sweep vs full check at 1M users"
-    full_name = "full check at 1M users"
-    if len(rows) < 2:
-        return [
-            Goal(growth_name, "grows < 2x", "not measured", None),
-            Goal(ratio_name, "≥ 30x faster", "not measured", None),
-            Goal(full_name, "peak RSS ≤ 150 MB; longest loop stall ≤ 100 ms", "n/a", None),
-        ]
-    small, large = rows[0], rows[-1]
+def _failed(sweep: dict[str, Any]) -> bool:
+    return "error" in sweep
+
+
+GROWTH = "due sweep with a fixed number of users due, 10k → 1M users"
+RATIO = "due sweep vs full check at 1M users"
+FULL = "full check at 1M users"
+FULL_GOAL = "peak RSS ≤ 150 MB; longest event-loop stall ≤ 100 ms"
+_DUE_QUERY = (
+    "the store's answer to the due query: it did not return within the client's socket "
+    "timeout although few users are due, so the store reads beyond the due range (compare "
+    "the next_check_at range alone in the single-operation table)"
+)
+
+
+def _growth(rows: list[dict[str, Any]]) -> Goal:
+    done = [r for r in rows if not _failed(r["due_fixed"])]
+    failed = next((r for r in rows if _failed(r["due_fixed"])), None)
+    if failed is not None:
+        before = (
+            f"; {done[-1]['due_fixed']['seconds']:,.2f} s at {done[-1]['users']:,}" if done else ""
+        )
+        return Goal(
+            GROWTH,
+            "grows < 2x",
+            f"the due sweep ({failed['fixed_due_users']} due) failed at "
+            f"{failed['users']:,} users: {failed['due_fixed']['error']}{before}",
+            False,
+            _DUE_QUERY,
+        )
+    if len(done) < 2:
+        return Goal(GROWTH, "grows < 2x", "not measured", None)
+    small, large = done[0], done[-1]
     s_fix, l_fix = small["due_fixed"], large["due_fixed"]
     growth = l_fix["seconds"] / s_fix["seconds"] if s_fix["seconds"] else math.inf
     text = (
@@ -211,69 +231,89 @@ def _sweeps(results: dict[str, Any]) -> list[Goal]:
             )
     if large["users"] < FULL_SIZE:
         text += f" (goal is from 10,000 to {FULL_SIZE:,})"
-    judged = met if large["users"] >= FULL_SIZE else None
-    out = [Goal(growth_name, "grows < 2x", text, judged, bound)]
+    return Goal(GROWTH, "grows < 2x", text, met if large["users"] >= FULL_SIZE else None, bound)
 
-    full, fixed = large["full"], large["due_fixed"]
-    if "error" in full:
-        failed = f"the full check did not complete {_at(large['users'])}: {full['error']}"
-        judged_failed = False if large["users"] >= FULL_SIZE else None
-        return [
-            *out,
-            Goal(ratio_name, "≥ 30x faster", failed, judged_failed, _STORE_SORT),
-            Goal(
-                full_name,
-                "peak RSS ≤ 150 MB; longest event-loop stall ≤ 100 ms",
-                failed,
-                judged_failed,
-                _STORE_SORT,
-            ),
-        ]
-    ratio = full["seconds"] / fixed["seconds"] if fixed["seconds"] else math.inf
-    out.append(
-        Goal(
-            ratio_name,
+
+def _full_failed(row: dict[str, Any]) -> list[Goal]:
+    full = row["full"]
+    # A check that cannot complete at a smaller size cannot meet the goal at 1,000,000.
+    text = f"the full check did not complete {_at(row['users'])}: {full['error']}"
+    return [
+        Goal(RATIO, "≥ 30x faster", text, False, _STORE_SORT),
+        Goal(FULL, FULL_GOAL, text, False, _STORE_SORT),
+    ]
+
+
+def _ratio_goal(row: dict[str, Any]) -> Goal:
+    full, fixed = row["full"], row["due_fixed"]
+    if _failed(fixed):
+        return Goal(
+            RATIO,
             "≥ 30x faster",
-            f"{ratio:,.1f}x ({fixed['seconds']:,.2f} s for {large['fixed_due_users']:,} due "
-            f"vs {full['seconds']:,.2f} s for {full['documents_read']:,} users) "
-            + _at(large["users"])
-            + f"; with 1 % due ({large['due_users']:,}): {large['due']['seconds']:,.2f} s, "
-            f"{_num(large.get('full_over_due')) or float('nan'):,.1f}x",
-            ratio >= 30 if large["users"] >= FULL_SIZE else None,
-            ""
-            if ratio >= 30
-            else f"the due sweep's cost per due user: {fixed['seconds']:,.2f} s for "
-            f"{large['fixed_due_users']} due users, read {fixed['documents_read']:,}",
+            f"the due sweep failed {_at(row['users'])}: {fixed['error']}",
+            False,
+            _DUE_QUERY,
         )
+    ratio = full["seconds"] / fixed["seconds"] if fixed["seconds"] else math.inf
+    return Goal(
+        RATIO,
+        "≥ 30x faster",
+        f"{ratio:,.1f}x ({fixed['seconds']:,.2f} s for {row['fixed_due_users']:,} due "
+        f"vs {full['seconds']:,.2f} s for {full['documents_read']:,} users) "
+        + _at(row["users"])
+        + f"; with 1 % due ({row['due_users']:,}): {_show(row['due'].get('seconds'), 's')}",
+        ratio >= 30 if row["users"] >= FULL_SIZE else None,
+        ""
+        if ratio >= 30
+        else f"the due sweep's cost per due user: {fixed['seconds']:,.2f} s for "
+        f"{row['fixed_due_users']} due users, read {fixed['documents_read']:,}",
     )
+
+
+def _full_goal(rows: list[dict[str, Any]], row: dict[str, Any]) -> Goal:
+    full = row["full"]
+    done = [r for r in rows if not _failed(r["full"])]
     rss, stall = _num(full.get("peak_rss_mb")), _num(full.get("longest_stall_ms"))
-    sizes = ", ".join(f"{r['users']:,}" for r in rows)
-    rss_growth = ", ".join(_show(r["full"].get("peak_rss_mb"), "MB") for r in rows)
-    stalls = ", ".join(_show(r["full"].get("longest_stall_ms"), "ms") for r in rows)
-    met_full = rss is not None and stall is not None and rss <= 150 and stall <= 100
+    sizes = ", ".join(f"{r['users']:,}" for r in done)
+    rss_growth = ", ".join(_show(r["full"].get("peak_rss_mb"), "MB") for r in done)
+    stalls = ", ".join(_show(r["full"].get("longest_stall_ms"), "ms") for r in done)
+    met = rss is not None and stall is not None and rss <= 150 and stall <= 100
     bounds = []
     if rss is not None and rss > 150:
         bounds.append(
             f"memory grows with the users checked ({rss_growth} at {sizes} users): "
-            "the sweep holds per-user "
-            "state (check-log entries) until it ends"
+            "the sweep holds per-user state (check-log entries) until it ends"
         )
     if stall is not None and stall > 100:
         bounds.append(
             f"one synchronous step of {stall:,.0f} ms on the event loop "
             f"({full.get('stalls_over_100ms', '?')} stalls over 100 ms; longest by size: {stalls})"
         )
-    out.append(
-        Goal(
-            full_name,
-            "peak RSS ≤ 150 MB; longest event-loop stall ≤ 100 ms",
-            f"peak RSS {_show(rss, 'MB')}, longest stall {_show(stall, 'ms')}, "
-            f"{full['seconds']:,.1f} s " + _at(large["users"]),
-            met_full if large["users"] >= FULL_SIZE else None,
-            "; ".join(bounds),
-        )
+    return Goal(
+        FULL,
+        FULL_GOAL,
+        f"peak RSS {_show(rss, 'MB')}, longest stall {_show(stall, 'ms')}, "
+        f"{full['seconds']:,.1f} s " + _at(row["users"]),
+        met if row["users"] >= FULL_SIZE else None,
+        "; ".join(bounds),
     )
-    return out
+
+
+def _sweeps(results: dict[str, Any]) -> list[Goal]:
+    rows = _sweep_rows(results)
+    growth = _growth(rows)
+    if not rows:
+        return [
+            growth,
+            Goal(RATIO, "≥ 30x faster", "not measured", None),
+            Goal(FULL, FULL_GOAL, "not measured", None),
+        ]
+    # The full check: at the largest size where it ran (skipped sizes are not measured).
+    ran = [r for r in rows if not r["full"].get("skipped")]
+    row = ran[-1] if ran else rows[-1]
+    if _failed(row["full"]):
+        return [growth, *_full_failed(row)]
+    return [growth, _ratio_goal(row), _full_goal(rows, row)]
 
 
 _STORE_SORT = (

@@ -266,3 +266,27 @@ async def test_sweeps_skip_the_full_check_after_it_failed_at_a_smaller_size(
     assert asked[1][1] is not None
     assert "failed at 100 users" in asked[1][1]
     assert saved == [[10, 100], [10, 100, 1000]]
+
+
+def test_a_due_sweep_that_failed_misses_the_growth_goal_and_says_why() -> None:
+    big = _sweep(100_000, 0.15, 100, 60.0)
+    big["due_fixed"] = {"error": "due_users failed: timed out", "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), big]))
+
+    growth = got["due sweep with a fixed number of users due, 10k → 1M users"]
+    assert growth.met is False
+    assert "failed at 100,000 users" in growth.measured
+    assert "reads beyond the due range" in growth.bound
+    assert got["due sweep vs full check at 1M users"].met is False
+
+
+def test_a_full_check_skipped_after_failing_is_judged_where_it_failed() -> None:
+    failed = _sweep(100_000, 0.15, 100, 60.0)
+    failed["full"] = {"error": "all_users failed: timed out", "seconds": math.nan}
+    skipped = _sweep(1_000_000, 0.15, 100, 60.0)
+    skipped["full"] = {"error": "not run", "skipped": True, "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), failed, skipped]))
+
+    full = got["full check at 1M users"]
+    assert full.met is False
+    assert "did not complete at 100,000 users" in full.measured
