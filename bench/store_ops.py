@@ -7,8 +7,11 @@ indexes) into a scratch database and times the operations the service and the ba
 make: a read by ``user_id``, a read of 500 users by ``$in`` (one batch of the consumer), the
 service's conditional write (``_id`` and the exact ``passes`` in the filter), the same write
 by ``_id`` alone (naive's), and a due sweep's range query on ``next_check_at`` (matching
-nothing). On MongoDB each is an index lookup, flat in N; the ratio between sizes shows
-whether the configured server uses its indexes. Median of ``--repeat`` runs each.
+nothing); then, through the checked-out service's own store adapter, its due query (the
+collection is seeded with 1 % of users due and half of the others all-terminal, as
+``bench.sweeps`` does) and the first document of its full-check read (sorted by
+``user_id``). On MongoDB each is an index lookup or walk, flat in N; the ratio between
+sizes shows whether the configured server uses its indexes. Median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from consumer.app import core
 
-from bench.common import COLLECTION, drop_database, endpoints_from_env, mongo_client, seed_users
+from bench.common import (
+    COLLECTION,
+    drop_database,
+    endpoints_from_env,
+    mongo_client,
+    seed_users,
+    service_settings,
+)
 
 IN_BATCH = 500
 OPERATIONS = (
@@ -33,7 +44,10 @@ OPERATIONS = (
     "update_one by _id + passes (the service's conditional write)",
     "update_one by _id (naive's write)",
     "find next_check_at <= t (no match)",
+    "the service's due query, every due user (1 %)",
+    "the service's full-check read, first document",
 )
+DUE_EVERY, TERMINAL_EVERY = 100, 2  # as bench.sweeps seeds: 1 % due, half all-terminal
 
 
 async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float:
@@ -50,7 +64,9 @@ async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
     database = f"bench_store_ops_{size}_{int(time.time())}"
     client = mongo_client(uri)
     try:
-        seeded = await seed_users(uri, database, size)
+        seeded = await seed_users(
+            uri, database, size, due_every=DUE_EVERY, terminal_every=TERMINAL_EVERY
+        )
         cache = client[database][COLLECTION]
         middle = await cache.find_one({"user_id": (size + 1) // 2})
         if middle is None:
@@ -68,7 +84,25 @@ async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
             OPERATIONS[3]: lambda: cache.update_one({"_id": doc_id}, {"$inc": {"probe": 1}}),
             OPERATIONS[4]: lambda: cache.find({"next_check_at": {"$lte": never}}).to_list(),
         }
-        timings = {name: await _median_ms(op, repeat) for name, op in ops.items()}
+        async with core(service_settings(uri, database)) as c:
+            store = c.store
+            now = datetime.now(UTC)
+
+            async def due_query() -> int:
+                return len([d async for d in store.due_users(now, 0, 1)])
+
+            async def first_of_full_check() -> None:
+                users = store.all_users(None)
+                try:
+                    await anext(users)
+                finally:
+                    close = getattr(users, "aclose", None)  # an async generator: its cursor
+                    if close is not None:
+                        await close()
+
+            ops[OPERATIONS[5]] = due_query
+            ops[OPERATIONS[6]] = first_of_full_check
+            timings = {name: await _median_ms(op, repeat) for name, op in ops.items()}
     finally:
         await client.close()
         await drop_database(uri, database)
