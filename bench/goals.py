@@ -140,9 +140,20 @@ def _latency(results: dict[str, Any], nproc: int) -> Goal:
     if not at:
         offered = sorted({r["offered_rate"] for r in rows})
         text = "1,000/s not offered" + (f" (offered {offered})" if offered else "")
-        if rows and not rows[-1]["drained"]:
-            text += f"; saturated at {rows[-1]['offered_rate']:,}/s"
-        return Goal(name, goal, text, None)
+        last = max(rows, key=lambda x: x["offered_rate"]) if rows else None
+        if last is None or last["drained"] or last["offered_rate"] > 1000:
+            return Goal(name, goal, text, None)
+        # saturated below 1,000/s: the higher rates were skipped, and cannot be met
+        service = _drains(results, "service")
+        best = max((d["events_per_second"] for d in service), default=0.0)
+        return Goal(
+            name,
+            goal,
+            f"{text}: saturated at {last['offered_rate']:,}/s (p99 {last['p99_ms']:,.0f} ms)",
+            False,
+            f"throughput: the service drains at most {best:,.0f} events/s"
+            + (f"; {cpu_bound(service[0], nproc)}" if service else ""),
+        )
     r = max(at, key=lambda x: x["p99_ms"])
     text = (
         f"p99 {r['p99_ms']:,.0f} ms (p50 {r['p50_ms']:,.0f}, max {r['max_ms']:,.0f}; "

@@ -290,3 +290,26 @@ def test_a_full_check_skipped_after_failing_is_judged_where_it_failed() -> None:
     full = got["full check at 1M users"]
     assert full.met is False
     assert "did not complete at 100,000 users" in full.measured
+
+
+def test_latency_goal_is_missed_when_the_service_saturates_below_1000_per_second() -> None:
+    results = _results()
+    results["ticket_used"]["latency"] = [
+        {
+            "pipeline": "service",
+            "offered_rate": 500,
+            "achieved_rate": 500.0,
+            "sent": 5000,
+            "received": 4000,
+            "drained": False,
+            "p50_ms": 9000.0,
+            "p95_ms": 20000.0,
+            "p99_ms": 30000.0,
+            "max_ms": 31000.0,
+        }
+    ]
+    latency = _by_figure(results)["p99 latency, event to status change, at 1,000 events/s"]
+
+    assert latency.met is False
+    assert "saturated at 500/s" in latency.measured
+    assert "drains at most 1,200 events/s" in latency.bound
