@@ -243,7 +243,7 @@ def tables(results: dict[str, Any]) -> str:
                 "full": s.get("due_users"),
                 "due_fixed": s.get("fixed_due_users"),
             }
-            for kind in ("due", "full", "due_fixed"):
+            for kind in ("due", "due_fixed", "full"):  # the order they run in
                 r = s[kind]
                 label = {"due": "due (1 %)", "full": "full check", "due_fixed": "due (fixed)"}
                 out.append(
