@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 from consumer.app import core
+from consumer.errors import StoreUnavailableError
+from pymongo.errors import PyMongoError
 
 from bench.common import (
     COLLECTION,
@@ -50,11 +52,16 @@ OPERATIONS = (
 DUE_EVERY, TERMINAL_EVERY = 100, 2  # as bench.sweeps seeds: 1 % due, half all-terminal
 
 
-async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float:
+async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float | None:
+    """Median milliseconds of ``repeat`` runs; None if the operation fails (for example
+    past the service's socket timeout), which is itself the figure."""
     timings = []
     for _ in range(repeat):
         started = time.perf_counter()
-        await op()
+        try:
+            await op()
+        except (PyMongoError, StoreUnavailableError):
+            return None
         timings.append(time.perf_counter() - started)
     return round(1000 * statistics.median(timings), 2)
 
@@ -122,7 +129,7 @@ async def run(
         row = await measure(uri, size, repeat)
         say(f"{size:>9,} users (seeded in {row['seed_seconds']} s)")
         for name, ms in row["median_ms"].items():
-            say(f"    {ms:>10,.1f} ms  {name}")
+            say(f"    {'failed' if ms is None else f'{ms:,.1f} ms':>13}  {name}")
         rows.append(row)
     return rows
 
@@ -134,7 +141,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [head + " | largest / smallest |", "|---|" + "---:|" * (len(rows) + 1)]
     for name in OPERATIONS:
         values = [r["median_ms"].get(name) for r in rows]
-        cells = " | ".join("n/a" if v is None else f"{v:,.1f} ms" for v in values)
+        cells = " | ".join("failed or n/a" if v is None else f"{v:,.1f} ms" for v in values)
         first, last = values[0], values[-1]
         ratio = f"{last / first:,.1f}x" if first and last else "n/a"
         lines.append(f"| {name} | {cells} | {ratio} |")
