@@ -259,8 +259,10 @@ def tables(results: dict[str, Any]) -> str:
         out += [
             "### One MongoDB operation, by filter shape (median)",
             "",
-            "The last two rows go through the service's own store adapter and client (socket "
-            "timeout 10 s by default): *failed* means no answer within it.",
+            (
+                "The last two rows go through the service's own store adapter and client (socket "
+                "timeout 10 s by default): *failed* means no answer within it."
+            ),
             "",
             store_ops.table(results["store_ops"]),
             "",
