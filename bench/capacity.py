@@ -349,7 +349,9 @@ def render(m: Measured, a: Assumptions, results: dict[str, Any]) -> str:
         f"| consumer peak RSS under load | {m.consumer_rss_mb:,.0f} MB |",
         f"| full check: documents/s (one process) | {m.full_docs_per_second:,.0f} |",
         f"| full check: CPU per document | {1e6 * m.full_cpu_per_doc:,.0f} µs |",
-        f"| full check peak RSS at {m.full_users:,} users | {m.full_rss_mb:,.0f} MB |",
+        f"| full check peak RSS at {m.full_users:,} users | "
+        + ("n/a" if math.isnan(m.full_rss_mb) else f"{m.full_rss_mb:,.0f} MB")
+        + " |",
         f"| due sweep: seconds per due user | {1e3 * m.due_seconds_per_user:,.2f} ms |",
         f"| due sweep: query cost beyond the due users | {m.due_query_seconds:,.3f} s |",
         f"| BSON bytes per user (3 passes) | {m.doc_bytes:,} |",
