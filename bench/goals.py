@@ -215,8 +215,10 @@ def _growth(rows: list[dict[str, Any]]) -> Goal:
             False,
             _DUE_QUERY,
         )
+    # compare sizes with the same number due (a size under 10,000 has fewer than 100 due)
+    done = [r for r in done if done and r["fixed_due_users"] == done[-1]["fixed_due_users"]]
     if len(done) < 2:
-        return Goal(GROWTH, "grows < 2x", "not measured", None)
+        return Goal(GROWTH, "grows < 2x", "not measured (no two sizes with as many due)", None)
     small, large = done[0], done[-1]
     s_fix, l_fix = small["due_fixed"], large["due_fixed"]
     growth = l_fix["seconds"] / s_fix["seconds"] if s_fix["seconds"] else math.inf
