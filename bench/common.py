@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,10 +23,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from consumer.app import core
 from consumer.domain.times import format_instant
+from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
+from consumer.settings import Settings
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 REPO = Path(__file__).resolve().parents[1]
+COLLECTION = "bytemark_tickets_cache"  # the service's default (Settings.collection_cache)
 Document = dict[str, Any]
 
 
@@ -233,6 +240,12 @@ async def read_all(bootstrap: str, topic: str, *, expect: int, wait: float) -> l
 # -- MongoDB -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _instant(when: datetime) -> str:
+    """``format_instant``, cached: seeding formats the same few instants a million times."""
+    return format_instant(when)
+
+
 def pass_uuid(user_id: int, index: int) -> str:
     return str(uuid.UUID(int=(user_id << 8) | index))
 
@@ -249,7 +262,7 @@ def a_pass(user_id: int, index: int, expiration: datetime) -> Document:
         "payload": {
             "uuid": uid,
             "status": "USABLE",
-            "expiration": format_instant(expiration),
+            "expiration": _instant(expiration),
             "first_use": None,
             "allowed_uses": 1,
             "uses_count": 0,
@@ -259,69 +272,143 @@ def a_pass(user_id: int, index: int, expiration: datetime) -> Document:
     }
 
 
-def a_user(user_id: int, now: datetime, *, due: bool = False) -> Document:
-    """A user with 3 USABLE passes; ``due``: one already expired and ``next_check_at`` past.
+def a_user(user_id: int, now: datetime, *, due: bool = False, terminal: bool = False) -> Document:
+    """A user with 3 passes, as this service leaves the document after evaluating it.
 
-    Not due: ``next_check_at`` is set to the earliest expiration and the evaluated marker
-    ``pass_status_checked_at`` is set, as this service leaves them (a document without
-    the marker has never been evaluated, and is due).
+    Default: 3 USABLE passes, ``next_check_at`` = the earliest expiration. ``due``: one pass
+    already expired and ``next_check_at`` past. ``terminal``: every pass EXPIRED, so nothing
+    can change by time alone (``next_check_at`` null): most users of a long-lived cache.
+    ``pass_status_checked_at`` is set (the document was evaluated), so that a due sweep
+    that finds never-evaluated documents by that marker does not count these.
     """
     expirations = [now + timedelta(days=30 + i) for i in range(3)]
     if due:
         expirations[0] = now - timedelta(hours=1)
-    doc: Document = {
+    passes = [a_pass(user_id, i, exp) for i, exp in enumerate(expirations)]
+    next_check: datetime | None = min(expirations)
+    if terminal:
+        for i, p in enumerate(passes):
+            p["status"] = p["payload"]["status"] = "EXPIRED"
+            p["payload"]["expiration"] = _instant(now - timedelta(days=60 + i))
+        next_check = None
+    return {
         "user_id": user_id,
         "timestamp": 1700000000,
-        "passes": [a_pass(user_id, i, exp) for i, exp in enumerate(expirations)],
+        "passes": passes,
         "passes4": [{"legacy": True}],
         "passesLog": [],
         "passes4Log": [],
-        "next_check_at": min(expirations),
-        "pass_status_checked_at": now - timedelta(hours=2),
+        NEXT_CHECK_AT: next_check,
+        CHECKED_AT: now - timedelta(minutes=5),
     }
-    return doc
 
 
 def mongo_client(uri: str) -> AsyncMongoClient[Document]:
-    # A socket timeout, so that a server that stops answering (FerretDB 1.24 can deadlock:
-    # docs/architecture.md) fails the benchmark instead of hanging it; long enough for a
-    # full scan of the largest collection benchmarked.
+    # A socket timeout, so that a server that stops answering fails the benchmark instead
+    # of hanging it; long enough for a full scan of the largest collection benchmarked.
     return AsyncMongoClient(
         uri, tz_aware=True, serverSelectionTimeoutMS=10_000, socketTimeoutMS=600_000
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    """How long seeding took: the bulk insert, then the service's own index creation."""
+
+    users: int
+    insert_seconds: float
+    index_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.insert_seconds + self.index_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "seconds": round(self.seconds, 2),
+            "insert_seconds": round(self.insert_seconds, 2),
+            "index_seconds": round(self.index_seconds, 2),
+            "users_per_second": round(self.users / max(self.seconds, 1e-9)),
+        }
+
+
+def user_kind(user_id: int, due_every: int, terminal_every: int) -> tuple[bool, bool]:
+    """(due, terminal) of seeded user ``user_id``: every ``due_every``-th is due, every
+    ``terminal_every``-th of the others holds only terminal passes (0: none)."""
+    due = bool(due_every) and user_id % due_every == 0
+    terminal = not due and bool(terminal_every) and user_id % terminal_every == 1
+    return due, terminal
+
+
+SEED_CHUNK = 10_000  # documents per insert_many: a few round trips per 100,000 users
+SEED_ATTEMPTS = 3
+
+
 async def seed_users(
     uri: str,
     database: str,
-    collection: str,
     users: int,
     *,
     due_every: int = 0,
-    batch: int = 1000,
+    terminal_every: int = 0,
+    chunk: int = SEED_CHUNK,
     parallel: int = 2,
-) -> float:
-    """Insert ``users`` documents (ids 1..users); every ``due_every``-th is due. Returns seconds."""
+) -> Seeded:
+    """Insert users 1..``users`` in bulk, then create the indexes as the service does.
+
+    Documents are built chunk by chunk (memory stays small at 1,000,000 users) and written
+    with unordered ``insert_many`` calls, ``parallel`` at a time. The indexes are then
+    created by the checked-out service's own ``ensure_indexes`` (after the load, as one
+    would restore a dump), so the collection has exactly the indexes the service's
+    queries are written for, whatever this branch's version of them is.
+    """
     client = mongo_client(uri)
-    coll = client[database][collection]
+    coll = client[database][COLLECTION]
     now = datetime.now(UTC)
     started = time.perf_counter()
     try:
-        await coll.create_index("user_id", name="user_id_1")
         sem = asyncio.Semaphore(parallel)
 
         async def insert(first: int) -> None:
+            last = min(users, first + chunk - 1)
             async with sem:
-                docs = [
-                    a_user(u, now, due=bool(due_every) and u % due_every == 0)
-                    for u in range(first, min(users, first + batch - 1) + 1)
-                ]
-                await coll.insert_many(docs, ordered=False)
+                docs = []
+                for u in range(first, last + 1):
+                    due, terminal = user_kind(u, due_every, terminal_every)
+                    docs.append(a_user(u, now, due=due, terminal=terminal))
+                for attempt in range(SEED_ATTEMPTS):
+                    try:
+                        await coll.insert_many(docs, ordered=False)
+                    except AutoReconnect:  # the server restarted: redo this chunk
+                        if attempt == SEED_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(2)
+                        await coll.delete_many({"user_id": {"$gte": first, "$lte": last}})
+                        for d in docs:
+                            d.pop("_id", None)
+                    else:
+                        return
 
-        await asyncio.gather(*(insert(first) for first in range(1, users + 1, batch)))
+        await asyncio.gather(*(insert(first) for first in range(1, users + 1, chunk)))
     finally:
         await client.close()
-    return time.perf_counter() - started
+    inserted = time.perf_counter()
+    await create_service_indexes(uri, database)
+    return Seeded(users, inserted - started, time.perf_counter() - inserted)
+
+
+def service_settings(uri: str, database: str) -> Settings:
+    """The service's settings for ``database`` (defaults otherwise)."""
+    return Settings.from_env(
+        {"PASS_STATUS_MONGODB_URI": uri, "PASS_STATUS_MONGODB_DATABASE": database}
+    )
+
+
+async def create_service_indexes(uri: str, database: str) -> None:
+    """The indexes of the checked-out service, created by its own code."""
+    async with core(service_settings(uri, database)) as c:
+        await c.store.ensure_indexes()
 
 
 async def drop_database(uri: str, database: str) -> None:
@@ -451,19 +538,75 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def service_pids() -> dict[str, int]:
-    """PIDs of the local Kafka and FerretDB started by ``scripts/services`` (if any)."""
-    state = Path(os.environ.get("PASS_STATUS_STATE", REPO / ".local" / "services"))
-    found: dict[str, int] = {}
-    for name in ("kafka", "ferretdb"):
-        pidfile = state / name / f"{name}.pid"
+def listener_pid(port: int) -> int | None:
+    """The PID of the local process listening on TCP ``port`` (None if not found or not
+    ours to see): the socket's inode from /proc/net/tcp*, then the process holding it."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
             continue
-        if Path(f"/proc/{pid}").exists():
+        for line in lines:
+            cols = line.split()
+            # local address "ADDR:PORT" in hex; state 0A = LISTEN
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if str(fd.readlink()) in wanted:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _local_port(address: str, default: int) -> int | None:
+    """The port of ``host[:port]`` if the host is this machine, else None."""
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+    if host.strip("[]") not in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}:  # noqa: S104
+        return None
+    return int(port) if port.isdigit() else default
+
+
+def server_pids(ep: Endpoints) -> dict[str, int]:
+    """PIDs of the Kafka broker and the MongoDB-compatible store, when they run on this
+    machine (found by their listening ports), so that their CPU time can be read."""
+    found: dict[str, int] = {}
+    hosts = urllib.parse.urlsplit(ep.mongodb_uri).netloc.rsplit("@", 1)[-1].split(",")
+    for name, address, default in (
+        ("kafka", ep.bootstrap.split(",")[0], 9092),
+        ("store", hosts[0], 27017),
+    ):
+        port = _local_port(address, default)
+        pid = listener_pid(port) if port is not None else None
+        if pid is not None:
             found[name] = pid
     return found
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds used by everything on this machine so far (all cores, /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pid: int, ep: Endpoints) -> dict[str, float]:
+    """CPU seconds so far of the pipeline ``pid``, the local servers and the machine."""
+    snap = {"pipeline": cpu_seconds(pid)}
+    snap.update({name: cpu_seconds(p) for name, p in server_pids(ep).items()})
+    snap["machine"] = machine_cpu_seconds()
+    return snap
 
 
 def prometheus_sum(text: str, metric: str) -> float:

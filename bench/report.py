@@ -11,7 +11,7 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import store_ops
+from bench import goals, store_ops
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -105,9 +105,82 @@ def plots(results: dict[str, Any], directory: Path) -> list[Path]:
     return made
 
 
+def _stages(results: dict[str, Any]) -> list[str]:
+    stages = results.get("stages") or {}
+    if not stages:
+        return []
+    out = ["### How long each stage took", "", "| stage | started (UTC) | seconds | complete |"]
+    out.append("|---|---|---:|---|")
+    for name, st in stages.items():
+        out.append(
+            f"| {name} | {st.get('started_at', '')} | {_fmt(st.get('seconds'), 1)} "
+            f"| {'yes' if st.get('complete') else 'no'} |"
+        )
+    return [*out, ""]
+
+
+def _seeding(results: dict[str, Any]) -> list[str]:
+    rows: list[tuple[str, dict[str, Any]]] = [
+        (f"ticket-used ({s.get('pipeline', '?')})", s)
+        for s in (results.get("ticket_used") or {}).get("seeding", [])
+    ]
+    rows += [("sweeps", s["seed"]) for s in results.get("sweeps") or [] if "seed" in s]
+    rows += [
+        ("single operations", s["seed"]) for s in results.get("store_ops") or [] if "seed" in s
+    ]
+    if not rows:
+        return []
+    out = [
+        "### Seeding (bulk `insert_many`, unordered, 10,000 a call; then the service's indexes)",
+        "",
+        "| for | users | insert s | index s | total s | users/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in rows:
+        out.append(
+            f"| {name} | {_fmt(s['users'])} | {_fmt(s.get('insert_seconds'), 1)} "
+            f"| {_fmt(s.get('index_seconds'), 1)} | {_fmt(s.get('seconds'), 1)} "
+            f"| {_fmt(s.get('users_per_second'))} |"
+        )
+    return [*out, ""]
+
+
+def _profile(results: dict[str, Any]) -> list[str]:
+    prof = results.get("profile")
+    if not prof or not prof.get("summary"):
+        return []
+    s, d = prof["summary"], prof["drain"]
+    cpu = d.get("cpu_percent", {})
+    frames = ", ".join(f"`{f['frame']}` {f['seconds']:.1f} s" for f in s["top_consumer_frames"])
+    return [
+        "### Profile of a service drain (pyinstrument, uniform)",
+        "",
+        (
+            f"`{prof['file']}`: {_fmt(d['events_per_second'])} events/s; wall "
+            f"{_fmt(s['wall_seconds'], 1)} s, consumer CPU {_fmt(s['cpu_seconds'], 1)} s, waiting "
+            f"for replies {_fmt(s['waiting_seconds'], 1)} s "
+            f"({_fmt(100 * (s['waiting_share'] or 0), 0)} %). CPU during the drain (% of one "
+            f"core): consumer {_fmt(cpu.get('pipeline'))}, store {_fmt(cpu.get('store'))}, Kafka "
+            f"{_fmt(cpu.get('kafka'))}, whole machine {_fmt(cpu.get('machine'))}. Largest frames "
+            f"of the consumer's own code: {frames}."
+        ),
+        "",
+    ]
+
+
 def tables(results: dict[str, Any]) -> str:
-    """Markdown tables of every figure in ``results``."""
-    out: list[str] = []
+    """Markdown tables of every figure in ``results``, the goals first."""
+    store = results.get("store") or {}
+    out: list[str] = [
+        "### Goals of issue 14, as measured",
+        "",
+        f"Store: {store.get('server', 'unknown')} at `{store.get('uri', '?')}`.",
+        "",
+        goals.table(goals.goals(results)),
+        "",
+        *_stages(results),
+        *_seeding(results),
+    ]
     tu = results.get("ticket_used")
     if tu:
         out += [
@@ -115,7 +188,8 @@ def tables(results: dict[str, Any]) -> str:
             "",
             (
                 "| round | distribution | pipeline | events | processed | seconds | events/s "
-                "| store ops/event | peak RSS MB | CPU % (pipeline / kafka / ferretdb) |"
+                "| store ops/event | peak RSS MB | CPU % of a core (pipeline / store / kafka "
+                "/ machine) |"
             ),
             "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
@@ -127,8 +201,8 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {_fmt(d['processed'])}{capped} | {_fmt(d['seconds'], 1)} "
                 f"| {_fmt(d['events_per_second'])} | {_fmt(d.get('store_ops_per_event'), 2)} "
                 f"| {_fmt(d['peak_rss_mb'])} "
-                f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('kafka'))} "
-                f"/ {_fmt(cpu.get('ferretdb'))} |"
+                f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('store', cpu.get('ferretdb')))} "
+                f"/ {_fmt(cpu.get('kafka'))} / {_fmt(cpu.get('machine'))} |"
             )
         out += ["", "| distribution | ratio | value |", "|---|---|---:|"]
         for dist, ratios in tu["summary"]["ratios"].items():
@@ -151,34 +225,44 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {_fmt(r['max_ms'])} |"
             )
         out.append("")
+    out += _profile(results)
     sweeps = results.get("sweeps")
     if sweeps:
         out += [
-            "### Sweeps (1 % of users due)",
+            "### Sweeps (1 % of users due, half of the others holding only expired passes)",
             "",
             (
-                "| users | seed s | due s | due docs read | due RSS MB | full s | full docs read "
-                "| full RSS MB | full/due | due (min(100, 1 %) due) s | docs read |"
+                "| users | sweep | due users | seconds | documents read | changed "
+                "| peak RSS MB | longest loop stall ms | CPU s |"
             ),
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in sweeps:
-            out.append(
-                f"| {_fmt(s['users'])} | {_fmt(s['seed_seconds'], 1)} "
-                f"| {_fmt(s['due']['seconds'], 2)} | {_fmt(s['due']['documents_read'])} "
-                f"| {_fmt(s['due']['peak_rss_mb'])} | {_fmt(s['full']['seconds'], 2)} "
-                f"| {_fmt(s['full']['documents_read'])} | {_fmt(s['full']['peak_rss_mb'])} "
-                f"| {_fmt(s['full_over_due'], 1)} | {_fmt(s['due_fixed']['seconds'], 2)} "
-                f"| {_fmt(s['due_fixed']['documents_read'])} |"
-            )
-            errors = [
-                f"{k}: {s[k]['error']}" for k in ("due", "full", "due_fixed") if "error" in s[k]
-            ]
-            out.extend(f"| {_fmt(s['users'])} | failed: {e} |" for e in errors)
+            due_counts = {
+                "due": s.get("due_users"),
+                "full": s.get("due_users"),
+                "due_fixed": s.get("fixed_due_users"),
+            }
+            for kind in ("due", "due_fixed", "full"):  # the order they run in
+                r = s[kind]
+                label = {"due": "due (1 %)", "full": "full check", "due_fixed": "due (fixed)"}
+                out.append(
+                    f"| {_fmt(s['users'])} | {label[kind]} | {_fmt(due_counts[kind])} "
+                    f"| {_fmt(r['seconds'], 2)} | {_fmt(r.get('documents_read'))} "
+                    f"| {_fmt(r.get('documents_changed'))} | {_fmt(r.get('peak_rss_mb'))} "
+                    f"| {_fmt(r.get('longest_stall_ms'))} | {_fmt(r.get('cpu_seconds'), 1)} |"
+                )
+                if "error" in r:
+                    out.append(f"| {_fmt(s['users'])} | {label[kind]} failed: {r['error']} |")
         out.append("")
     if results.get("store_ops"):
         out += [
             "### One MongoDB operation, by filter shape (median)",
+            "",
+            (
+                "The last two rows go through the service's own store adapter and client (socket "
+                "timeout 10 s by default): *failed* means no answer within it."
+            ),
             "",
             store_ops.table(results["store_ops"]),
             "",

@@ -4,6 +4,12 @@ Writes ``bench/results/latest.json`` (every figure, for comparing runs), PNG plo
 ``docs/img/`` and the tables between the ``bench:begin``/``bench:end`` markers of
 ``docs/benchmarks.md``. Kafka and MongoDB come from ``PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS``
 and ``PASS_STATUS_MONGODB_URI`` (start local ones with ``scripts/services up``).
+
+Stages (``--only``, in this order): ``ticket_used``, ``sweeps``, ``store_ops``, ``profile``.
+The results file is written after every stage (and every sweep size), with how long each
+stage took. ``--resume`` keeps what a previous, interrupted run of the results file already
+measured and runs only the rest; ``--only`` re-runs the named stages and keeps the others
+from the file. ``--preset smoke|medium`` picks small sizes (functionality, not figures).
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from consumer.redact import redact_uri
+from pymongo.errors import PyMongoError
 
-from bench import report, store_ops, sweeps, ticket_used
-from bench.common import REPO, Endpoints, endpoints_from_env
+from bench import profiling, store_ops, sweeps, ticket_used
+from bench.common import REPO, Endpoints, endpoints_from_env, mongo_client, server_pids
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -53,8 +61,35 @@ def machine() -> dict[str, Any]:
     }
 
 
+STAGES = ("ticket_used", "sweeps", "store_ops", "profile")
+
+# Sizes other than the issue's (the defaults): `smoke` proves the harness end to end in a
+# couple of minutes, `medium` gives figures at 10,000 users in about a quarter of an hour.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "users": 2_000,
+        "events": 2_000,
+        "rates": (50, 100),
+        "rate_seconds": 3.0,
+        "max_drain_seconds": 60.0,
+        "sizes": (1_000, 3_000),
+        "store_sizes": (1_000, 3_000),
+    },
+    "medium": {
+        "users": 10_000,
+        "events": 20_000,
+        "rates": (500, 1000, 2000),
+        "rate_seconds": 2.0,
+        "max_drain_seconds": 120.0,
+        "sizes": (1_000, 10_000),
+        "store_sizes": (1_000, 10_000),
+    },
+}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="small sizes (see bench/run.py)")
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--distributions", default="uniform,zipf")
@@ -69,16 +104,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--max-drain-seconds", type=float, default=180.0)
     p.add_argument("--sizes", type=_ints, default=(10_000, 100_000, 1_000_000))
-    p.add_argument("--skip-ticket-used", action="store_true")
-    p.add_argument("--skip-sweeps", action="store_true")
     p.add_argument(
         "--store-sizes",
         type=_ints,
-        default=(1_000, 10_000),
+        default=(1_000, 10_000, 100_000),
         help="collection sizes for the per-operation costs (bench/store_ops.py)",
     )
-    p.add_argument("--skip-store-ops", action="store_true")
-    p.add_argument("--profile", action="store_true", help="also profile a service drain")
+    p.add_argument(
+        "--only", type=_stages, default=STAGES, help="comma-separated stages: " + ",".join(STAGES)
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the stages (and sweep sizes) the results file already has; run the rest",
+    )
+    p.add_argument("--no-profile", action="store_true", help="skip the profiled drain")
     p.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "latest.json")
     p.add_argument("--img-dir", type=Path, default=REPO / "docs" / "img")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -86,7 +126,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--from-json", type=Path, help="measure nothing: redo plots and doc from a results file"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.preset:
+        given = set(argv if argv is not None else sys.argv[1:])
+        for key, value in PRESETS[args.preset].items():
+            if "--" + key.replace("_", "-") not in given:
+                setattr(args, key, value)
+    return args
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    names = tuple(x for x in text.split(",") if x)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0]!r} (stages: {STAGES})")
+    return names
 
 
 def config_of(args: argparse.Namespace) -> ticket_used.Config:
@@ -103,36 +157,95 @@ def config_of(args: argparse.Namespace) -> ticket_used.Config:
     )
 
 
+def _previous(args: argparse.Namespace) -> dict[str, Any]:
+    """The results file's figures, when this run keeps some of them."""
+    partial = args.resume or tuple(args.only) != STAGES
+    if partial and args.output.exists():
+        previous: dict[str, Any] = orjson.loads(args.output.read_bytes())
+        return previous
+    return {}
+
+
 async def run_all(args: argparse.Namespace, ep: Endpoints) -> dict[str, Any]:
     started = time.perf_counter()
-    results: dict[str, Any] = {
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench " + shlex.join(sys.argv[1:]),
-        "machine": machine(),
-    }
+    results = _previous(args)
+    stages: dict[str, Any] = results.setdefault("stages", {})
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    command = "python -m bench " + shlex.join(sys.argv[1:])
+    # Every invocation that wrote into this results file (--resume, --only), in order.
+    results.setdefault("invocations", []).append({"command": command, "started_at": now})
+    results.update(
+        {
+            "started_at": results.get("started_at", now) if results.get("stages") else now,
+            "command": command,
+            "machine": machine(),
+            "store": await describe_store(ep),
+        }
+    )
     cfg = config_of(args)
-    if not args.skip_ticket_used:
-        print("ticket-used benchmark")
+    wanted = [s for s in args.only if not (s == "profile" and args.no_profile)]
+    for stage in STAGES:
+        if stage not in wanted:
+            continue
+        if args.resume and stages.get(stage, {}).get("complete"):
+            print(f"{stage}: kept from {args.output}")
+            continue
+        print(f"{stage} ({datetime.now(UTC):%H:%M:%S} UTC)")
+        began = time.perf_counter()
+        stages[stage] = {"started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        await _run_stage(stage, args, ep, cfg, results)
+        stages[stage].update({"seconds": round(time.perf_counter() - began, 1), "complete": True})
+        print(f"{stage}: {stages[stage]['seconds']} s")
+        _save(args.output, results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+async def _run_stage(
+    stage: str,
+    args: argparse.Namespace,
+    ep: Endpoints,
+    cfg: ticket_used.Config,
+    results: dict[str, Any],
+) -> None:
+    if stage == "ticket_used":
         results["ticket_used"] = await ticket_used.run(ep, cfg)
-        _save(args.output, results)
-    if not args.skip_sweeps:
-        print("sweep benchmark")
-        results["sweeps"] = await sweeps.run(ep, args.sizes)
-        _save(args.output, results)
-    if not args.skip_store_ops:
-        print("store operations")
+    elif stage == "sweeps":
+        done = results.get("sweeps", []) if args.resume else []
+
+        def save(rows: list[dict[str, Any]]) -> None:
+            results["sweeps"] = rows
+            _save(args.output, results)
+
+        results["sweeps"] = await sweeps.run(ep, args.sizes, done=done, save=save)
+    elif stage == "store_ops":
         results["store_ops"] = await store_ops.run(ep.mongodb_uri, args.store_sizes, repeat=5)
-        _save(args.output, results)
-    if args.profile:
-        print("profile")
+    elif stage == "profile":
         out = args.output.parent / "profile.txt"
         drain = await ticket_used.profile(ep, cfg, str(out))
         results["profile"] = {
-            "file": str(out.relative_to(REPO)),
+            "file": str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out),
             "drain": dataclasses.asdict(drain),
+            "summary": profiling.summarize(out.read_text()) if out.exists() else {},
         }
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    return results
+
+
+async def describe_store(ep: Endpoints) -> dict[str, Any]:
+    """What answers at the MongoDB URI: server and version (FerretDB says so)."""
+    client = mongo_client(ep.mongodb_uri)
+    try:
+        info = await client.admin.command("buildInfo")
+    except PyMongoError as exc:
+        return {"error": str(exc)[:200]}
+    finally:
+        await client.close()
+    ferret = info.get("ferretdbVersion")
+    return {
+        "server": f"FerretDB {ferret}" if ferret else f"MongoDB {info.get('version', '?')}",
+        "version": info.get("version"),
+        "uri": redact_uri(ep.mongodb_uri),
+        "pids": server_pids(ep),
+    }
 
 
 def _save(path: Path, results: dict[str, Any]) -> None:
@@ -144,14 +257,19 @@ def _save(path: Path, results: dict[str, Any]) -> None:
 
 def write_doc(doc: Path, results: dict[str, Any]) -> None:
     """Replace the generated section of ``doc`` (between the markers) with fresh tables."""
+    from bench import report  # noqa: PLC0415 - matplotlib: only the bench group has it
+
     if not doc.exists():
         return
     text = doc.read_text()
     m = results["machine"]
+    runs = results.get("invocations") or [
+        {"command": results["command"], "started_at": results["started_at"]}
+    ]
+    by = "; then ".join(f"`{r['command']}` at {r['started_at']}" for r in runs)
     body = (
-        f"{BEGIN}\n_Generated by `{results['command']}` at {results['started_at']} on "
-        f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB; "
-        f"took {results.get('seconds', 'n/a')} s._\n\n"
+        f"{BEGIN}\n_Generated by {by}, on {m['nproc']} CPUs ({m['cpu']}), "
+        f"{m['memory_gb']} GB._\n\n"
         f"{report.tables(results)}\n{END}"
     )
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
@@ -160,6 +278,8 @@ def write_doc(doc: Path, results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import report  # noqa: PLC0415 - matplotlib: only the bench group has it
+
     args = parse_args(argv)
     if args.from_json:
         results = orjson.loads(args.from_json.read_bytes())

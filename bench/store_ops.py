@@ -2,13 +2,16 @@
 
     python -m bench.store_ops --sizes 1000,10000 [--repeat 5]
 
-Seeds N bench users (``bench.common.a_user``, about 2 KB each) into a scratch database and
-times, side by side, the operations the service and the baselines make: a read by
-``user_id``, a read and a write by ``_id`` alone, the same write with a condition on
-``passes`` (the service's conditional write), and a range query on ``next_check_at`` (a
-``due`` sweep's query, matching nothing here). On MongoDB each is an index lookup, flat in
-N (``tests/store`` checks that shape on any server). Median of ``--repeat`` runs each;
-writes JSON with ``--output``.
+Seeds N bench users (``bench.common.a_user``, about 2 KB each, in bulk, with the service's
+indexes) into a scratch database and times the operations the service and the baselines
+make: a read by ``user_id``, a read of 500 users by ``$in`` (one batch of the consumer), the
+service's conditional write (``_id`` and the exact ``passes`` in the filter), the same write
+by ``_id`` alone (naive's), and a due sweep's range query on ``next_check_at`` (matching
+nothing); then, through the checked-out service's own store adapter, its due query (the
+collection is seeded with 1 % of users due and half of the others all-terminal, as
+``bench.sweeps`` does) and the first document of its full-check read (sorted by
+``user_id``). On MongoDB each is an index lookup or walk, flat in N; the ratio between
+sizes shows whether the configured server uses its indexes. Median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -23,24 +26,42 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from consumer.app import core
+from consumer.errors import StoreUnavailableError
+from pymongo.errors import PyMongoError
 
-from bench.common import drop_database, endpoints_from_env, mongo_client, seed_users
-
-COLLECTION = "bytemark_tickets_cache"
-OPERATIONS = (
-    "find_one by user_id",
-    "find_one by _id",
-    "update_one by _id",
-    "update_one by _id + passes (server-side condition)",
-    "find next_check_at <= t (no match)",
+from bench.common import (
+    COLLECTION,
+    drop_database,
+    endpoints_from_env,
+    mongo_client,
+    seed_users,
+    service_settings,
 )
 
+IN_BATCH = 500
+OPERATIONS = (
+    "find_one by user_id",
+    f"find user_id $in {IN_BATCH} ids",
+    "update_one by _id + passes (the service's conditional write)",
+    "update_one by _id (naive's write)",
+    "find next_check_at <= t (no match)",
+    "the service's due query, every due user (1 %)",
+    "the service's full-check read, first document",
+)
+DUE_EVERY, TERMINAL_EVERY = 100, 2  # as bench.sweeps seeds: 1 % due, half all-terminal
 
-async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float:
+
+async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float | None:
+    """Median milliseconds of ``repeat`` runs; None if the operation fails (for example
+    past the service's socket timeout), which is itself the figure."""
     timings = []
     for _ in range(repeat):
         started = time.perf_counter()
-        await op()
+        try:
+            await op()
+        except (PyMongoError, StoreUnavailableError):
+            return None
         timings.append(time.perf_counter() - started)
     return round(1000 * statistics.median(timings), 2)
 
@@ -48,51 +69,82 @@ async def _median_ms(op: Callable[[], Awaitable[Any]], repeat: int) -> float:
 async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
     """Seed ``size`` users in a scratch database, time each operation, drop it."""
     database = f"bench_store_ops_{size}_{int(time.time())}"
-    seed_seconds = await seed_users(uri, database, COLLECTION, size)
     client = mongo_client(uri)
     try:
+        seeded = await seed_users(
+            uri, database, size, due_every=DUE_EVERY, terminal_every=TERMINAL_EVERY
+        )
         cache = client[database][COLLECTION]
         middle = await cache.find_one({"user_id": (size + 1) // 2})
         if middle is None:
             raise RuntimeError(f"seeded user {(size + 1) // 2} is missing from {database}")
         doc_id, passes = middle["_id"], middle["passes"]
+        step = max(1, size // IN_BATCH)
+        some = list(range(1, size + 1, step))[:IN_BATCH]
         never = datetime(2000, 1, 1, tzinfo=UTC)
         ops: dict[str, Callable[[], Awaitable[Any]]] = {
             OPERATIONS[0]: lambda: cache.find_one({"user_id": middle["user_id"]}),
-            OPERATIONS[1]: lambda: cache.find_one({"_id": doc_id}),
-            OPERATIONS[2]: lambda: cache.update_one({"_id": doc_id}, {"$inc": {"probe": 1}}),
-            OPERATIONS[3]: lambda: cache.update_one(
+            OPERATIONS[1]: lambda: cache.find({"user_id": {"$in": some}}).to_list(),
+            OPERATIONS[2]: lambda: cache.update_one(
                 {"_id": doc_id, "passes": passes}, {"$inc": {"probe": 1}}
             ),
+            OPERATIONS[3]: lambda: cache.update_one({"_id": doc_id}, {"$inc": {"probe": 1}}),
             OPERATIONS[4]: lambda: cache.find({"next_check_at": {"$lte": never}}).to_list(),
         }
-        timings = {name: await _median_ms(op, repeat) for name, op in ops.items()}
+        async with core(service_settings(uri, database)) as c:
+            store = c.store
+            now = datetime.now(UTC)
+
+            async def due_query() -> int:
+                return len([d async for d in store.due_users(now, 0, 1)])
+
+            async def first_of_full_check() -> None:
+                users = store.all_users(None)
+                try:
+                    await anext(users)
+                finally:
+                    close = getattr(users, "aclose", None)  # an async generator: its cursor
+                    if close is not None:
+                        await close()
+
+            ops[OPERATIONS[5]] = due_query
+            ops[OPERATIONS[6]] = first_of_full_check
+            timings = {name: await _median_ms(op, repeat) for name, op in ops.items()}
     finally:
         await client.close()
         await drop_database(uri, database)
-    return {"users": size, "seed_seconds": round(seed_seconds, 2), "median_ms": timings}
+    return {
+        "users": size,
+        "seed": seeded.as_dict(),
+        "seed_seconds": round(seeded.seconds, 2),
+        "median_ms": timings,
+    }
 
 
 async def run(
-    uri: str, sizes: Sequence[int], repeat: int, say: Any = print
+    uri: str, sizes: Sequence[int], repeat: int, say: Callable[[str], Any] = print
 ) -> list[dict[str, Any]]:
     rows = []
     for size in sizes:
         row = await measure(uri, size, repeat)
         say(f"{size:>9,} users (seeded in {row['seed_seconds']} s)")
         for name, ms in row["median_ms"].items():
-            say(f"    {ms:>10,.1f} ms  {name}")
+            say(f"    {'failed' if ms is None else f'{ms:,.1f} ms':>13}  {name}")
         rows.append(row)
     return rows
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one row per operation, one column per collection size."""
-    head = "| operation | " + " | ".join(f"{r['users']:,} users" for r in rows) + " |"
-    lines = [head, "|---|" + "---:|" * len(rows)]
+    """Markdown: one row per operation, one column per collection size, then the ratio of
+    the largest size to the smallest (1 when the operation is an index lookup)."""
+    head = "| operation | " + " | ".join(f"{r['users']:,} users" for r in rows)
+    lines = [head + " | largest / smallest |", "|---|" + "---:|" * (len(rows) + 1)]
     for name in OPERATIONS:
-        cells = " | ".join(f"{r['median_ms'][name]:,.1f} ms" for r in rows)
-        lines.append(f"| {name} | {cells} |")
+        values = [r["median_ms"].get(name) for r in rows]
+        cells = " | ".join("failed or n/a" if v is None else f"{v:,.1f} ms" for v in values)
+        first, last = values[0], values[-1]
+        ratio = f"{last / first:,.1f}x" if first and last else "n/a"
+        lines.append(f"| {name} | {cells} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -1,44 +1,58 @@
 """Sweep benchmark: the cost of a ``due`` tick and of a ``full`` apply check against users.
 
-For each size N: seed N users (3 passes each; every 100th user is due: one pass expired and
-``next_check_at`` in the past; the others have ``next_check_at`` 30 days ahead), then, each
-sweep in a fresh process (``bench.sweep_once``; peak RSS from ``os.wait4``):
+For each size N, seed N users in bulk (3 passes each, as the service leaves them: evaluated,
+``next_check_at`` = the earliest expiration). Every ``DUE_EVERY``-th user is due (one pass
+expired, ``next_check_at`` past); every ``TERMINAL_EVERY``-th of the others holds only
+EXPIRED passes (``next_check_at`` null: nothing can change by time alone, and a due sweep
+has no reason to read them). Then, each sweep in a fresh process (``bench.sweep_once``;
+its own peak RSS (VmHWM), longest event-loop stall from a monitor task):
 
 1. ``due`` (apply): reads the 1 % due users;
-2. the due users are restored, then ``full`` (apply): reads every user, fixes the same 1 %;
-3. only the first 100 due users are restored, then ``due`` again: a fixed number due, which
-   isolates the cost that grows with N (the index range scan) from the work per due user.
+2. only the first ``FIXED_DUE`` due users are restored, then ``due`` again: a fixed number
+   due whatever N, which isolates the cost that grows with N (the query) from the work per
+   due user. Its growth from the smallest to the largest N is the issue's "grows < 2x";
+3. all due users are restored, then ``full`` (apply): reads every user, fixes the same 1 %.
+   Last, because a full check that fails by a client timeout may leave the store busy
+   with the abandoned query; the next size waits until the store is idle again. Once it
+   failed at one size, it is not run at the larger ones (it would only take longer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from bench.common import (
+    COLLECTION,
     REPO,
     Endpoints,
     Names,
     a_user,
+    cpu_seconds,
     create_topics,
     delete_topics,
     drop_database,
     mongo_client,
     python_module,
     seed_users,
+    server_pids,
     unique_prefix,
+    user_kind,
 )
 
-COLLECTION = "bytemark_tickets_cache"
 DUE_EVERY = 100
+TERMINAL_EVERY = 2
 FIXED_DUE = 100
+SWEEPS = ("due", "full", "due_fixed")
 
 
 def _run_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
@@ -61,7 +75,9 @@ def _run_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {mode} exited {proc.returncode}: {err.decode()[-2000:]}")
     result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    # the child's own VmHWM (sweep_once); ru_maxrss would include this process's peak
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))
+    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
     return result
 
 
@@ -82,49 +98,129 @@ def _try_sweep(mode: str, env: dict[str, str]) -> dict[str, Any]:
         }
 
 
+async def wait_store_idle(ep: Endpoints, limit: float = 300.0) -> float:
+    """Wait until the local store uses under 10 % of a core for 3 s in a row (or ``limit``
+    seconds): a query its client abandoned may still be running. Returns seconds waited."""
+    pid = server_pids(ep).get("store")
+    started = time.monotonic()
+    if pid is None:
+        return 0.0
+    quiet = 0
+    last = cpu_seconds(pid)
+    while quiet < 3 and time.monotonic() - started < limit:
+        await asyncio.sleep(1)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < 0.1 else 0
+        last = now
+    return time.monotonic() - started
+
+
+def due_ids(users: int) -> list[int]:
+    return list(range(DUE_EVERY, users + 1, DUE_EVERY))
+
+
 async def _restore_due(uri: str, database: str, users: int, limit: int | None) -> int:
-    due_ids = list(range(DUE_EVERY, users + 1, DUE_EVERY))[:limit]
+    """Make the first ``limit`` (default all) seeded due users due again."""
+    ids = due_ids(users)[:limit]
     client = mongo_client(uri)
     coll = client[database][COLLECTION]
     now = datetime.now(UTC)
     try:
-        await coll.delete_many({"user_id": {"$in": due_ids}})
-        for i in range(0, len(due_ids), 1000):
-            await coll.insert_many([a_user(u, now, due=True) for u in due_ids[i : i + 1000]])
+        for i in range(0, len(ids), 5000):
+            chunk = ids[i : i + 5000]
+            await coll.delete_many({"user_id": {"$in": chunk}})
+            await coll.insert_many([a_user(u, now, due=True) for u in chunk], ordered=False)
     finally:
         await client.close()
-    return len(due_ids)
+    return len(ids)
 
 
-async def run_size(ep: Endpoints, users: int, say: Any = print) -> dict[str, Any]:
+def _skipped(reason: str) -> dict[str, Any]:
+    nan = float("nan")
+    return {"error": reason, "skipped": True, "seconds": nan, "peak_rss_mb": nan}
+
+
+async def run_size(
+    ep: Endpoints,
+    users: int,
+    say: Callable[[str], Any] = print,
+    skip_full: str | None = None,
+) -> dict[str, Any]:
+    """One size; ``skip_full``: do not run the full check, for this reason (it failed at a
+    smaller size: on a store that cannot stream it, a larger one only takes longer)."""
     names = Names.of(unique_prefix("sweep"))
     env = names.env(ep)
     await create_topics(ep.bootstrap, [names.status_changed, names.check_log], 1)
     try:
-        seed_seconds = await seed_users(
-            ep.mongodb_uri, names.prefix, COLLECTION, users, due_every=DUE_EVERY
+        seeded = await seed_users(
+            ep.mongodb_uri,
+            names.prefix,
+            users,
+            due_every=DUE_EVERY,
+            terminal_every=TERMINAL_EVERY,
         )
-        say(f"  seeded {users} users in {seed_seconds:.1f}s ({users / seed_seconds:.0f}/s)")
+        say(f"  seeded {users:,} users: {seeded.as_dict()}")
         due = await asyncio.to_thread(_try_sweep, "due", env)
-        say(f"  {users:>8} due   {due}")
-        await _restore_due(ep.mongodb_uri, names.prefix, users, None)
-        full = await asyncio.to_thread(_try_sweep, "full", env)
-        say(f"  {users:>8} full  {full}")
+        say(f"  {users:>9,} due   {due}")
         await _restore_due(ep.mongodb_uri, names.prefix, users, FIXED_DUE)
         fixed = await asyncio.to_thread(_try_sweep, "due", env)
-        say(f"  {users:>8} due ({FIXED_DUE} due) {fixed}")
+        say(f"  {users:>9,} due ({FIXED_DUE} due) {fixed}")
+        # The full check last: when it fails (a client timeout), the store may still be
+        # working on the abandoned query, and nothing else of this size is measured then.
+        if skip_full is None:
+            await _restore_due(ep.mongodb_uri, names.prefix, users, None)
+            full = await asyncio.to_thread(_try_sweep, "full", env)
+            if "error" in full:
+                waited = await wait_store_idle(ep)
+                say(f"  store idle again after {waited:.0f} s")
+        else:
+            full = _skipped(skip_full)
+        say(f"  {users:>9,} full  {full}")
     finally:
         await drop_database(ep.mongodb_uri, names.prefix)
         await delete_topics(ep.bootstrap, [names.status_changed, names.check_log])
     return {
         "users": users,
-        "seed_seconds": round(seed_seconds, 2),
+        "due_users": len(due_ids(users)),
+        "fixed_due_users": min(FIXED_DUE, len(due_ids(users))),
+        "terminal_users": sum(
+            user_kind(u, DUE_EVERY, TERMINAL_EVERY)[1] for u in range(1, users + 1)
+        ),
+        "seed": seeded.as_dict(),
+        "seed_seconds": round(seeded.seconds, 2),
         "due": due,
         "full": full,
         "due_fixed": fixed,
-        "full_over_due": round(full["seconds"] / due["seconds"], 1) if due["seconds"] else None,
+        "full_over_due": _ratio(full["seconds"], due["seconds"]),
+        "full_over_due_fixed": _ratio(full["seconds"], fixed["seconds"]),
     }
 
 
-async def run(ep: Endpoints, sizes: Sequence[int], say: Any = print) -> list[dict[str, Any]]:
-    return [await run_size(ep, n, say) for n in sizes]
+def _ratio(a: float, b: float) -> float | None:
+    if not b or math.isnan(a) or math.isnan(b):
+        return None
+    return round(a / b, 1)
+
+
+async def run(
+    ep: Endpoints,
+    sizes: Sequence[int],
+    say: Callable[[str], Any] = print,
+    done: Sequence[dict[str, Any]] = (),
+    save: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every size in order; sizes already in ``done`` are kept, not re-measured (resume).
+    ``save`` is called with the rows so far after each size."""
+    rows = {r["users"]: r for r in done}
+    skip_full: str | None = None
+    for n in sizes:
+        if n in rows:
+            say(f"  {n:,} users: kept from the previous run")
+        else:
+            rows[n] = await run_size(ep, n, say, skip_full)
+            if save is not None:
+                save([rows[s] for s in sizes if s in rows])
+        full = rows[n]["full"]
+        if skip_full is None and "error" in full and not full.get("skipped"):
+            skip_full = f"not run: the full check failed at {n:,} users ({full['error'][:120]})"
+    return [rows[s] for s in sizes]

@@ -38,7 +38,7 @@ from bench.common import (
     Names,
     Pipeline,
     committed_total,
-    cpu_seconds,
+    cpu_snapshot,
     create_topics,
     delete_topics,
     drop_database,
@@ -51,13 +51,11 @@ from bench.common import (
     python_module,
     read_all,
     seed_users,
-    service_pids,
     unique_prefix,
 )
 
 PIPELINES = ("service", "naive", "passthrough")
 DISTRIBUTIONS = ("uniform", "zipf")
-COLLECTION = "bytemark_tickets_cache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +157,6 @@ async def _wait_committed(
         await asyncio.sleep(0.1)
 
 
-def _cpu_snapshot(pid: int) -> dict[str, float]:
-    snap = {"pipeline": cpu_seconds(pid)}
-    snap.update({name: cpu_seconds(p) for name, p in service_pids().items()})
-    return snap
-
-
 async def _drain(
     ep: Endpoints,
     cfg: Config,
@@ -184,7 +176,7 @@ async def _drain(
     try:
         await asyncio.to_thread(proc.start)
         started = proc.seen["partitions_assigned"][0]
-        cpu0 = _cpu_snapshot(proc.pid)
+        cpu0 = cpu_snapshot(proc.pid, ep)
         done, ended = await _wait_committed(
             admin,
             names.prefix,
@@ -192,7 +184,7 @@ async def _drain(
             cfg.events,
             time.monotonic() + cfg.max_drain_seconds,
         )
-        cpu1 = _cpu_snapshot(proc.pid)
+        cpu1 = cpu_snapshot(proc.pid, ep)
         rss = proc_status_kb(proc.pid, "VmHWM") / 1024
         processed = done
         store_ops: float | None = None
@@ -323,11 +315,11 @@ async def run(ep: Endpoints, cfg: Config, say: Any = print) -> dict[str, Any]:
         latency_ids = rng.sample(range(1, cfg.users + 1), latency_users)
         for pipeline in cfg.pipelines:
             database = unique_prefix(f"db_{pipeline[:4]}")
-            if pipeline != "passthrough":
-                secs = await seed_users(ep.mongodb_uri, database, COLLECTION, cfg.users)
-                seeding.append({"users": cfg.users, "seconds": round(secs, 2)})
-                say(f"  seeded {cfg.users} users for {pipeline} in {secs:.1f}s")
             try:
+                if pipeline != "passthrough":
+                    seeded = await seed_users(ep.mongodb_uri, database, cfg.users)
+                    seeding.append({"pipeline": pipeline, **seeded.as_dict()})
+                    say(f"  seeded {cfg.users} users for {pipeline}: {seeded.as_dict()}")
                 for dist in cfg.distributions:
                     drain = await _drain(ep, cfg, rnd, dist, pipeline, database, topics[dist])
                     drains.append(drain)
@@ -363,9 +355,9 @@ async def profile(ep: Endpoints, cfg: Config, output: str, say: Any = print) -> 
     users = draw_users("uniform", cfg.users, cfg.events, rng, cfg.zipf_s)
     await produce_all(ep.bootstrap, topic, (_event(u, 0) for u in users))
     database = unique_prefix("db_prof")
-    await seed_users(ep.mongodb_uri, database, COLLECTION, cfg.users)
     argv = python_module("pyinstrument", "-r", "text", "-o", output, "-m", "consumer", "run")
     try:
+        await seed_users(ep.mongodb_uri, database, cfg.users)
         drain = await _drain(ep, cfg, 0, "uniform", "service", database, topic, argv)
     finally:
         await drop_database(ep.mongodb_uri, database)

@@ -1,10 +1,19 @@
-"""The offline-check benchmark still runs end to end (tiny size), so it cannot rot."""
+"""The offline-check benchmark still runs end to end (tiny size), so it cannot rot; the
+report judges each goal of issue 14 as stated; the runner's stage and preset options."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from bench.common import Endpoints
+
+from bench import capacity, goals, run, sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,3 +33,283 @@ def test_offline_check_bench_runs_and_reports_throughput_and_memory(tmp_path: Pa
     assert any(line.lstrip().startswith("20 users") and "peak RSS" in line for line in lines)
     assert "x the peak RSS" in lines[-1]
     assert list(tmp_path.iterdir()) == []  # the generated files are cleaned up
+
+
+# -- the report's verdicts and the runner's options (no services needed) ------------------
+
+
+def _drain(name: str, dist: str, eps: float, **cpu: float) -> dict[str, Any]:
+    return {
+        "round": 1,
+        "distribution": dist,
+        "pipeline": name,
+        "events": 1000,
+        "processed": 1000,
+        "seconds": 1000 / eps,
+        "events_per_second": eps,
+        "capped": False,
+        "peak_rss_mb": 60.0,
+        "cpu_percent": {"pipeline": 30.0, "store": 40.0, "kafka": 10.0, "machine": 90.0, **cpu},
+    }
+
+
+def _sweep(users: int, fixed_seconds: float, fixed_read: int, full_rss: float) -> dict[str, Any]:
+    def one(seconds: float, read: int, rss: float = 50.0) -> dict[str, Any]:
+        return {
+            "seconds": seconds,
+            "documents_read": read,
+            "documents_changed": 0,
+            "peak_rss_mb": rss,
+            "longest_stall_ms": 20.0,
+            "stalls_over_100ms": 0,
+        }
+
+    return {
+        "users": users,
+        "due_users": users // 100,
+        "fixed_due_users": 100,
+        "due": one(1.0, users // 100),
+        "full": one(users / 10_000, users, full_rss),
+        "due_fixed": one(fixed_seconds, fixed_read),
+        "full_over_due": 2.0,
+    }
+
+
+def _results(**over: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "machine": {"nproc": 2},
+        "ticket_used": {
+            "throughput": [
+                _drain("service", "uniform", 1200.0),
+                _drain("naive", "uniform", 100.0),
+                _drain("passthrough", "uniform", 12000.0),
+            ],
+            "latency": [],
+            "latency_peak_rss_mb": {"service": 70.0},
+            "summary": {
+                "events_per_second": {
+                    "uniform": {"service": 1200.0, "naive": 100.0, "passthrough": 12000.0}
+                },
+                "ratios": {"uniform": {"service/naive": 12.0, "service/passthrough": 0.1}},
+            },
+        },
+        "sweeps": [_sweep(10_000, 0.1, 100, 60.0), _sweep(1_000_000, 0.15, 100, 60.0)],
+    }
+    results.update(over)
+    return results
+
+
+def _by_figure(results: dict[str, Any]) -> dict[str, goals.Goal]:
+    return {g.figure: g for g in goals.goals(results)}
+
+
+def test_goals_met_and_missed_are_judged_against_the_issue_figures() -> None:
+    got = _by_figure(_results())
+
+    assert got["service / naive throughput"].met is True
+    # 0.1x passthrough and no profile: missed, and the drain's CPU says why
+    passthrough = got["service / passthrough"]
+    assert passthrough.met is False
+    assert "store 40 %" in passthrough.bound
+    assert got["due sweep with a fixed number of users due, 10k → 1M users"].met is True
+    assert got["due sweep vs full check at 1M users"].met is True  # 100 s vs 0.15 s
+    assert got["full check at 1M users"].met is True
+    assert got["consumer RSS under load"].met is True
+    assert got["p99 latency, event to status change, at 1,000 events/s"].met is None
+
+
+def test_passthrough_goal_met_by_a_profile_showing_the_store_bound() -> None:
+    profile = {
+        "summary": {"waiting_share": 0.9},
+        "drain": _drain("service", "uniform", 1200.0, pipeline=20.0, store=150.0),
+    }
+    passthrough = _by_figure(_results(profile=profile))["service / passthrough"]
+
+    assert passthrough.met is True
+    assert passthrough.bound.startswith("met by the profile")
+    assert "90 %" in passthrough.measured
+
+
+def test_missed_sweep_goals_name_their_bound() -> None:
+    results = _results(
+        sweeps=[_sweep(10_000, 0.1, 100, 60.0), _sweep(1_000_000, 5.0, 500_100, 900.0)]
+    )
+    got = _by_figure(results)
+
+    growth = got["due sweep with a fixed number of users due, 10k → 1M users"]
+    assert growth.met is False
+    assert "reads 500,100 documents for 100 due" in growth.bound
+    full = got["full check at 1M users"]
+    assert full.met is False
+    assert "memory grows with the users checked" in full.bound
+
+
+def test_sweep_goals_at_1m_are_not_judged_on_a_smaller_run() -> None:
+    results = _results(sweeps=[_sweep(1_000, 0.1, 100, 60.0), _sweep(10_000, 0.1, 100, 60.0)])
+    got = _by_figure(results)
+
+    assert got["due sweep with a fixed number of users due, 10k → 1M users"].met is None
+    assert got["due sweep vs full check at 1M users"].met is None
+    assert got["full check at 1M users"].met is None
+    assert "goal is at 1,000,000" in got["full check at 1M users"].measured
+
+
+def test_preset_sizes_yield_to_explicit_options() -> None:
+    args = run.parse_args(["--preset", "smoke", "--users", "500"])
+
+    assert args.users == 500
+    assert args.events == run.PRESETS["smoke"]["events"]
+    assert run.parse_args([]).users == 100_000  # the issue's size by default
+
+
+def test_only_names_known_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.parse_args(["--only", "sweeps,profile"]).only == ("sweeps", "profile")
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args(["--only", "sweep"])
+
+    assert exc.value.code == 2
+    assert "unknown stage 'sweep'" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_previous_figures_and_a_full_run_does_not(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    output.write_bytes(orjson.dumps({"sweeps": [{"users": 10}], "stages": {}}))
+
+    resumed = run._previous(run.parse_args(["--resume", "--output", str(output)]))
+    only = run._previous(run.parse_args(["--only", "profile", "--output", str(output)]))
+    fresh = run._previous(run.parse_args(["--output", str(output)]))
+
+    assert resumed["sweeps"] == [{"users": 10}]
+    assert only["sweeps"] == [{"users": 10}]
+    assert fresh == {}
+
+
+def _linear_world() -> dict[str, Any]:
+    """A run in which every cost is exactly linear: the model must reproduce it."""
+    results = _results()
+    sweeps = []
+    for users in (10_000, 100_000, 1_000_000):
+        row = _sweep(users, 0.05 + 100 * 0.002, 100, 60.0)
+        row["due"]["seconds"] = 0.05 + (users // 100) * 0.002
+        row["full"]["seconds"] = users / 20_000
+        row["full"]["cpu_seconds"] = users / 25_000
+        sweeps.append(row)
+    results["sweeps"] = sweeps
+    results["ticket_used"]["throughput"][0]["store_ops_per_event"] = 1.0
+    zipf = _drain("service", "zipf", 1200.0, pipeline=15.0, store=20.0, kafka=10.0)
+    zipf["store_ops_per_event"] = 0.5  # half the commands: half the consumer and store CPU
+    results["ticket_used"]["throughput"].append(zipf)
+    return results
+
+
+def test_capacity_model_reproduces_a_linear_world() -> None:
+    results = _linear_world()
+    m = capacity.measured(results, "synthetic")
+
+    assert m.due_seconds_per_user == pytest.approx(0.002)
+    assert m.due_query_seconds == pytest.approx(0.05)
+    got = capacity.points(results, m)
+    assert [p.name for p in got if not p.reproduced] == []
+    assert len(got) == 5
+
+
+def test_capacity_plans_grow_with_load_and_data() -> None:
+    m = capacity.measured(_linear_world(), "synthetic")
+    a = capacity.Assumptions()
+    small, busy = capacity.plan(1_000_000, 1_000, m, a), capacity.plan(1_000_000, 100_000, m, a)
+    huge = capacity.plan(100_000_000, 1_000, m, a)
+
+    assert busy.replicas > small.replicas
+    assert busy.partitions >= busy.replicas
+    assert busy.partitions % 6 == 0
+    assert huge.data_gb == pytest.approx(100 * small.data_gb, rel=0.05)
+    assert huge.tick_shards >= small.tick_shards
+    assert huge.full_check_hours == pytest.approx(100_000_000 / 20_000 / 3600, rel=0.01)
+
+
+def test_a_full_check_that_failed_at_1m_misses_its_goals_and_says_why() -> None:
+    big = _sweep(1_000_000, 0.15, 100, 60.0)
+    big["full"] = {"error": "all_users failed: timed out", "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), big]))
+
+    for figure in ("due sweep vs full check at 1M users", "full check at 1M users"):
+        assert got[figure].met is False
+        assert "timed out" in got[figure].measured
+        assert "sorts the whole collection" in got[figure].bound
+
+
+async def test_sweeps_skip_the_full_check_after_it_failed_at_a_smaller_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[int, str | None]] = []
+
+    async def fake_size(
+        _ep: Any, users: int, _say: Any, skip_full: str | None = None
+    ) -> dict[str, Any]:
+        asked.append((users, skip_full))
+        full = {"error": "timed out", "seconds": math.nan} if users >= 100 else {"seconds": 1.0}
+        return {"users": users, "full": full}
+
+    monkeypatch.setattr(sweeps, "run_size", fake_size)
+    saved: list[list[int]] = []
+    rows = await sweeps.run(
+        Endpoints("k", "m"),
+        [10, 100, 1000],
+        say=lambda _line: None,
+        done=[{"users": 10, "full": {"seconds": 2.0}}],
+        save=lambda r: saved.append([x["users"] for x in r]),
+    )
+
+    assert [r["users"] for r in rows] == [10, 100, 1000]
+    assert asked[0] == (100, None)  # 10 was kept from the previous run
+    assert asked[1][0] == 1000
+    assert asked[1][1] is not None
+    assert "failed at 100 users" in asked[1][1]
+    assert saved == [[10, 100], [10, 100, 1000]]
+
+
+def test_a_due_sweep_that_failed_misses_the_growth_goal_and_says_why() -> None:
+    big = _sweep(100_000, 0.15, 100, 60.0)
+    big["due_fixed"] = {"error": "due_users failed: timed out", "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), big]))
+
+    growth = got["due sweep with a fixed number of users due, 10k → 1M users"]
+    assert growth.met is False
+    assert "failed at 100,000 users" in growth.measured
+    assert "reads beyond the due range" in growth.bound
+    assert got["due sweep vs full check at 1M users"].met is False
+
+
+def test_a_full_check_skipped_after_failing_is_judged_where_it_failed() -> None:
+    failed = _sweep(100_000, 0.15, 100, 60.0)
+    failed["full"] = {"error": "all_users failed: timed out", "seconds": math.nan}
+    skipped = _sweep(1_000_000, 0.15, 100, 60.0)
+    skipped["full"] = {"error": "not run", "skipped": True, "seconds": math.nan}
+    got = _by_figure(_results(sweeps=[_sweep(10_000, 0.1, 100, 60.0), failed, skipped]))
+
+    full = got["full check at 1M users"]
+    assert full.met is False
+    assert "did not complete at 100,000 users" in full.measured
+
+
+def test_latency_goal_is_missed_when_the_service_saturates_below_1000_per_second() -> None:
+    results = _results()
+    results["ticket_used"]["latency"] = [
+        {
+            "pipeline": "service",
+            "offered_rate": 500,
+            "achieved_rate": 500.0,
+            "sent": 5000,
+            "received": 4000,
+            "drained": False,
+            "p50_ms": 9000.0,
+            "p95_ms": 20000.0,
+            "p99_ms": 30000.0,
+            "max_ms": 31000.0,
+        }
+    ]
+    latency = _by_figure(results)["p99 latency, event to status change, at 1,000 events/s"]
+
+    assert latency.met is False
+    assert "saturated at 500/s" in latency.measured
+    assert "drains at most 1,200 events/s" in latency.bound
