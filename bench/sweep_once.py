@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from consumer.app import core, run_full_check
 from consumer.domain.events import Cause, CauseType
+from consumer.service.sweeps import SweepResult
 from consumer.settings import Settings
 
 _PERIOD = 0.005  # seconds between the monitor's wake-ups
@@ -50,11 +50,8 @@ class LoopMonitor:
                 self.over_100ms += 1
 
 
-async def _due(settings: Settings) -> Any:
+async def _due(settings: Settings) -> SweepResult:
     async with core(settings) as c:
-        detect = getattr(c.store, "detect_server", None)  # gone once one write path remains
-        if detect is not None:
-            await detect()
         await c.store.ensure_indexes()
         await c.producer.start()
         cause = Cause(CauseType.TICK, f"bench-{uuid.uuid4()}")
@@ -78,7 +75,7 @@ async def sweep(mode: str) -> dict[str, float | int]:
         "documents_read": result.documents_read,
         "documents_changed": result.documents_changed,
         "transitions": result.transitions,
-        "check_log_documents": len(result.check_log),
+        "check_log_documents": len(result.check_log_ids),
         "longest_stall_ms": round(1000 * monitor.longest, 1),
         "stalls_over_100ms": monitor.over_100ms,
     }
