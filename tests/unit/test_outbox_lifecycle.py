@@ -129,13 +129,16 @@ async def test_i4_a_passes_events_are_published_in_the_order_of_its_transitions(
     """Issue 12, item 2: a ticket-used batch writes ``USABLE -> USING``; before it
     publishes, a tick's sweep (running alongside) writes ``USING -> EXPIRED`` for the same
     pass. Consumers must never see the second first."""
-    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(seconds=60))))
+    # Expiring well after the ticket-used batch's own clock (the wall clock, however late
+    # in a long test run this test comes), before the tick's instant.
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(hours=1))))
     service = FakeService(store)
     held = service.publisher.hold("publish")  # the ticket-used batch's relay
 
     batch = asyncio.create_task(service.ticket_used.handle([ticket_used("p")]))
     await held.reached.wait()
-    sweep = asyncio.create_task(service.sweeper.due(NOW + timedelta(seconds=120), 0, 1, True, TICK))
+    tick_at = datetime.now(UTC) + timedelta(hours=2)
+    sweep = asyncio.create_task(service.sweeper.due(tick_at, 0, 1, True, TICK))
     for _ in range(50):  # let the sweep go as far as it can
         await asyncio.sleep(0)
     held.release()
@@ -152,14 +155,14 @@ async def test_i4_across_replicas_each_events_first_publication_keeps_the_order(
     """Two replicas (no shared lock): the sweep's relay publishes the whole outbox head
     first, so ``USABLE -> USING`` is first seen before ``USING -> EXPIRED``; the batch's
     later copy of it is a re-publication with the same ``event_id``."""
-    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(seconds=60))))
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(hours=1))))
     replica_a = FakeService(store)
     replica_b = FakeService(store, replica_a.publisher)  # one topic, seen by both
     held = replica_a.publisher.hold("publish")
 
     batch = asyncio.create_task(replica_a.ticket_used.handle([ticket_used("p")]))
     await held.reached.wait()
-    await replica_b.sweeper.due(NOW + timedelta(seconds=120), 0, 1, True, TICK)
+    await replica_b.sweeper.due(datetime.now(UTC) + timedelta(hours=2), 0, 1, True, TICK)
     held.release()
     await batch
 
