@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -36,14 +37,23 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{command}: {message}" if command else message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer: {text!r}")
-    return value
+def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, else ``wording`` in the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{wording}: {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "must be a positive integer")
+_non_negative_int = _int_at_least(0, "must not be negative")
 
 
 def _instant(text: str) -> datetime:
@@ -51,16 +61,6 @@ def _instant(text: str) -> datetime:
         return parse_instant(text)
     except UnreadableTimeError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
 
 
 def _reason_codes() -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -146,7 +145,6 @@ class Runner:
             log.info("consumer_stopped")
 
     async def _poll_once(self) -> None:
-        self._health.heartbeat = time.monotonic()
         try:
             batch = await self._consumer.getmany(
                 timeout_ms=self._settings.fetch_timeout_ms,
