@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from consumer.app import core
 from consumer.domain.times import format_instant
-from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
+from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT, stored_next_check_at
 from consumer.settings import Settings
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
@@ -277,7 +277,8 @@ def a_user(user_id: int, now: datetime, *, due: bool = False, terminal: bool = F
 
     Default: 3 USABLE passes, ``next_check_at`` = the earliest expiration. ``due``: one pass
     already expired and ``next_check_at`` past. ``terminal``: every pass EXPIRED, so nothing
-    can change by time alone (``next_check_at`` null): most users of a long-lived cache.
+    can change by time alone (``next_check_at`` never: ``NEVER_DUE``): most users of a
+    long-lived cache.
     ``pass_status_checked_at`` is set (the document was evaluated), so that a due sweep
     that finds never-evaluated documents by that marker does not count these.
     """
@@ -298,7 +299,7 @@ def a_user(user_id: int, now: datetime, *, due: bool = False, terminal: bool = F
         "passes4": [{"legacy": True}],
         "passesLog": [],
         "passes4Log": [],
-        NEXT_CHECK_AT: next_check,
+        NEXT_CHECK_AT: stored_next_check_at(next_check),
         CHECKED_AT: now - timedelta(minutes=5),
     }
 

@@ -3,7 +3,7 @@
 For each size N, seed N users in bulk (3 passes each, as the service leaves them: evaluated,
 ``next_check_at`` = the earliest expiration). Every ``DUE_EVERY``-th user is due (one pass
 expired, ``next_check_at`` past); every ``TERMINAL_EVERY``-th of the others holds only
-EXPIRED passes (``next_check_at`` null: nothing can change by time alone, and a due sweep
+EXPIRED passes (``next_check_at`` never due: nothing can change by time alone, and a due sweep
 has no reason to read them). Then, each sweep in a fresh process (``bench.sweep_once``;
 its own peak RSS (VmHWM), longest event-loop stall from a monitor task):
 

@@ -6,7 +6,9 @@ applies atomically. A concurrent change by another replica or by the refresher m
 write match nothing; the caller then re-reads and re-evaluates. ``tests/store`` states
 every server behaviour relied on here. Fields this service adds to a user document:
 
-- ``next_check_at`` (date or null): earliest instant a pass changes by time alone;
+- ``next_check_at`` (date): earliest instant a pass changes by time alone, or
+  ``NEVER_DUE`` (9999-12-31) when none does (a null from an earlier version reads the
+  same); absent (the refresher unsets it when it writes ``passes``) means due;
 - ``pass_status_checked_at`` (date): when this service last evaluated the document (also
   set on a document it cannot read, so that it stops being "never evaluated"); absent
   means never evaluated: due, found through its own index;
@@ -43,10 +45,17 @@ from consumer.adapters.mongo_sweeps import (
     SweepProgress,
     due_query,
     shard_filter,
+    unreadable_query,
 )
 from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
-from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.domain.user_update import (
+    CHECKED_AT,
+    NEVER_DUE,
+    NEXT_CHECK_AT,
+    UserUpdate,
+    write_change,
+)
 from consumer.errors import DocumentRejectedError, StoreUnavailableError
 from consumer.settings import Settings
 
@@ -267,19 +276,19 @@ class MongoCacheStore:
             yield doc
 
     async def unreadable_users(self, shard: int) -> AsyncIterator[Document]:
-        """Documents whose ``user_id`` is not a number (or is missing); shard 0's."""
+        """Documents whose ``user_id`` is missing, null or not a number (shard 0's), found
+        on the ``user_id`` index (:func:`unreadable_query`)."""
         if shard != 0:
             return
-        query = {"user_id": {"$not": {"$type": "number"}}}
-        async for doc in self._stream("all_users", query, sort=False):
+        async for doc in self._stream("all_users", unreadable_query(), sort=False):
             yield doc
 
     async def mark_unreadable(self, read: Mapping[str, Any], now: datetime) -> bool:
-        """Mark a document the rules cannot read as evaluated (``next_check_at`` null: not
+        """Mark a document the rules cannot read as evaluated (``next_check_at`` never: not
         due until the refresher rewrites it), if its ``user_id`` is still as read."""
         user_id = read.get("user_id", _MISSING)
         condition = {"user_id": {"$exists": False} if user_id is _MISSING else user_id}
-        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: None}}
+        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: NEVER_DUE}}
         with self._op("mark_unreadable"):
             result = await self._cache.update_one({"_id": read["_id"], **condition}, change)
         return result.matched_count == 1

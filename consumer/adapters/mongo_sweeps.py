@@ -73,6 +73,25 @@ def due_query(tick_at: datetime, shard: int, shards: int) -> dict[str, Any]:
     return {"$and": [due, *in_shard]} if in_shard else due
 
 
+# The BSON types a user_id may hold besides numbers and null, by the aliases both MongoDB
+# and the local store accept; "array" is left out: MongoDB cannot answer it on an index.
+NON_NUMBER_TYPES = ("string", "object", "binData", "objectId", "bool", "date", "regex", "timestamp")
+
+
+def unreadable_query() -> dict[str, Any]:
+    """Documents whose ``user_id`` is missing, null or not a number, in a shape the
+    ``user_id`` index answers (MongoDB cannot use an index for ``$not: {$type: ...}``: it
+    would scan the whole collection to find none). An array ``user_id`` is found by its
+    elements' types, an empty one by equality."""
+    return {
+        "$or": [
+            {"user_id": None},
+            {"user_id": []},
+            {"user_id": {"$type": list(NON_NUMBER_TYPES)}},
+        ]
+    }
+
+
 def shard_filter(shard: int, shards: int) -> list[dict[str, Any]]:
     return [{"user_id": {"$mod": [shards, shard]}}] if shards > 1 else []
 

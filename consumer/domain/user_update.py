@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from consumer.domain.events import Cause, CauseType, TicketUsed, status_changed_event
@@ -26,14 +26,22 @@ from consumer.domain.outbox import (
 from consumer.domain.rules import UserEvaluation, evaluate_user
 from consumer.domain.sweep_log import SWEEP_LOG, SweepMark, recording, sweep_mark
 from consumer.domain.ticket_used import FirstUseSet, apply_ticket_used
-from consumer.domain.times import truncate_to_milliseconds
+from consumer.domain.times import as_utc, truncate_to_milliseconds
 from consumer.errors import InputError
 
 NEXT_CHECK_AT = "next_check_at"
 CHECKED_AT = "pass_status_checked_at"
+# Stored as ``next_check_at`` when no pass changes by time alone (every pass terminal),
+# rather than null: an index keeps null and missing under one key, so with nulls a due
+# sweep's "next_check_at missing" branch (the refresher's contract) would examine every
+# all-terminal user. With this date, that branch examines exactly the documents the
+# refresher touched. A null written by an earlier version reads the same, and is
+# rewritten as this date by the next evaluation.
+NEVER_DUE = datetime(9999, 12, 31, tzinfo=UTC)
 
 __all__ = [
     "CHECKED_AT",
+    "NEVER_DUE",
     "NEXT_CHECK_AT",
     "OUTBOX",
     "OUTBOX_SINCE",
@@ -118,6 +126,7 @@ def plan_user_update(
     writes = (
         bool(first_use_sets or outbox)
         or stored_next is _ABSENT
+        or CHECKED_AT not in doc  # never evaluated: due until marked
         or not _same_instant(stored_next, next_check_at)
     )
     return UserUpdate(
@@ -136,16 +145,24 @@ _ABSENT = object()
 
 
 def _same_instant(stored: object, computed: datetime | None) -> bool:
-    if stored is None or computed is None:
-        return stored is None and computed is None
+    """Whether the stored ``next_check_at`` already says ``computed`` (a legacy null
+    does not: it is rewritten as :data:`NEVER_DUE`)."""
     if not isinstance(stored, datetime):
         return False
-    return _to_ms(stored) == computed
+    return _to_ms(as_utc(stored)) == stored_next_check_at(computed)
+
+
+def stored_next_check_at(next_check_at: datetime | None) -> datetime:
+    """The ``next_check_at`` value to store: the instant, or :data:`NEVER_DUE`."""
+    return NEVER_DUE if next_check_at is None else next_check_at
 
 
 def write_change(read: Mapping[str, Any], update: UserUpdate, now: datetime) -> ConditionalChange:
     """The conditional update that applies ``update`` to the document read as ``read``."""
-    sets: dict[str, Any] = {NEXT_CHECK_AT: update.next_check_at, CHECKED_AT: now}
+    sets: dict[str, Any] = {
+        NEXT_CHECK_AT: stored_next_check_at(update.next_check_at),
+        CHECKED_AT: now,
+    }
     for first_use in update.first_use_sets:
         sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
     for transition in update.evaluation.transitions:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer import schemas
+from consumer.domain.user_update import NEVER_DUE
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.integration.factories import a_pass, a_user, tick
@@ -72,7 +73,7 @@ async def test_due_tick_expires_exactly_the_due_passes_and_reads_only_due_docume
             assert doc["next_check_at"] > tick_at  # the USABLE pass, 5 h away
         elif doc["user_id"] == 401:
             assert statuses == ["EXPIRED"]
-            assert doc["next_check_at"] is None
+            assert doc["next_check_at"] == NEVER_DUE  # every pass terminal
         else:
             assert statuses == ["USABLE"]
 

@@ -7,8 +7,11 @@ the service creates (``MongoCacheStore.ensure_indexes``):
 - ``find_one({user_id})`` (``find_user``: every conflict re-read, ticks for one user);
 - ``find({user_id: {$in: 500 ids}})`` (``find_users``: one ticket-used batch);
 - ``update_one({_id, passes: <as read>})`` (``write_user``: every write);
-- the due query, ``$or`` of ``next_check_at <= t`` and missing, with a fixed number due
-  (``due_users``: every due tick).
+- the due query the service sends (``due_query``: ``next_check_at <= t``, or missing, or
+  never evaluated), with a fixed number due among users half of whom hold only terminal
+  passes, stored as the service stores them (``due_users``: every due tick);
+- the query for documents whose ``user_id`` is not a number (``unreadable_query``: every
+  full check), with a fixed number of them.
 
 Each repeat runs the operation on the three collections in turn, so that load from other
 processes on the machine weighs on every size alike; the medians are compared. The bound
@@ -27,6 +30,8 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from consumer.adapters.mongo_sweeps import due_query, unreadable_query
+from consumer.domain.user_update import stored_next_check_at
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -43,6 +48,7 @@ REPEATS = {
     "$in of 500 user ids": 9,
     "{_id, passes} write": 31,
     "due query": 9,
+    "unreadable user_ids": 9,
 }
 SECONDS_PER_OPERATION = 20.0  # of all sizes together, checked after 3 repeats
 Operation = Callable[[random.Random], Awaitable[float]]
@@ -50,7 +56,9 @@ Operation = Callable[[random.Random], Awaitable[float]]
 
 def _user(user_id: int) -> Document:
     due = user_id <= DUE
+    terminal = not due and user_id % 2 == 0  # most users of a long-lived cache
     expiration = (NOW + timedelta(days=30 + user_id % 300)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    next_check_at = NOW - timedelta(minutes=1) if due else NOW + timedelta(days=30)
     return {
         "_id": ObjectId(),
         "user_id": user_id,
@@ -58,7 +66,7 @@ def _user(user_id: int) -> Document:
         "passes": [
             {
                 "pass_uuid": f"{user_id:08d}-0000-4000-8000-000000000000",
-                "status": "USABLE",
+                "status": "EXPIRED" if terminal else "USABLE",
                 "payload": {
                     "expiration": expiration,
                     "first_use": None,
@@ -67,19 +75,30 @@ def _user(user_id: int) -> Document:
                 },
             }
         ],
-        "next_check_at": NOW - timedelta(minutes=1) if due else NOW + timedelta(days=30),
+        "next_check_at": stored_next_check_at(None if terminal else next_check_at),
         "pass_status_checked_at": NOW - timedelta(days=1),
     }
+
+
+UNREADABLE: list[Document] = [
+    {"user_id": "17", "passes": []},
+    {"user_id": None, "passes": []},
+    {"passes": []},
+    {"user_id": NOW, "passes": []},
+]
 
 
 async def _seed(cache: Any, size: int) -> float:
     await cache.create_index([("user_id", ASCENDING)], name="user_id_1")
     await cache.create_index([("next_check_at", ASCENDING)], name="next_check_at_1")
     await cache.create_index([("pass_status_outbox_since", ASCENDING)], name="outbox_since_1")
+    await cache.create_index([("pass_status_checked_at", ASCENDING)], name="checked_at_1")
     started = time.perf_counter()
     for first in range(1, size + 1, CHUNK):
         last = min(first + CHUNK, size + 1)
         await cache.insert_many([_user(u) for u in range(first, last)], ordered=False)
+    checked = {"next_check_at": stored_next_check_at(None), "pass_status_checked_at": NOW}
+    await cache.insert_many([{**doc, **checked} for doc in UNREADABLE])
     return time.perf_counter() - started
 
 
@@ -106,7 +125,6 @@ async def _timed(call: Awaitable[Any]) -> tuple[Any, float]:
 
 def _operations(cache: Any, size: int) -> dict[str, Operation]:
     """Each operation returns the seconds its measured call took."""
-    due_query = {"$or": [{"next_check_at": {"$lte": NOW}}, {"next_check_at": {"$exists": False}}]}
 
     async def find_user(rng: random.Random) -> float:
         doc, seconds = await _timed(cache.find_one({"user_id": rng.randint(1, size)}))
@@ -131,8 +149,13 @@ def _operations(cache: Any, size: int) -> dict[str, Operation]:
         return seconds
 
     async def due(rng: random.Random) -> float:
-        docs, seconds = await _timed(cache.find(due_query).to_list())
+        docs, seconds = await _timed(cache.find(due_query(NOW, 0, 1)).to_list())
         assert len(docs) == DUE
+        return seconds
+
+    async def unreadable(rng: random.Random) -> float:
+        docs, seconds = await _timed(cache.find(unreadable_query()).to_list())
+        assert len(docs) == len(UNREADABLE)
         return seconds
 
     return {
@@ -140,6 +163,7 @@ def _operations(cache: Any, size: int) -> dict[str, Operation]:
         "$in of 500 user ids": find_users,
         "{_id, passes} write": conditional_write,
         "due query": due,
+        "unreadable user_ids": unreadable,
     }
 
 

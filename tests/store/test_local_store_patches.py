@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from bson import Binary, Int64, ObjectId, Timestamp
+from consumer.adapters.mongo_sweeps import due_query, unreadable_query
 from pymongo import ASCENDING, AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -160,11 +161,12 @@ async def test_update_and_delete_commands_of_1000_statements_complete(
 
 
 async def _users(db: AsyncDatabase[Document], n: int) -> AsyncCollection[Document]:
-    """n user documents shaped like the service's cache, with its three indexes."""
+    """n user documents shaped like the service's cache, with its four indexes."""
     coll = db["users"]
     await coll.create_index([("user_id", ASCENDING)], name="user_id_1")
     await coll.create_index([("next_check_at", ASCENDING)], name="next_check_at_1")
     await coll.create_index([("pass_status_outbox_since", ASCENDING)], name="outbox_since_1")
+    await coll.create_index([("pass_status_checked_at", ASCENDING)], name="checked_at_1")
     await _add_users(coll, 0, n)
     return coll
 
@@ -203,6 +205,8 @@ QUERY_SHAPES: dict[str, tuple[Callable[[Document], Document], str]] = {
         },
         "next_check_at_1",
     ),
+    "due query as the service sends it": (lambda _d: due_query(T0, 1, 3), "next_check_at_1"),
+    "user_ids that are not numbers (0006)": (lambda _d: unreadable_query(), "user_id_1"),
     "due range sharded by $mod": (
         lambda _d: {"next_check_at": {"$lte": T0}, "user_id": {"$mod": [3, 1]}},
         "next_check_at_1",
@@ -263,6 +267,12 @@ async def test_pushed_down_filters_still_match_like_mongodb(db: AsyncDatabase[Do
     assert await ids({"f": {"$gt": T0}}) == [10, 9]
     assert await ids({"f": {"$exists": False}}) == [7]
     assert await ids({"$or": [{"f": {"$lte": T0}}, {"f": {"$exists": False}}]}) == [7, 8, 9]
+    # 0006: null equality and $type of non-number types (arrays matched by their elements)
+    assert await ids({"f": None}) == [6, 7]
+    assert await ids({"f": []}) == []
+    non_numbers = {"$type": ["string", "object", "bool", "date"]}
+    assert await ids({"f": non_numbers}) == sorted([5, 8, 9, 10, 11, 12], key=repr)
+    assert await ids({"f": {"$type": "null"}}) == [6]
     assert await ids({"f": {"$gte": 4.5, "$lt": 5.5}}) == [1, 2, 3, 4]
     assert await ids({"_id": 0}) == [0.0]
     assert await ids({"_id": {"$in": [1, 2]}, "f": 5}) == [1, 2]

@@ -35,7 +35,13 @@ from consumer.domain.outbox import (
     clearing_steps,
     rejecting_steps,
 )
-from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT, UserUpdate, write_change
+from consumer.domain.user_update import (
+    CHECKED_AT,
+    NEVER_DUE,
+    NEXT_CHECK_AT,
+    UserUpdate,
+    write_change,
+)
 from consumer.errors import PublishRejectedError, RecordRejectedError
 from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
@@ -237,7 +243,7 @@ class FakeCacheStore(_Interleavings):
         await self.enter("mark_unreadable")
         user_id = read.get("user_id", _ABSENT)
         condition = {"user_id": {"$exists": False} if user_id is _ABSENT else user_id}
-        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: None}}
+        change = {"$set": {CHECKED_AT: now, NEXT_CHECK_AT: NEVER_DUE}}
         return self.cache.update_one({"_id": read["_id"], **condition}, change)
 
     async def load_sweep(self, sweep_id: str) -> SweepProgress | None:

@@ -8,7 +8,12 @@ from typing import Any
 from consumer import schemas
 from consumer.domain.events import Cause, CauseType, TicketUsed
 from consumer.domain.ids import status_changed_event_id
-from consumer.domain.user_update import pending_outbox, plan_user_update
+from consumer.domain.user_update import (
+    NEVER_DUE,
+    pending_outbox,
+    plan_user_update,
+    write_change,
+)
 
 NOW = datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=UTC)
 TICK = Cause(CauseType.TICK, "tick-1")
@@ -64,6 +69,7 @@ def test_duplicate_event_plans_no_write_once_the_document_is_current() -> None:
     current = doc(
         a_pass("a", "USING", "2026-03-02T00:00:00Z", "2026-03-01T07:59:00Z"),
         next_check_at=datetime(2026, 3, 2, tzinfo=UTC),
+        pass_status_checked_at=NOW,
     )
     update = plan_user_update(current, [used("a")], NOW, TICK)
     assert update.first_use_sets == ()
@@ -76,6 +82,30 @@ def test_a_never_evaluated_document_is_written_to_record_next_check_at() -> None
     assert update.outbox == ()
     assert update.writes_document
     assert update.next_check_at == datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def test_a_document_with_next_check_at_but_never_evaluated_is_written_to_mark_it() -> None:
+    # Without the write it stays "never evaluated", so every due sweep would read it.
+    current = doc(
+        a_pass("a", "USABLE", "2026-03-02T00:00:00Z"),
+        next_check_at=datetime(2026, 3, 2, tzinfo=UTC),
+    )
+    update = plan_user_update(current, [], NOW, TICK)
+    assert update.writes_document
+    assert write_change(current, update, NOW).change["$set"]["pass_status_checked_at"] == NOW
+
+
+def test_a_user_whose_passes_are_all_terminal_is_stored_as_never_due() -> None:
+    expired = a_pass("a", "EXPIRED", "2026-02-01T00:00:00Z")
+    update = plan_user_update(doc(expired), [], NOW, TICK)
+    assert update.next_check_at is None
+    assert write_change(doc(expired), update, NOW).change["$set"]["next_check_at"] == NEVER_DUE
+    evaluated = {"pass_status_checked_at": NOW}
+    current = doc(expired, next_check_at=NEVER_DUE, **evaluated)
+    assert not plan_user_update(current, [], NOW, TICK).writes_document
+    # A null written by an earlier version is rewritten once, as the date.
+    legacy = doc(expired, next_check_at=None, **evaluated)
+    assert plan_user_update(legacy, [], NOW, TICK).writes_document
 
 
 def test_next_check_at_is_kept_at_millisecond_precision() -> None:
