@@ -21,6 +21,7 @@ from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.domain.checklog import UserLog
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
 from consumer.domain.times import format_instant
+from consumer.domain.user_update import NEVER_DUE
 from consumer.errors import BrokerUnavailableError, StoreUnavailableError, WriteConflictError
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord
@@ -82,7 +83,7 @@ async def test_a_due_sweep_reads_the_due_users_not_the_all_terminal_ones(
     now = datetime.now(UTC)
     terminal = [a_pass("EXPIRED", timedelta(days=-1), now=now)]
     await cache.insert_many(
-        [_evaluated(100_000 + i, terminal, None) for i in range(10_000)], ordered=False
+        [_evaluated(100_000 + i, terminal, NEVER_DUE) for i in range(10_000)], ordered=False
     )
     due = [
         _evaluated(
