@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -26,6 +26,10 @@ from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
 
 Document = dict[str, Any]
 SWEEPS_COLLECTION = "pass_status_sweeps"
+# How long a finished sweep's marker (and an abandoned sweep's chunks) are kept. A marker
+# only guards against its tick being delivered again after the sweep ended (a crash before
+# the commit): minutes, not days. Kept a week, then pruned as later sweeps finish.
+SWEEP_RECORDS_KEPT = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ class SweepCheckpoints:
         await self._collection.create_index(
             [("sweep", ASCENDING), ("seq", ASCENDING)], name="sweep_seq_1"
         )
+        await self._collection.create_index([("done_at", ASCENDING)], name="done_at_1")
+        await self._collection.create_index([("saved_at", ASCENDING)], name="saved_at_1")
 
     async def load(self, sweep_id: str) -> SweepProgress | None:
         """The progress of a full sweep, or ``None`` if it never saved any."""
@@ -138,6 +144,7 @@ class SweepCheckpoints:
             "batch_end": chunk.batch_end,
             "entries": chunk.entries,
             "read_all": chunk.read_all,
+            "saved_at": datetime.now(UTC),
         }
         with self._op("save_sweep_chunk"):
             await self._collection.replace_one(
@@ -160,9 +167,15 @@ class SweepCheckpoints:
             await cursor.close()
 
     async def finish(self, sweep_id: str) -> None:
-        """Record the sweep as done (a redelivered tick does nothing) and drop its chunks."""
+        """Record the sweep as done (a redelivered tick does nothing) and drop its chunks;
+        prune the records older than :data:`SWEEP_RECORDS_KEPT` (markers, and chunks of
+        sweeps never resumed), so the collection does not grow with every sweep."""
+        now = datetime.now(UTC)
         with self._op("finish_sweep"):
             await self._collection.update_one(
-                {"_id": sweep_id}, {"$set": {"done_at": datetime.now(UTC)}}, upsert=True
+                {"_id": sweep_id}, {"$set": {"done_at": now}}, upsert=True
             )
             await self._collection.delete_many({"sweep": sweep_id})
+            cutoff = now - SWEEP_RECORDS_KEPT
+            await self._collection.delete_many({"done_at": {"$lt": cutoff}})
+            await self._collection.delete_many({"saved_at": {"$lt": cutoff}})

@@ -100,16 +100,19 @@ def conditional_write(
 
     It applies only while ``passes`` are as read and, when it appends, while the outbox
     and its marker are too: the marker is set only if the read had none, so a clear
-    between the read and the write must make the write conflict (invariant I2).
+    between the read and the write must make the write conflict (invariant I2). The
+    ``user_id`` as read is in the condition too: on a cluster sharded by ``user_id`` the
+    write goes to one shard instead of every shard.
     """
     all_sets = dict(sets)
     change: dict[str, Any] = {"$set": all_sets, "$inc": {REVISION: 1}}
     if not entries:
-        return ConditionalChange(read["_id"], as_read(read, ("passes",)), change)
+        return ConditionalChange(read["_id"], as_read(read, (USER_ID, "passes")), change)
     change["$push"] = {OUTBOX: {"$each": list(entries)}}
     if not isinstance(read.get(OUTBOX_SINCE), datetime):
         all_sets[OUTBOX_SINCE] = now
-    return ConditionalChange(read["_id"], as_read(read, ("passes", OUTBOX, OUTBOX_SINCE)), change)
+    condition = as_read(read, (USER_ID, "passes", OUTBOX, OUTBOX_SINCE))
+    return ConditionalChange(read["_id"], condition, change)
 
 
 def relay_after_write(
@@ -176,5 +179,6 @@ def rejecting_steps(
 
 
 REVISION = "pass_status_rev"
+USER_ID = "user_id"
 _EMPTY_OUTBOX: Mapping[str, Any] = {"$set": {OUTBOX: [], OUTBOX_SINCE: None}}
 _NO_SINCE: Mapping[str, Any] = {"$set": {OUTBOX_SINCE: None}}

@@ -323,6 +323,33 @@ async def test_a_full_sweep_stopped_by_a_transient_error_resumes_where_it_was(
     assert await check_logs.count_documents({}) == len(documents)
 
 
+async def test_a_finished_sweep_prunes_the_records_of_old_sweeps(
+    core: app.Core, cache: Collection
+) -> None:
+    now = datetime.now(UTC)
+    await cache.insert_many(_expiring_users(3, now))
+    records = cache.database["pass_status_sweeps"]
+    old = now - timedelta(days=8)
+    await records.insert_many(
+        [
+            {"_id": "full:old-tick:0/1", "done_at": old},
+            {"_id": "full:recent-tick:0/1", "done_at": now - timedelta(days=1)},
+            # a chunk of a sweep whose tick never came back
+            {
+                "_id": "full:lost-tick:0/1/0000000000",
+                "sweep": "full:lost-tick:0/1",
+                "seq": 0,
+                "batch_end": True,
+                "entries": [],
+                "saved_at": old,
+            },
+        ]
+    )
+    await core.sweeper.full(None, True, now, Cause(CauseType.TICK, "new-tick"))
+    kept = sorted([d["_id"] async for d in records.find({})])
+    assert kept == ["full:new-tick:0/1", "full:recent-tick:0/1"]
+
+
 async def test_a_full_sweeps_write_keeps_other_sweeps_records_and_merges_its_own(
     core: app.Core, cache: Collection, check_logs: Collection
 ) -> None:

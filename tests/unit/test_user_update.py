@@ -133,3 +133,12 @@ def test_pending_outbox_reads_only_well_formed_entries() -> None:
     assert pending_outbox({"pass_status_outbox": entries}) == [{"event_id": "a"}]
     assert pending_outbox({"pass_status_outbox": "junk"}) == []
     assert pending_outbox({}) == []
+
+
+def test_a_write_names_the_user_id_as_read_so_a_sharded_cluster_targets_one_shard() -> None:
+    read = doc(a_pass("a", "USABLE", "2026-03-01T07:00:00Z"))
+    update = plan_user_update(read, [], NOW, TICK)
+    write = write_change(read, update, NOW)
+    assert write.doc_id == "d1"
+    assert write.condition["user_id"] == 7
+    assert write.condition["passes"] == read["passes"]
