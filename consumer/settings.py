@@ -46,6 +46,11 @@ class Settings:
         "majority", "Write concern w: `majority` or a number of members."
     )
     mongodb_timeout_ms: int = _setting(5000, "Server selection and socket timeout, ms.")
+    mongodb_index_timeout_ms: int = _setting(
+        3_600_000,
+        "Longest wait for the index builds at start (the first start on a large collection"
+        " builds them; the socket timeout does not apply), ms.",
+    )
     collection_cache: str = _setting("bytemark_tickets_cache", "Cache collection.")
     collection_check_log: str = _setting("bytemark_cache_status_check_log", "Check-log collection.")
     group_id: str = _setting("pass-status", "Kafka consumer group.")
@@ -224,6 +229,7 @@ def _check_mongodb_uri(uri: str) -> None:
 # Each setting's smallest workable value (numbers, times and sizes).
 _MINIMUMS: dict[str, float] = {
     "mongodb_timeout_ms": 1,
+    "mongodb_index_timeout_ms": 1,
     "max_batch_records": 1,
     "fetch_timeout_ms": 1,
     "max_poll_interval_ms": 1,

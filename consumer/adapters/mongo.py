@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import bson
+import pymongo
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
@@ -120,6 +121,7 @@ class MongoCacheStore:
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
         self._read_budget = settings.read_batch_max_bytes
+        self._index_timeout_s = settings.mongodb_index_timeout_ms / 1000
 
     @contextmanager
     def _op(self, operation: str, user_id: int | None = None) -> Iterator[None]:
@@ -146,8 +148,13 @@ class MongoCacheStore:
             await self._client.admin.command("ping")
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes the service relies on; a no-op when they exist."""
-        with self._op("create_index"):
+        """Create the indexes the service relies on; a no-op when they exist.
+
+        The first start on a large collection builds them: minutes at millions of users, far
+        past the socket timeout meant for hot operations. The builds get their own deadline
+        (``mongodb_index_timeout_ms``; the driver's operation timeout replaces the socket
+        timeout within it)."""
+        with self._op("create_index"), pymongo.timeout(self._index_timeout_s):
             await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
             await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
             await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")

@@ -62,10 +62,11 @@ class SweepChunk:
 def due_query(tick_at: datetime, shard: int, shards: int) -> dict[str, Any]:
     """Due at ``tick_at``: ``next_check_at`` reached; or unset (the refresher's contract:
     it unsets ``next_check_at`` when it writes ``passes``); or never evaluated (no
-    ``pass_status_checked_at``). A null ``next_check_at`` means every pass is terminal:
-    not due. Each branch has its index. The shard is in the server's filter (``$mod`` on
-    ``user_id``), applied to the due documents the indexes find, so a shard is sent only
-    its own due documents."""
+    ``pass_status_checked_at``). A user with every pass terminal holds ``NEVER_DUE``, not
+    null, so the "unset" branch examines only what the refresher touched (an index keeps
+    null and missing under one key). Each branch has its index. The shard is in the
+    server's filter (``$mod`` on ``user_id``), applied to the due documents the indexes
+    find, so a shard is sent only its own due documents."""
     due = {
         "$or": [
             {NEXT_CHECK_AT: {"$lte": tick_at}},
