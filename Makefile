@@ -54,7 +54,7 @@ demo:
 	scripts/run_demo
 
 # `make bench`: the issue's sizes (100,000 users, 200,000 events, 500/1,000/2,000 events/s,
-# sweeps at 10,000/100,000/1,000,000 users; hours on a 2-core machine). Against the store
+# sweeps at 10,000/100,000/1,000,000 users; about 40 minutes on a quiet 2-core machine). Against the store
 # named by PASS_STATUS_MONGODB_URI. Pass options through BENCH_ARGS, e.g.
 #   make bench BENCH_ARGS="--only sweeps --resume"     # one stage; keep what is done
 #   make bench BENCH_ARGS="--preset medium"            # 10,000 users, ~15 minutes
