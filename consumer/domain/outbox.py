@@ -145,11 +145,12 @@ def clearing_steps(
     Step 1 empties an outbox holding exactly the acknowledged entries, marker included;
     it is usually all that runs. If any did not match (another write appended entries
     meanwhile), step 2 pulls only the acknowledged entries (``$pullAll`` by exact value),
-    and step 3 clears the marker of each outbox that is then empty.
+    and step 3 clears the marker of each outbox that is then empty. Each names the
+    entries' ``user_id`` (:func:`owner`).
     """
-    emptied = [ConditionalChange(i, {OUTBOX: list(e)}, _EMPTY_OUTBOX) for i, e in docs]
-    pulled = [ConditionalChange(i, {}, {"$pullAll": {OUTBOX: list(e)}}) for i, e in docs if e]
-    unmarked = [ConditionalChange(i, {OUTBOX: []}, _NO_SINCE) for i, _ in docs]
+    emptied = [ConditionalChange(i, {**owner(e), OUTBOX: list(e)}, _EMPTY_OUTBOX) for i, e in docs]
+    pulled = [ConditionalChange(i, owner(e), {"$pullAll": {OUTBOX: list(e)}}) for i, e in docs if e]
+    unmarked = [ConditionalChange(i, {**owner(e), OUTBOX: []}, _NO_SINCE) for i, e in docs]
     return emptied, pulled, unmarked
 
 
@@ -168,14 +169,29 @@ def rejecting_steps(
     moved = [
         ConditionalChange(
             i,
-            {f"{OUTBOX}.event_id": e["event_id"]},
+            {**owner([e]), f"{OUTBOX}.event_id": e["event_id"]},
             {"$pullAll": {OUTBOX: [e]}, "$push": {OUTBOX_REJECTED: e}},
         )
         for i, entries in docs
         for e in entries
     ]
-    unmarked = [ConditionalChange(i, {OUTBOX: []}, _NO_SINCE) for i, entries in docs if entries]
+    unmarked = [
+        ConditionalChange(i, {**owner(entries), OUTBOX: []}, _NO_SINCE)
+        for i, entries in docs
+        if entries
+    ]
     return moved, unmarked
+
+
+def owner(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{user_id: ...}`` of the document that holds ``entries`` (each event names its
+    user), so that an update of that outbox goes to one shard of a cluster sharded by
+    ``user_id``; empty without entries (an update by ``_id`` alone is still correct)."""
+    user_ids = {e.get(USER_ID) for e in entries}
+    if len(user_ids) != 1:
+        return {}
+    (user_id,) = user_ids
+    return {USER_ID: user_id} if isinstance(user_id, int) and not isinstance(user_id, bool) else {}
 
 
 REVISION = "pass_status_rev"
