@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,11 +37,13 @@ from consumer.domain.events import Cause, CauseType
 from consumer.domain.times import format_instant
 from consumer.errors import TransientError
 from consumer.logs import get_logger
+from consumer.policy import Action, Path, decide
 from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.health import Health, watch_event_loop
 from consumer.service.outbox import OutboxRelay
+from consumer.service.retry import Retrier
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
 from consumer.service.ticket_used import TicketUsedHandler
@@ -126,8 +128,10 @@ async def _start_producer(producer: AIOKafkaProducer) -> None:
 
 
 async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: Core) -> bool:
-    """Wait (backing off) until MongoDB and Kafka answer; False if stopped first."""
-    backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+    """Wait (backing off) until MongoDB and Kafka answer; False if stopped first. A failure
+    the policy answers with *refuse to start* (a missing topic, a conflicting index, bad
+    settings) is raised, for the command to exit 2 with its message."""
+    retrier = Retrier("start", health, c.metrics, _backoff(settings), _sleeper(stop))
     while not stop.is_set():
         try:
             await c.store.ping()
@@ -139,15 +143,32 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
             await c.store.ensure_indexes()
             await _start_producer(c.producer)
             health.kafka_ok = True
-        except TransientError as exc:
-            health.last_error = str(exc)[:300]
-            delay = backoff.next_delay()
-            log.warning("startup_waiting", error=str(exc)[:300], delay_seconds=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        except Exception as exc:
+            decision = decide(exc, Path.START)
+            if decision.action is not Action.RETRY:
+                log.error(  # noqa: TRY400 - classified: the message says it all
+                    "startup_refused", reason=decision.verdict.reason, error=str(exc)[:300]
+                )
+                raise
+            if await retrier.wait("start", decision, exc):
+                return False
             continue
+        retrier.succeeded()
         return True
     return False
+
+
+def _backoff(settings: Settings) -> Backoff:
+    return Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+
+
+def _sleeper(stop: asyncio.Event) -> Callable[[float], Awaitable[bool]]:
+    async def sleep(seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
+
+    return sleep
 
 
 def _cancel_on_signals() -> None:

@@ -11,38 +11,19 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTimestampError,
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from consumer.adapters.metrics import Metrics
 from consumer.errors import (
     BrokerUnavailableError,
     MissingTopicError,
+    PassStatusError,
     PublishRejectedError,
     RecordRejectedError,
 )
+from consumer.policy import Fault, classify
 from consumer.settings import Settings
-
-# Marked non-retriable by aiokafka, yet they only say the broker is away right now.
-_TRANSIENT_KAFKA_ERRORS = (KafkaConnectionError, KafkaTimeoutError)
-# Refusals of a record for what it holds (not of the topic or the client).
-_RECORD_ERRORS = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    CorruptRecordException,
-    InvalidTimestampError,
-)
-
 
 Headers = tuple[tuple[str, bytes], ...]
 """Kafka record headers, in order (names may repeat)."""
@@ -151,14 +132,22 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("publish").inc()
-            if not exc.retriable and not isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
-                # Too large, not authorized...: retrying cannot help; an operator must act.
-                if isinstance(exc, _RECORD_ERRORS):
-                    raise RecordRejectedError(f"Kafka refused a record: {exc!r}") from exc
-                raise PublishRejectedError(f"Kafka refused a record: {exc!r}") from exc
-            raise BrokerUnavailableError(f"Kafka publish failed: {exc!r}") from exc
+            raise publish_error(records[0].topic, exc) from exc
         finally:
             self._metrics.kafka_duration.labels("publish").observe(time.perf_counter() - started)
+
+
+def publish_error(topic: str, exc: KafkaError) -> PassStatusError:
+    """A failed publish to ``topic`` as this package's error of the fault
+    :func:`consumer.policy.classify` finds: a refusal of the record (too large, invalid),
+    of the topic (not authorized, missing), or the broker away (leader moving, timeout)."""
+    verdict = classify(exc)
+    message = f"Kafka refused records for {topic} ({verdict.reason}): {exc!r}"
+    if verdict.fault is Fault.RECORD_REFUSED:
+        return RecordRejectedError(message, topic=topic)
+    if verdict.fault is Fault.OUTPUT_REFUSED:
+        return PublishRejectedError(message, topic=topic)
+    return BrokerUnavailableError(f"Kafka publish to {topic} failed: {exc!r}")
 
 
 async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
