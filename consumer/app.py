@@ -12,7 +12,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,6 +33,7 @@ from consumer.adapters.kafka import (
 )
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import Document, MongoCacheStore, make_client
+from consumer.bootstrap import Parts, build_parts, build_runner
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.times import format_instant
 from consumer.errors import TransientError
@@ -46,8 +47,6 @@ from consumer.service.outbox import OutboxRelay
 from consumer.service.retry import Retrier
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
-from consumer.service.ticket_used import TicketUsedHandler
-from consumer.service.ticks import TickHandler
 from consumer.service.writer import UserWriter
 from consumer.settings import Settings
 
@@ -56,7 +55,8 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class Core:
-    """The parts shared by the consumer and the one-shot commands."""
+    """The parts shared by the consumer and the one-shot commands: the service layer
+    (:func:`consumer.bootstrap.build_parts`) over the real MongoDB and Kafka clients."""
 
     settings: Settings
     metrics: Metrics
@@ -64,11 +64,27 @@ class Core:
     store: MongoCacheStore
     producer: AIOKafkaProducer
     publisher: KafkaPublisher
-    relay: OutboxRelay
-    sink: CheckLogSink
-    summary: IntervalSummary
-    writer: UserWriter
-    sweeper: Sweeper
+    parts: Parts
+
+    @property
+    def relay(self) -> OutboxRelay:
+        return self.parts.relay
+
+    @property
+    def sink(self) -> CheckLogSink:
+        return self.parts.sink
+
+    @property
+    def summary(self) -> IntervalSummary:
+        return self.parts.summary
+
+    @property
+    def writer(self) -> UserWriter:
+        return self.parts.writer
+
+    @property
+    def sweeper(self) -> Sweeper:
+        return self.parts.sweeper
 
 
 def output_topics(settings: Settings) -> list[str]:
@@ -84,36 +100,9 @@ async def core(
     store = MongoCacheStore(client, settings, metrics)
     producer = make_producer(settings)
     publisher = KafkaPublisher(producer, metrics)
-    relay = OutboxRelay(store, publisher, metrics, settings.topic_status_changed)
-    sink = CheckLogSink(
-        store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
-    )
-    summary = IntervalSummary()
-    writer = UserWriter(store, metrics, settings.conflict_retries)
-    sweeper = Sweeper(
-        store,
-        writer,
-        relay,
-        sink,
-        summary,
-        metrics,
-        settings.user_concurrency,
-        checkpoint_users=settings.sweep_batch_size,
-    )
+    parts = build_parts(settings, store, publisher, metrics)
     try:
-        yield Core(
-            settings,
-            metrics,
-            client,
-            store,
-            producer,
-            publisher,
-            relay,
-            sink,
-            summary,
-            writer,
-            sweeper,
-        )
+        yield Core(settings, metrics, client, store, producer, publisher, parts)
     finally:
         with contextlib.suppress(KafkaError):
             await producer.stop()
@@ -235,28 +224,6 @@ async def run_service(settings: Settings) -> int:
 
 
 def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
-    ticket_used = TicketUsedHandler(
-        c.store,
-        c.writer,
-        c.relay,
-        c.publisher,
-        c.summary,
-        c.metrics,
-        group_id=settings.group_id,
-        dead_letter_topic=settings.topic_dead_letter,
-        max_message_bytes=settings.max_message_bytes,
-        concurrency=settings.user_concurrency,
-    )
-    ticks = TickHandler(
-        c.sweeper,
-        c.publisher,
-        c.metrics,
-        group_id=settings.group_id,
-        dead_letter_topic=settings.topic_dead_letter,
-        max_message_bytes=settings.max_message_bytes,
-        max_future=timedelta(seconds=settings.tick_max_future_seconds),
-    )
-
     async def probes() -> tuple[bool, bool]:
         mongodb_ok = kafka_ok = True
         try:
@@ -269,18 +236,7 @@ def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
             kafka_ok = False
         return mongodb_ok, kafka_ok
 
-    return Runner(
-        settings,
-        make_consumer(settings),
-        ticket_used,
-        ticks,
-        c.relay,
-        c.sink,
-        c.summary,
-        health,
-        c.metrics,
-        probes,
-    )
+    return build_runner(c.parts, make_consumer(settings), health, probes)
 
 
 def tick_events(

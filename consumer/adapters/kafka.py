@@ -132,9 +132,20 @@ class KafkaPublisher:
             await asyncio.gather(*futures)
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("publish").inc()
-            raise publish_error(records[0].topic, exc) from exc
+            topic = records[0].topic
+            error = publish_error(topic, exc)
+            if isinstance(error, BrokerUnavailableError) and await self._topic_missing(topic):
+                # A deleted topic shows as a leader that never comes back: the cluster
+                # itself, reachable, says the topic is gone. An operator must recreate it.
+                error = PublishRejectedError(
+                    f"Kafka topic {topic} does not exist (publish failed: {exc!r})", topic=topic
+                )
+            raise error from exc
         finally:
             self._metrics.kafka_duration.labels("publish").observe(time.perf_counter() - started)
+
+    async def _topic_missing(self, topic: str) -> bool:
+        return await _topic_missing_in(self._producer, topic)
 
 
 def publish_error(topic: str, exc: KafkaError) -> PassStatusError:
@@ -148,6 +159,15 @@ def publish_error(topic: str, exc: KafkaError) -> PassStatusError:
     if verdict.fault is Fault.OUTPUT_REFUSED:
         return PublishRejectedError(message, topic=topic)
     return BrokerUnavailableError(f"Kafka publish to {topic} failed: {exc!r}")
+
+
+async def _topic_missing_in(producer: AIOKafkaProducer, topic: str) -> bool:
+    """True only when fresh metadata from a reachable cluster lacks ``topic``."""
+    try:
+        updated = await asyncio.wait_for(producer.client.force_metadata_update(), 5)
+    except (KafkaError, TimeoutError):
+        return False
+    return bool(updated) and topic not in producer.client.cluster.topics()
 
 
 async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
