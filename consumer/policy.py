@@ -197,8 +197,18 @@ def _rules() -> tuple[Rule, ...]:
         Rule(ours.WriteConflictError, f.CONTENDED, "write_conflict", why="a hot document"),
         Rule(ours.TransientError, f.UNAVAILABLE, "unavailable", why="a dependency is away"),
         Rule(ours.StoreRefusedError, f.STORE_REFUSED, "store_refused", why="MongoDB refuses us"),
-        Rule(ours.RecordRejectedError, f.RECORD_REFUSED, "record_refused", why="a record"),
-        Rule(ours.PublishRejectedError, f.OUTPUT_REFUSED, "output_refused", why="a topic"),
+        Rule(
+            ours.RecordRejectedError,
+            f.RECORD_REFUSED,
+            "record_refused",
+            why="our producer refused the record itself (over max_request_size)",
+        ),
+        Rule(
+            ours.PublishRejectedError,
+            f.OUTPUT_REFUSED,
+            "output_refused",
+            why="a topic refuses us (denied, gone, its max.message.bytes too small)",
+        ),
         # PyMongo and BSON, by class, labels and server code.
         Rule(mongo.ConnectionFailure, f.UNAVAILABLE, "unavailable", why="no connection"),
         Rule(mongo.ExecutionTimeout, f.UNAVAILABLE, "unavailable", why="server time limit"),

@@ -111,10 +111,16 @@ def test_a_refused_output_pauses_and_a_refused_record_is_set_aside_only_in_the_o
     assert denied.topic == "status"
     assert decide(denied, Path.INPUT).action is Action.PAUSE
     assert decide(denied, Path.OUTBOX_ENTRY).action is Action.PAUSE
-    too_large = publish_error("status", kafka.MessageSizeTooLargeError())
+    # Over our own max_request_size: that record's fault, set aside in the outbox.
+    too_large = publish_error("status", kafka.MessageSizeTooLargeError(), by_client=True)
     assert isinstance(too_large, ours.RecordRejectedError)
     assert decide(too_large, Path.INPUT).action is Action.PAUSE
     assert decide(too_large, Path.OUTBOX_ENTRY).action is Action.SET_ASIDE
+    # Refused by the broker: the topic's limit is below what we write; pause, set nothing
+    # aside (a topic misconfigured would otherwise drain every event into the rejected list).
+    by_topic = publish_error("status", kafka.MessageSizeTooLargeError())
+    assert isinstance(by_topic, ours.PublishRejectedError)
+    assert decide(by_topic, Path.OUTBOX_ENTRY).action is Action.PAUSE
     away = publish_error("status", kafka.NotLeaderForPartitionError())
     assert isinstance(away, ours.BrokerUnavailableError)
     assert decide(away, Path.INPUT).action is Action.RETRY
