@@ -120,7 +120,9 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
     """Wait (backing off) until MongoDB and Kafka answer; False if stopped first. A failure
     the policy answers with *refuse to start* (a missing topic, a conflicting index, bad
     settings) is raised, for the command to exit 2 with its message."""
-    retrier = Retrier("start", health, c.metrics, _backoff(settings), _sleeper(stop))
+    retrier = Retrier(
+        "start", health, c.metrics, _backoff(settings), _sleeper(stop), event="startup_waiting"
+    )
     while not stop.is_set():
         try:
             await c.store.ping()

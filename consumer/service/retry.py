@@ -32,8 +32,11 @@ class Retrier:
         metrics: Metrics,
         backoff: Backoff,
         sleep: Sleep,
+        *,
+        event: str = "",
     ) -> None:
         self.source = source
+        self._event = event  # the log event of every wait, when the part names its own
         self._health = health
         self._metrics = metrics
         self._backoff = backoff
@@ -74,7 +77,7 @@ class Retrier:
         if decision.action is Action.PAUSE and first:
             log.error("consumption_paused", **fields)
         else:
-            log.warning("transient_fault" if first else "retrying", **fields)
+            log.warning(self._event or ("transient_fault" if first else "retrying"), **fields)
         return await self._sleep(delay)
 
     def succeeded(self) -> None:
