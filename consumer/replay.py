@@ -29,6 +29,9 @@ from consumer.errors import NotJsonError, SchemaViolationError
 
 REPLAY_HEADER = "pass-status-replayed-from"
 
+# Reason codes earlier versions wrote, read as today's (so ``--reason`` finds both).
+LEGACY_REASONS: dict[str, str] = {"message_too_large": "too_large"}
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -107,7 +110,7 @@ def parse_dead_letter(
         key=key,
         value=raw,
         headers=headers,
-        reason=data["reason"],
+        reason=str(LEGACY_REASONS.get(data["reason"], data["reason"])),
         message=data["message"],
         failed_at=parse_instant(data["failed_at"]),
         consumer_group=data["consumer_group"],
