@@ -12,6 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -20,11 +23,19 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from consumer import schemas
+from consumer.service.deadletter import record_size
 from consumer.settings import PRODUCER_MAX_REQUEST_BYTES
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.integration.factories import a_pass, a_user, ticket_used
-from tests.integration.harness import ConsumerProcess, ServiceEnv, eventually, read_topic, values
+from tests.integration.harness import (
+    REPO,
+    ConsumerProcess,
+    ServiceEnv,
+    eventually,
+    read_topic,
+    values,
+)
 
 Collection = AsyncCollection[dict[str, Any]]
 TOPIC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -130,7 +141,8 @@ async def _oversized_inputs_are_dead_lettered_once_and_the_partition_goes_on(
     letters = values(records)
     for record, letter in zip(records, letters, strict=True):
         validate(letter)
-        assert len(record.value) + len(record.key or b"") <= PRODUCER_MAX_REQUEST_BYTES
+        size = record_size(record.key, record.value, tuple(record.headers))
+        assert size <= settings.dead_letter_max_bytes < PRODUCER_MAX_REQUEST_BYTES
         assert letter["reason"] == "too_large"
         assert letter["truncated"] is True
         assert letter["source_topic"] == settings.topic_ticket_used
@@ -147,6 +159,8 @@ async def _oversized_inputs_are_dead_lettered_once_and_the_partition_goes_on(
             "key": "traceparent",
             "value_base64": base64.b64encode(TRACEPARENT).decode(),
         }
+    assert by_length[900_000]["headers_dropped"] == 1  # the 600 KB one
+    assert by_length[5_000_000]["headers_dropped"] == 0
 
     # The good inputs after each one were applied, in order, and nothing is left behind.
     changes = values(await read_topic(bootstrap, settings.topic_status_changed, expect=2))
@@ -160,3 +174,38 @@ async def _oversized_inputs_are_dead_lettered_once_and_the_partition_goes_on(
         wait=30,
     )
     assert consumers[0].stop() == 0
+
+    # The operator's tools: list shows them cut; replay refuses them, publishing nothing.
+    listed = _cli(service, "dead-letters", "list", "--reason", "too_large")
+    assert listed.returncode == 0, listed.stderr.decode()
+    lines = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted((line["truncated"], line["value_length"]) for line in lines) == [
+        (True, 900_000),
+        (True, 5_000_000),
+    ]
+    replayed = _cli(service, "dead-letters", "replay", "--reason", "too_large")
+    assert replayed.returncode == 1
+    assert [orjson.loads(line)["action"] for line in replayed.stdout.splitlines()] == [
+        "refused",
+        "refused",
+    ]
+    assert replayed.stderr.decode().splitlines()[-1] == (
+        "pass-status: error: dead-letters replay: 2 cut dead letter(s) not replayed: they do "
+        'not hold the whole record (lines with "action": "refused")'
+    )
+    await eventually(
+        lambda: _lag(bootstrap, settings.group_id, settings.topic_ticket_used),
+        lambda lag: lag == 0,  # still the same four inputs: nothing was re-published
+        wait=1,
+    )
+
+
+def _cli(service: ServiceEnv, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        env={**os.environ, **service.env},
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
