@@ -110,7 +110,7 @@ def dead_letter(
         "source_offset": record.offset,
         "source_timestamp_ms": record.timestamp_ms,
         "key_base64": _b64(record.key),
-        "value_base64": _b64(record.value),
+        "value_base64": None,  # set below: whole, or a prefix
         "value_length": None if record.value is None else len(record.value),
         "value_sha256": None if record.value is None else _sha256(record.value),
         "truncated": False,
@@ -123,9 +123,11 @@ def dead_letter(
         body["error_code"] = verdict.code  # the server's code (MongoDB's, say)
     if record.headers:
         body["headers"] = [_header_entry(k, v) for k, v in record.headers]
-    value = orjson.dumps(body)
-    if record_size(record.key, value, record.headers) <= budget:
-        return OutRecord(topic=topic, key=record.key, value=value, headers=record.headers)
+    # A value whose base64 alone is over the budget is cut without encoding it whole first.
+    if _b64_length(len(record.value or b"")) <= budget:
+        value = orjson.dumps({**body, "value_base64": _b64(record.value)})
+        if record_size(record.key, value, record.headers) <= budget:
+            return OutRecord(topic=topic, key=record.key, value=value, headers=record.headers)
     return _cut(record, body, budget, topic)
 
 

@@ -143,6 +143,27 @@ def test_headers_that_fit_are_kept_in_order_and_the_others_counted() -> None:
     assert letter.headers == (headers[0], headers[2])
 
 
+@pytest.mark.parametrize("budget", range(65_536, 65_544))
+def test_many_headers_some_dropped_stay_within_every_budget(budget: int) -> None:
+    # 300 headers: their count (dropped or not) and framing must be counted to the byte.
+    headers: Headers = tuple(
+        (f"x-{i}", bytes([i % 256]) * (50 + 1000 * (i % 3))) for i in range(300)
+    )
+    out, body = _letter(b"v" * 5_000_000, headers, budget=budget)
+    size = _size(out)
+    assert size <= budget
+    assert budget - size < 8  # the value takes the rest, to a base64 quantum and a comma
+    assert body["headers_dropped"] >= 100
+    assert len(body["value_base64"]) >= budget * 0.45  # headers never take the value's half
+    assert len(body["headers"]) + body["headers_dropped"] == 300
+    assert out.headers[:-1] == tuple(h for h in headers if h in set(out.headers))
+    estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+        out.key, out.value, list(out.headers)
+    )
+    assert estimate <= size
+    assert _batch_bytes(out) <= size
+
+
 def test_a_small_value_keeps_whole_while_headers_take_what_is_left() -> None:
     value = b'{"event_id":"e-2"}'
     headers: Headers = tuple((f"h{i}", bytes([65 + i]) * 150_000) for i in range(3))
