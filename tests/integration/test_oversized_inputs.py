@@ -12,9 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -29,11 +26,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.integration.factories import a_pass, a_user, ticket_used
 from tests.integration.harness import (
-    REPO,
     ConsumerProcess,
     ServiceEnv,
     eventually,
     read_topic,
+    run_cli,
     values,
 )
 
@@ -176,14 +173,14 @@ async def _oversized_inputs_are_dead_lettered_once_and_the_partition_goes_on(
     assert consumers[0].stop() == 0
 
     # The operator's tools: list shows them cut; replay refuses them, publishing nothing.
-    listed = _cli(service, "dead-letters", "list", "--reason", "too_large")
+    listed = run_cli(service, "dead-letters", "list", "--reason", "too_large")
     assert listed.returncode == 0, listed.stderr.decode()
     lines = [orjson.loads(line) for line in listed.stdout.splitlines()]
     assert sorted((line["truncated"], line["value_length"]) for line in lines) == [
         (True, 900_000),
         (True, 5_000_000),
     ]
-    replayed = _cli(service, "dead-letters", "replay", "--reason", "too_large")
+    replayed = run_cli(service, "dead-letters", "replay", "--reason", "too_large")
     assert replayed.returncode == 1
     assert [orjson.loads(line)["action"] for line in replayed.stdout.splitlines()] == [
         "refused",
@@ -197,15 +194,4 @@ async def _oversized_inputs_are_dead_lettered_once_and_the_partition_goes_on(
         lambda: _lag(bootstrap, settings.group_id, settings.topic_ticket_used),
         lambda lag: lag == 0,  # still the same four inputs: nothing was re-published
         wait=1,
-    )
-
-
-def _cli(service: ServiceEnv, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        env={**os.environ, **service.env},
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-        check=False,
     )
