@@ -16,7 +16,7 @@ import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from consumer import schemas
 from consumer.adapters.kafka import Headers, OutRecord
-from consumer.errors import MessageTooLargeError, UnknownUserError
+from consumer.errors import DocumentRejectedError, MessageTooLargeError, UnknownUserError
 from consumer.replay import CutDeadLetterError, Selection, parse_dead_letter, replay_record, run
 from consumer.service.deadletter import (
     KEY_KEEP_BYTES,
@@ -219,16 +219,28 @@ _header = st.tuples(
     key=st.one_of(st.none(), st.binary(max_size=40), st.integers(0, 50_000).map(b"k".__mul__)),
     budget=st.integers(16_384, 2 * PRODUCER_MAX_REQUEST_BYTES),
     message=st.text(max_size=3000),
+    store_code=st.one_of(st.none(), st.integers(1, 2**31 - 1)),
 )
 def test_any_input_gives_a_dead_letter_within_budget_that_parses(
-    size: int, headers: Headers, key: bytes | None, budget: int, message: str
+    size: int,
+    headers: Headers,
+    key: bytes | None,
+    budget: int,
+    message: str,
+    store_code: int | None,
 ) -> None:
     value = (b"0123456789abcdef" * (size // 16 + 1))[:size]
     record = InputRecord("in", 0, 5, key, value, None, headers)
-    out = dead_letter(record, UnknownUserError(message), NOW, "g", "dlq", max_bytes=budget)
+    error: Exception = (
+        UnknownUserError(message)
+        if store_code is None
+        else DocumentRejectedError(message, user_id=42, code=store_code)
+    )
+    out = dead_letter(record, error, NOW, "g", "dlq", max_bytes=budget)
     assert _size(out) <= min(budget, PRODUCER_MAX_REQUEST_BYTES)
     body = orjson.loads(out.value)
     validate(body)
+    assert body.get("error_code") == store_code
     letter = parse_dead_letter(out.value, "dlq", 0, 1)
     assert value.startswith(letter.value or b"")
     assert (body["value_length"], body["value_sha256"]) == (
