@@ -76,6 +76,7 @@ def build_parts(
         group_id=settings.group_id,
         dead_letter_topic=settings.topic_dead_letter,
         max_message_bytes=settings.max_message_bytes,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
         concurrency=settings.user_concurrency,
     )
     ticks = TickHandler(
@@ -85,6 +86,7 @@ def build_parts(
         group_id=settings.group_id,
         dead_letter_topic=settings.topic_dead_letter,
         max_message_bytes=settings.max_message_bytes,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
         max_future=timedelta(seconds=settings.tick_max_future_seconds),
     )
     return Parts(

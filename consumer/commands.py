@@ -2,7 +2,8 @@
 ``dead-letters list|replay``.
 
 Each turns parsed arguments into a call of the composition root and an exit code:
-0 done, 1 a runtime failure (infrastructure unreachable), 2 bad configuration.
+0 done, 1 a runtime failure (infrastructure unreachable, or a replay that refused cut dead
+letters), 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -125,4 +126,11 @@ def dead_letters_command(args: argparse.Namespace) -> int:
         return _failed(exc)
     for line in lines:
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    refused = sum(1 for line in lines if line["action"] == "refused")
+    if refused:
+        return _fail(
+            1,
+            f"dead-letters replay: {refused} cut dead letter(s) not replayed: they do not hold "
+            'the whole record (lines with "action": "refused")',
+        )
     return 0

@@ -8,7 +8,7 @@ through ``retriable``, whether doing the same thing again later can succeed::
     ├── InputError                       no   bad input; carries a dead-letter ``reason``
     │   ├── NotJsonError                 no   reason "not_json"
     │   ├── SchemaViolationError         no   reason "schema_violation"
-    │   ├── MessageTooLargeError         no   reason "message_too_large"
+    │   ├── MessageTooLargeError         no   reason "too_large"
     │   ├── UnknownUserError             no   reason "unknown_user"
     │   ├── UnknownPassError             no   reason "unknown_pass"
     │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
@@ -70,7 +70,7 @@ class SchemaViolationError(InputError):
 class MessageTooLargeError(InputError):
     """The message value is larger than the configured limit."""
 
-    reason = "message_too_large"
+    reason = "too_large"
 
 
 class UnknownUserError(InputError):

@@ -6,6 +6,10 @@ dead letters are re-published to their source topic with their original key, val
 headers, plus ``pass-status-replayed-from: <dead-letter topic>/<partition>/<offset>``. The
 consumers then apply them like any other record.
 
+A dead letter that was cut to fit (``truncated``: it holds a prefix of the value, or lost
+headers) cannot be replayed byte-exact: a replay refuses it, publishes nothing for it, and
+says so in its output line; ``list`` shows it as cut.
+
 Replaying is idempotent: a ticket-used event already applied finds its pass already USING
 and its ``first_use`` set, so it changes nothing and publishes nothing; status changes keep
 their deterministic ``event_id``. Within one run, a source record dead-lettered several
@@ -29,6 +33,9 @@ from consumer.errors import NotJsonError, SchemaViolationError
 
 REPLAY_HEADER = "pass-status-replayed-from"
 
+# Reason codes earlier versions wrote, read as today's (so ``--reason`` finds both).
+LEGACY_REASONS: dict[str, str] = {"message_too_large": "too_large"}
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -48,6 +55,9 @@ class DeadLetter:
     message: str
     failed_at: datetime
     consumer_group: str
+    truncated: bool = False
+    value_length: int | None = None  # the source value's full length (None: a tombstone)
+    value_sha256: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly line for ``list`` (key and value as text when they are UTF-8)."""
@@ -61,8 +71,26 @@ class DeadLetter:
             "failed_at": self.failed_at.isoformat().replace("+00:00", "Z"),
             "key": _text(self.key),
             "value": _text(self.value),
+            "value_length": self._value_length(),
+            "truncated": self.truncated,
             "headers": {k: _text(v) for k, v in self.headers},
         }
+
+    def _value_length(self) -> int | None:
+        if self.value_length is not None or self.value is None:
+            return self.value_length
+        return len(self.value)  # a dead letter of an earlier version: always whole
+
+    def refusal(self) -> str:
+        """Why a replay refuses this dead letter ("" if it does not)."""
+        if not self.truncated:
+            return ""
+        kept = len(self.value or b"")
+        return (
+            f"cut dead letter: it keeps {kept} of the value's {self.value_length} bytes "
+            f"(sha256 {self.value_sha256}) and the headers that fit, so it cannot be replayed "
+            "byte-exact; re-publish the original record from its producer"
+        )
 
 
 def _text(data: bytes | None) -> str | None:
@@ -107,10 +135,13 @@ def parse_dead_letter(
         key=key,
         value=raw,
         headers=headers,
-        reason=data["reason"],
+        reason=str(LEGACY_REASONS.get(data["reason"], data["reason"])),
         message=data["message"],
         failed_at=parse_instant(data["failed_at"]),
         consumer_group=data["consumer_group"],
+        truncated=data.get("truncated", False),
+        value_length=data.get("value_length"),
+        value_sha256=data.get("value_sha256"),
     )
 
 
@@ -164,9 +195,16 @@ def choose(records: Iterable[tuple[str, int, int, bytes | None]], selection: Sel
     return chosen
 
 
+class CutDeadLetterError(ValueError):
+    """A cut dead letter (``truncated``) was to be replayed: it does not hold the record."""
+
+
 def replay_record(letter: DeadLetter) -> OutRecord:
     """The record a replay publishes: the original key, value and headers (an earlier
-    replay mark replaced) plus the replay mark naming this dead letter."""
+    replay mark replaced) plus the replay mark naming this dead letter. A cut dead letter
+    has none to publish: :class:`CutDeadLetterError`."""
+    if letter.truncated:
+        raise CutDeadLetterError(letter.refusal())
     mark = f"{letter.topic}/{letter.partition}/{letter.offset}".encode()
     headers = tuple((k, v) for k, v in letter.headers if k != REPLAY_HEADER)
     return OutRecord(
@@ -196,12 +234,19 @@ async def run(
     replay: bool,
     dry_run: bool,
 ) -> tuple[Chosen, list[dict[str, Any]]]:
-    """List (or replay) the chosen dead letters; returns them and one output line each."""
+    """List (or replay) the chosen dead letters; returns them and one output line each.
+    A replay publishes none of the cut ones: their lines say ``refused`` and why."""
     chosen = choose(await source.read_all(dead_letter_topic), selection)
+    whole = [d for d in chosen.letters if not d.truncated]
     if replay and not dry_run:
         if publisher is None:
             raise ValueError("replaying needs a publisher")
-        await publisher.publish([replay_record(d) for d in chosen.letters])
+        await publisher.publish([replay_record(d) for d in whole])
     action = "listed" if not replay else ("would_replay" if dry_run else "replayed")
-    lines = [{"action": action, **d.summary()} for d in chosen.letters]
+    lines = [
+        {"action": "refused", "refused": d.refusal(), **d.summary()}
+        if replay and d.truncated
+        else {"action": action, **d.summary()}
+        for d in chosen.letters
+    ]
     return chosen, lines

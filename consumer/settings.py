@@ -16,6 +16,10 @@ from consumer.errors import ConfigError
 
 PREFIX = "PASS_STATUS_"
 
+# The default largest dead letter: well under the producer's request size (1 MiB) and the
+# broker's default max.message.bytes (1048588), whatever framing is added to it.
+DEAD_LETTER_MAX_BYTES = 900_000
+
 
 def _setting(default: Any, help_text: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help_text, "secret": secret})
@@ -79,6 +83,13 @@ class Settings:
         900000,
         "Largest check-log document or message; larger logs are split into parts. At most "
         "1032192: the producer's request size (1 MiB) less room for framing.",
+    )
+    dead_letter_max_bytes: int = _setting(
+        DEAD_LETTER_MAX_BYTES,
+        "Largest dead-letter record (key, value, headers, framing); a larger one is cut: it "
+        "keeps a prefix of the input's value, its length and SHA-256, and the headers that "
+        "fit, and cannot be replayed. At most 1048576 (the producer's request size) and the "
+        "dead-letter topic's `max.message.bytes`.",
     )
     tick_shards: int = _setting(
         1, "Shard ticks `tick --mode due` publishes (spread over replicas)."
@@ -155,6 +166,11 @@ class Settings:
             raise ConfigError(
                 "PASS_STATUS_BACKOFF_MAX_SECONDS must be at least "
                 "PASS_STATUS_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.dead_letter_max_bytes > PRODUCER_MAX_REQUEST_BYTES:
+            raise ConfigError(
+                f"PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at most {PRODUCER_MAX_REQUEST_BYTES}"
+                " (the producer's request size; a dead letter is one record)"
             )
         if self.check_log_max_bytes > CHECK_LOG_MAX_BYTES_LIMIT:
             raise ConfigError(
@@ -239,6 +255,7 @@ _MINIMUMS: dict[str, float] = {
     "max_message_bytes": 1,
     "tick_max_future_seconds": 0,
     "check_log_max_bytes": 4096,
+    "dead_letter_max_bytes": 16384,
     "tick_shards": 1,
     "read_batch_max_bytes": 1,
     "check_log_interval_seconds": 0.001,

@@ -24,6 +24,7 @@ from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import gather_or_first_error
 from consumer.service.writer import UserWriter
+from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
 
@@ -47,6 +48,7 @@ class TicketUsedHandler:
         group_id: str,
         dead_letter_topic: str,
         max_message_bytes: int,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         concurrency: int,
     ) -> None:
         self._store = store
@@ -58,6 +60,7 @@ class TicketUsedHandler:
         self._group_id = group_id
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
+        self._dead_letter_max_bytes = dead_letter_max_bytes
         self._semaphore = asyncio.Semaphore(concurrency)
 
     async def handle(self, records: list[InputRecord]) -> None:
@@ -209,7 +212,14 @@ class TicketUsedHandler:
             reason=reason,
             message=str(error)[:300],
         )
-        return dead_letter(record, error, now, self._group_id, self._dlq_topic)
+        return dead_letter(
+            record,
+            error,
+            now,
+            self._group_id,
+            self._dlq_topic,
+            max_bytes=self._dead_letter_max_bytes,
+        )
 
 
 def _unusable(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from consumer.parsing import parse_tick
 from consumer.policy import Action, Fault, Path, decide
 from consumer.service.deadletter import InputRecord, dead_letter
 from consumer.service.sweeps import Sweeper, SweepResult
+from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
 
@@ -27,6 +28,7 @@ class TickHandler:
         group_id: str,
         dead_letter_topic: str,
         max_message_bytes: int,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         max_future: timedelta,
     ) -> None:
         self._sweeper = sweeper
@@ -35,6 +37,7 @@ class TickHandler:
         self._group_id = group_id
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
+        self._dead_letter_max_bytes = dead_letter_max_bytes
         self._max_future = max_future
 
     async def handle(self, record: InputRecord) -> SweepResult | None:
@@ -70,7 +73,16 @@ class TickHandler:
             # Published before it is counted: a refused dead letter raises, and the tick
             # is run again (uncommitted) instead of being passed over.
             await self._publisher.publish(
-                [dead_letter(record, exc, now, self._group_id, self._dlq_topic)]
+                [
+                    dead_letter(
+                        record,
+                        exc,
+                        now,
+                        self._group_id,
+                        self._dlq_topic,
+                        max_bytes=self._dead_letter_max_bytes,
+                    )
+                ]
             )
             self._metrics.events_consumed.labels(record.topic, outcome).inc()
             self._metrics.dead_letters.labels(reason).inc()

@@ -132,7 +132,7 @@ async def test_bad_input_is_dead_lettered_and_the_partition_goes_on(
             "unknown_user",
             "unknown_pass",
             "unreadable_time",
-            "message_too_large",
+            "too_large",
             "tick_in_future",
             "schema_violation",
         ]

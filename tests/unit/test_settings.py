@@ -50,6 +50,16 @@ def test_values_are_read_and_converted_from_prefixed_variables() -> None:
         ),
         ("PASS_STATUS_USER_CONCURRENCY", "0", "PASS_STATUS_USER_CONCURRENCY must be at least 1"),
         ("PASS_STATUS_LOG_LEVEL", "LOUD", "PASS_STATUS_LOG_LEVEL must be"),
+        (
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES",
+            "1048577",
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at most 1048576",
+        ),
+        (
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES",
+            "16383",
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at least 16384",
+        ),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_variable(
