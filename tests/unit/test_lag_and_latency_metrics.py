@@ -22,13 +22,13 @@ from consumer.service.background import BackgroundJobs
 from consumer.service.consume_plan import ConsumePlan
 from consumer.service.deadletter import InputRecord
 from consumer.service.health import Health
-from consumer.service.ticks import TickHandler
 from consumer.settings import Settings
 
 from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeService, a_runner
 
 USED_0 = TopicPartition("used", 0)
 USED_1 = TopicPartition("used", 1)
+TICK_0 = TopicPartition("tick", 0)
 SETTINGS = Settings(
     topic_ticket_used="used",
     topic_tick="tick",
@@ -58,6 +58,13 @@ def sample(service: FakeService, name: str, **labels: str) -> float | None:
     return service.metrics.registry.get_sample_value(name, labels)
 
 
+def a_plan(committed: dict[TopicPartition, int]) -> ConsumePlan:
+    plan = ConsumePlan("used", "tick")
+    plan.partitions_assigned(list(committed))
+    plan.committed.update(committed)
+    return plan
+
+
 def jobs(service: FakeService, consumer: FakeConsumer) -> BackgroundJobs:
     return BackgroundJobs(SETTINGS, consumer, service.relay, Health(), service.metrics)
 
@@ -69,7 +76,7 @@ async def probes() -> tuple[bool, bool]:
 async def test_lag_seconds_is_the_age_of_the_newest_handled_event_while_a_partition_lags() -> None:
     service = FakeService(FakeCacheStore())
     consumer = LaggingConsumer({USED_0: 10, USED_1: 4})
-    plan = ConsumePlan("used", "tick", {USED_0, USED_1}, committed={USED_0: 6, USED_1: 4})
+    plan = a_plan({USED_0: 6, USED_1: 4})
     ninety_seconds_ago = int((time.time() - 90) * 1000)
     bad = InputRecord("used", 0, 5, b"k", b"not json", ninety_seconds_ago)
     await service.ticket_used.handle([bad])  # dead-lettered: handled all the same
@@ -86,7 +93,7 @@ async def test_lag_seconds_is_the_age_of_the_newest_handled_event_while_a_partit
 async def test_last_commit_time_moves_only_when_the_committed_offset_advances() -> None:
     service = FakeService(FakeCacheStore())
     consumer = LaggingConsumer({USED_0: 10})
-    plan = ConsumePlan("used", "tick", {USED_0}, committed={USED_0: 3})
+    plan = a_plan({USED_0: 3})
     background = jobs(service, consumer)
     labels = {"topic": "used", "partition": "0"}
 
@@ -106,17 +113,35 @@ async def test_last_commit_time_moves_only_when_the_committed_offset_advances() 
     assert moved is not None
     assert moved > first
 
-    plan.ticking.add(USED_0)  # a sweep runs on it: it moves, though nothing is committed
-    await asyncio.sleep(0.01)
-    await background.observe(probes, plan)
-    sweeping = sample(service, "pass_status_last_commit_timestamp_seconds", **labels)
-    assert sweeping is not None
-    assert sweeping > moved
-    assert sample(service, "pass_status_consumer_lag_seconds", **labels) is None
-
     consumer.partitions.clear()  # revoked: its series goes
     await background.observe(probes, plan)
     assert sample(service, "pass_status_last_commit_timestamp_seconds", **labels) is None
+
+
+async def test_a_tick_partition_whose_sweep_runs_counts_as_moving() -> None:
+    """It is committed when its sweep ends, which may take hours: not a stuck partition."""
+    service = FakeService(FakeCacheStore())
+    consumer = LaggingConsumer({TICK_0: 6})
+    plan = a_plan({TICK_0: 5})
+    service.metrics.record_consumed("tick", 0, int((time.time() - 3600) * 1000))
+    background = jobs(service, consumer)
+    labels = {"topic": "tick", "partition": "0"}
+    await background.observe(probes, plan)
+    first = sample(service, "pass_status_last_commit_timestamp_seconds", **labels)
+    assert sample(service, "pass_status_consumer_lag_seconds", **labels) == pytest.approx(
+        3600, abs=5
+    )
+
+    plan.batch_fetched({TICK_0: [5]})  # its sweep starts
+    assert plan.ticking == {TICK_0}
+    await asyncio.sleep(0.01)
+    await background.observe(probes, plan)
+
+    sweeping = sample(service, "pass_status_last_commit_timestamp_seconds", **labels)
+    assert first is not None
+    assert sweeping is not None
+    assert sweeping > first
+    assert sample(service, "pass_status_consumer_lag_seconds", **labels) is None
 
 
 async def test_tick_caused_status_changes_record_end_to_end_latency() -> None:
@@ -164,15 +189,7 @@ async def test_fetch_attempts_are_counted_beside_fetch_errors() -> None:
 
 async def test_handled_ticks_count_toward_lag_seconds() -> None:
     service = FakeService(FakeCacheStore())
-    ticks = TickHandler(
-        service.sweeper,
-        service.publisher,
-        service.metrics,
-        group_id="g",
-        dead_letter_topic=FakeService.DEAD_LETTER_TOPIC,
-        max_message_bytes=65536,
-        max_future=timedelta(seconds=300),
-    )
+    ticks = service.parts.ticks
     for timestamp_ms in (5_000, 4_000, None):  # an older one and none: not counted
         await ticks.handle(InputRecord("tick", 3, 1, b"0", b"not json", timestamp_ms))
     assert service.metrics.consumed_event_time == {("tick", 3): 5.0}
