@@ -195,3 +195,19 @@ def test_an_unreadable_or_empty_secret_file_is_a_config_error_without_content(
         Settings.from_env({"PASS_STATUS_MONGODB_URI_FILE": str(secret)})
     assert str(caught.value).startswith("PASS_STATUS_MONGODB_URI_FILE: ")
     assert str(secret) in str(caught.value)
+
+
+def test_an_unreadable_secret_file_exits_2_with_one_line_for_run(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env={"PASS_STATUS_KAFKA_SASL_PASSWORD_FILE": str(missing), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    variable = "PASS_STATUS_KAFKA_SASL_PASSWORD_FILE"
+    line = f"pass-status: error: {variable}: cannot read {missing}: No such file or directory"
+    assert result.stderr.decode().splitlines() == [line]
