@@ -208,8 +208,9 @@ class Metrics:
         )
         self.kafka_duration = Histogram(
             p + "kafka_operation_duration_seconds",
-            "Kafka operation latency, by operation (publish, commit, fetch), failed attempts"
-            " included: its count is the attempts pass_status_kafka_errors_total is a share of.",
+            "Kafka operation latency, by operation (publish, commit, fetch; an idle fetch waits"
+            " up to PASS_STATUS_FETCH_TIMEOUT_MS), failed attempts included: its count is the"
+            " attempts pass_status_kafka_errors_total is a share of.",
             ["operation"],
             buckets=_OP_BUCKETS,
             registry=registry,
