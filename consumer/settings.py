@@ -10,11 +10,14 @@ import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from consumer.errors import ConfigError
 
 PREFIX = "PASS_STATUS_"
+# PASS_STATUS_<SECRET>_FILE names a file holding the secret setting <SECRET>.
+FILE_SUFFIX = "_FILE"
 
 # The default largest dead letter: well under the producer's request size (1 MiB) and the
 # broker's default max.message.bytes (1048588), whatever framing is added to it.
@@ -126,6 +129,8 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             raw = environ.get(PREFIX + spec.name.upper())
+            if spec.metadata["secret"]:
+                raw = _secret_value(spec.name, raw, environ.get(_file_variable(spec.name)))
             if raw is None:
                 continue
             values[spec.name] = _convert(spec.name, raw, _CONVERTERS[str(spec.type)])
@@ -190,12 +195,38 @@ class Settings:
         return tuple(out)
 
 
+def _file_variable(name: str) -> str:
+    """``PASS_STATUS_<NAME>_FILE``: the file that holds a secret setting's value."""
+    return f"{PREFIX}{name.upper()}{FILE_SUFFIX}"
+
+
+def _secret_value(name: str, value: str | None, path: str | None) -> str | None:
+    """A secret setting's value: from its variable, or read from the file its ``_FILE``
+    variable names (a Secret mounted as a file); exactly one of the two may be set. Errors
+    name the variables and the path, never the content."""
+    if path is None:
+        return value
+    variable = PREFIX + name.upper()
+    if value is not None:
+        raise ConfigError(f"set {variable} or {_file_variable(name)}, not both")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"{_file_variable(name)}: cannot read {path}: {reason}") from None
+    text = text.rstrip("\r\n")  # files written by editors and echo end with a newline
+    if not text:
+        raise ConfigError(f"{_file_variable(name)}: {path} is empty")
+    return text
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``PASS_STATUS_*`` variables that are no setting (a misspelling, say), each with the
     setting it most resembles, if any: ``["PASS_STATUS_GRUOP_ID (PASS_STATUS_GROUP_ID?)"]``.
     Variables of the repository's own tools (``scripts/services``, tests) are not listed.
     """
     known = [PREFIX + spec.name.upper() for spec in dataclasses.fields(Settings)]
+    known += [_file_variable(f.name) for f in dataclasses.fields(Settings) if f.metadata["secret"]]
     unknown = []
     for name in sorted(environ):
         if not name.startswith(PREFIX) or name in known or name.startswith(TOOL_VARIABLES):
@@ -212,6 +243,12 @@ def describe() -> list[tuple[str, str, str]]:
     for spec in dataclasses.fields(Settings):
         default = "" if spec.metadata["secret"] and spec.name != "mongodb_uri" else spec.default
         rows.append((PREFIX + spec.name.upper(), str(default), str(spec.metadata["help"])))
+        if spec.metadata["secret"]:
+            help_text = (
+                f"File holding {PREFIX}{spec.name.upper()} (a Secret mounted as a file; one "
+                "trailing newline ignored). Set one of the two, not both."
+            )
+            rows.append((_file_variable(spec.name), "", help_text))
     return rows
 
 

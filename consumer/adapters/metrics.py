@@ -44,6 +44,7 @@ DEAD_LETTER_REASONS = tuple(
 )
 _LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REBALANCE_KINDS = ("assigned", "revoked")
+KAFKA_OPERATIONS = ("publish", "commit", "fetch")
 _SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -106,7 +107,8 @@ class Metrics:
         )
         self.end_to_end_latency = Histogram(
             p + "end_to_end_latency_seconds",
-            "Time from an input event's timestamp to its status change being published.",
+            "Time from a status change's cause to its publication, by cause: ticket_used (the"
+            " event's timestamp), tick_due and tick_full (the time the tick asked for).",
             ["cause"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
@@ -114,6 +116,23 @@ class Metrics:
         self.consumer_lag = Gauge(
             p + "consumer_lag_messages",
             "Messages between the committed position and the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.consumer_lag_seconds = Gauge(
+            p + "consumer_lag_seconds",
+            "Age of the input a partition has not consumed: now minus the event time of the"
+            " newest record this replica handled from it while the partition has lag, 0 without"
+            " lag (absent until the replica has handled a record of it, and while a tick's sweep"
+            " runs on it).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.last_commit = Gauge(
+            p + "last_commit_timestamp_seconds",
+            "Unix time at which the committed offset of each assigned partition last advanced,"
+            " as seen by this replica (its assignment time until its first commit; now while a"
+            " tick's sweep runs on it, as that partition is committed when the sweep ends).",
             ["topic", "partition"],
             registry=registry,
         )
@@ -189,7 +208,9 @@ class Metrics:
         )
         self.kafka_duration = Histogram(
             p + "kafka_operation_duration_seconds",
-            "Kafka operation latency, by operation (publish, commit, fetch).",
+            "Kafka operation latency, by operation (publish, commit, fetch; an idle fetch waits"
+            " up to PASS_STATUS_FETCH_TIMEOUT_MS), failed attempts included: its count is the"
+            " attempts pass_status_kafka_errors_total is a share of.",
             ["operation"],
             buckets=_OP_BUCKETS,
             registry=registry,
@@ -237,6 +258,8 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        # Newest event time handled per (topic, partition), for consumer_lag_seconds.
+        self.consumed_event_time: dict[tuple[str, int], float] = {}
         self._initialise_bounded_labels()
 
     def _initialise_bounded_labels(self) -> None:
@@ -251,6 +274,19 @@ class Metrics:
             self.check_logs_written.labels(kind)
         for kind in REBALANCE_KINDS:
             self.rebalances.labels(kind)
+        for operation in KAFKA_OPERATIONS:
+            self.kafka_errors.labels(operation)
+            self.kafka_duration.labels(operation)
+
+    def record_consumed(self, topic: str, partition: int, timestamp_ms: int | None) -> None:
+        """Note the event time of a handled record (the lag observer turns it into
+        ``consumer_lag_seconds``); a record without a timestamp is not counted."""
+        if timestamp_ms is None or timestamp_ms < 0:
+            return
+        key = (topic, partition)
+        seconds = timestamp_ms / 1000
+        if seconds > self.consumed_event_time.get(key, 0.0):
+            self.consumed_event_time[key] = seconds
 
 
 def _register_runtime_collectors(registry: CollectorRegistry) -> None:

@@ -152,10 +152,11 @@ class Runner:
 
     async def _poll_once(self) -> None:
         try:
-            batch = await self._consumer.getmany(
-                timeout_ms=self._settings.fetch_timeout_ms,
-                max_records=self._settings.max_batch_records,
-            )
+            with self._metrics.kafka_duration.labels("fetch").time():  # attempts, failed too
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._settings.fetch_timeout_ms,
+                    max_records=self._settings.max_batch_records,
+                )
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("fetch").inc()
             await self._consume.wait("fetch", decide(exc, Path.INPUT), exc)

@@ -309,6 +309,12 @@ class _SweepRun:
         async with self._flush_lock:
             pending, self._pending = self._pending, []
             await self._s.relay.relay(pending)
+            if pending:
+                # From the time the tick asked for (its cause) to the changes published.
+                latency = max(0.0, time.time() - self._now.timestamp())
+                histogram = self._s.metrics.end_to_end_latency.labels(f"tick_{self._mode}")
+                for _ in pending:
+                    histogram.observe(latency)
 
     def finish(self, check_log_ids: tuple[int, ...]) -> SweepResult:
         elapsed = time.perf_counter() - self._started

@@ -110,6 +110,8 @@ class TicketUsedHandler:
                 max(0.0, published - ts_ms / 1000)
             )
         await self._publisher.publish(dead)
+        for record in records:
+            self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     async def _one_user(
         self, user_id: int, doc: dict[str, Any] | None, work: _UserWork, now: datetime
@@ -199,6 +201,7 @@ class TicketUsedHandler:
                     error=repr(exc)[:300],
                 )
                 await self._publisher.publish([self._dead(record, exc, datetime.now(UTC))])
+                self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     def _dead(self, record: InputRecord, error: Exception, now: datetime) -> OutRecord:
         reason = failure_reason(error)

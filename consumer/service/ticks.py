@@ -86,9 +86,11 @@ class TickHandler:
             )
             self._metrics.events_consumed.labels(record.topic, outcome).inc()
             self._metrics.dead_letters.labels(reason).inc()
+            self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
             return None
         outcome = "applied" if result.documents_changed else "no_change"
         self._metrics.events_consumed.labels(record.topic, outcome).inc()
+        self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
         return result
 
     async def run(self, tick: Tick, traceparent: str = "") -> SweepResult:
