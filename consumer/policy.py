@@ -299,7 +299,9 @@ _TABLE: dict[Fault, tuple[Action, ...]] = {
     Fault.DOCUMENT: (_D, _S, _A, _R, _X, _C),
     Fault.RECORD_REFUSED: (_P, _P, _A, _P, _X, _C),
     Fault.OUTPUT_REFUSED: (_P, _P, _P, _P, _X, _C),
-    Fault.STORE_REFUSED: (_P, _P, _P, _P, _X, _C),
+    # At start, credentials refused are waited out, not ready, as Kafka's are (aiokafka
+    # reports a SASL refusal as a connection failure): a pod in a crash loop would hide them.
+    Fault.STORE_REFUSED: (_P, _P, _P, _P, _R, _C),
     Fault.CONFIG: (_P, _P, _P, _P, _X, _X),
     Fault.BUG: (_D, _S, _A, _R, _X, _C),
 }
