@@ -50,6 +50,7 @@ from consumer.adapters.mongo_sweeps import (
 )
 from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
+from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEVER_DUE,
@@ -186,8 +187,10 @@ class MongoCacheStore:
                     except StopAsyncIteration:
                         break
                     doc = bson.decode(raw.raw, self._codec)
-                user_id = doc.get("user_id")
-                if not isinstance(user_id, int) or user_id in seen:
+                # 42.0 (the Node.js refresher's numbers are doubles) is user 42: the
+                # query matched it, and the caller looks the user up by 42.
+                user_id = read_int(doc.get("user_id"))
+                if user_id is None or user_id in seen:
                     continue
                 if batch and size + len(raw.raw) > self._read_budget:
                     yield batch
@@ -206,8 +209,7 @@ class MongoCacheStore:
 
         Raises :class:`DocumentRejectedError` if MongoDB refuses the result (over 16 MB)."""
         write = write_change(read, update, now)
-        user_id = read.get("user_id")
-        with self._op("write_user", user_id if isinstance(user_id, int) else None):
+        with self._op("write_user", read_int(read.get("user_id"))):
             result = await self._cache.update_one(
                 {"_id": write.doc_id, **write.condition}, write.change
             )

@@ -1,0 +1,86 @@
+"""A ``user_id`` stored as an integral double (``42.0``, as the Node.js refresher writes
+every number) is user 42 for the store adapter too: its ticket-used event is applied, not
+dead-lettered as ``unknown_user`` (issue 19)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from consumer.adapters.kafka import OutRecord
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo import MongoCacheStore, make_client
+from consumer.service.checklog import IntervalSummary
+from consumer.service.deadletter import InputRecord
+from consumer.service.outbox import OutboxRelay
+from consumer.service.ticket_used import TicketUsedHandler
+from consumer.service.writer import UserWriter
+from consumer.settings import Settings
+from prometheus_client import CollectorRegistry
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.integration.conftest import Document
+from tests.integration.factories import a_pass, a_user, ticket_used
+
+
+class Published:
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        self.records.extend(records)
+
+    def values(self, topic: str) -> list[dict[str, object]]:
+        return [orjson.loads(r.value) for r in self.records if r.topic == topic]
+
+
+@pytest.fixture
+async def store(
+    mongodb_uri: str, mongo_db: AsyncDatabase[Document]
+) -> AsyncIterator[MongoCacheStore]:
+    settings = Settings.from_env(
+        {"PASS_STATUS_MONGODB_URI": mongodb_uri, "PASS_STATUS_MONGODB_DATABASE": mongo_db.name}
+    )
+    client = make_client(settings)
+    yield MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
+    await client.close()
+
+
+async def test_integral_double_user_id_gets_its_ticket_used_applied(
+    store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
+) -> None:
+    await store.ensure_indexes()
+    pass_uuid = str(uuid.uuid4())
+    await mongo_db["bytemark_tickets_cache"].insert_one(
+        {**a_user(42, [a_pass(pass_uuid=pass_uuid)]), "user_id": 42.0}
+    )
+    metrics = Metrics(CollectorRegistry())
+    published = Published()
+    handler = TicketUsedHandler(
+        store,
+        UserWriter(store, metrics, 3),
+        OutboxRelay(store, published, metrics, "status"),
+        published,
+        IntervalSummary(),
+        metrics,
+        group_id="g",
+        dead_letter_topic="dead",
+        max_message_bytes=65536,
+        concurrency=4,
+    )
+    event = ticket_used(42, pass_uuid, datetime.now(UTC) - timedelta(minutes=1))
+
+    await handler.handle([InputRecord("ticket-used", 0, 0, b"42", orjson.dumps(event), 0)])
+
+    assert published.values("dead") == []
+    doc = await mongo_db["bytemark_tickets_cache"].find_one({"user_id": 42})
+    assert doc is not None
+    assert doc["user_id"] == 42.0  # the refresher's field is left as it wrote it
+    assert isinstance(doc["user_id"], float)
+    assert doc["passes"][0]["status"] == "USING"
+    assert doc["passes"][0]["payload"]["first_use"] == event["used_at"]
+    changes = published.values("status")
+    assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]
