@@ -5,6 +5,8 @@ through ``retriable``, whether doing the same thing again later can succeed::
 
     PassStatusError                      (retriable: varies)
     ├── ConfigError                      no   bad settings or CLI arguments (exit 2)
+    │   └── IndexConflictError           no   an existing MongoDB index conflicts with one
+    │                                         the service needs and cannot serve for it
     ├── InputError                       no   bad input; carries a dead-letter ``reason``
     │   ├── NotJsonError                 no   reason "not_json"
     │   ├── SchemaViolationError         no   reason "schema_violation"
@@ -45,6 +47,13 @@ class PassStatusError(Exception):
 
 class ConfigError(PassStatusError):
     """Settings or command-line arguments are invalid."""
+
+
+class IndexConflictError(ConfigError):
+    """An index of the cache (or checkpoint) collection conflicts with one the service
+    creates (same name, other key or options; or same key, other name or options: MongoDB
+    codes 85/86) and cannot serve the same lookups: the operator must change it, so start
+    stops (exit 2) with a message naming the index, instead of retrying for ever."""
 
 
 class InputError(PassStatusError):
