@@ -52,7 +52,7 @@ def run_command(_args: argparse.Namespace) -> int:
         return settings
     try:
         return asyncio.run(app.run_service(settings))
-    except MissingTopicError as exc:
+    except (MissingTopicError, ConfigError) as exc:  # an index clash, say: an operator acts
         return _fail(2, str(exc))
 
 
@@ -83,6 +83,8 @@ def online_check_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(app.run_full_check(settings, args.user, apply=args.apply, emit=emit))
+    except ConfigError as exc:  # an index clash found at start
+        return _fail(2, str(exc))
     except (TransientError, PublishRejectedError) as exc:
         return _fail(1, str(exc))
     return 0
