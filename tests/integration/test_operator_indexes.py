@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from consumer.adapters.metrics import Metrics
@@ -39,8 +40,8 @@ async def store(
     await client.close()
 
 
-async def _indexes(db: AsyncDatabase[Document]) -> dict[str, Document]:
-    return {i["name"]: i async for i in await db[CACHE].list_indexes()}
+async def _indexes(db: AsyncDatabase[Document]) -> dict[str, dict[str, Any]]:
+    return {i["name"]: dict(i) async for i in await db[CACHE].list_indexes()}
 
 
 async def test_operators_unique_user_id_index_under_another_name_is_used_not_duplicated(

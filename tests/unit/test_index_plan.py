@@ -28,7 +28,8 @@ def plan(*existing: dict[str, Any]) -> IndexPlan:
 def test_an_empty_collection_gets_every_index() -> None:
     result = plan()
     assert [spec.name for spec in result.create] == NEEDED
-    assert result.reused == result.conflicts == ()
+    assert result.reused == ()
+    assert result.conflicts == ()
 
 
 def test_the_services_own_indexes_are_left_alone() -> None:
