@@ -86,7 +86,7 @@ async def core(
     sink = CheckLogSink(
         store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
     )
-    summary = IntervalSummary()
+    summary = IntervalSummary(settings.check_log_max_pending_intervals, metrics)
     writer = UserWriter(store, metrics, settings.conflict_retries)
     sweeper = Sweeper(
         store,
@@ -205,6 +205,8 @@ async def run_service(settings: Settings) -> int:
                 return 1
         finally:
             health.stopping = True
+            # Summaries the runner could not write before it stopped are lost: say so.
+            c.summary.abandon()
             loop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_watch

@@ -89,6 +89,11 @@ class Settings:
     check_log_interval_seconds: float = _setting(
         60.0, "Interval of check-log summaries of the transitions made."
     )
+    check_log_max_pending_intervals: int = _setting(
+        60,
+        "Interval summaries kept while the check-log write fails; past it the oldest are"
+        " dropped, counted and logged (`check_log_intervals_dropped`).",
+    )
     outbox_relay_interval_seconds: float = _setting(
         10.0, "How often orphaned outbox entries are looked for."
     )
@@ -268,6 +273,7 @@ _MINIMUMS: dict[str, float] = {
     "tick_shards": 1,
     "read_batch_max_bytes": 1,
     "check_log_interval_seconds": 0.001,
+    "check_log_max_pending_intervals": 1,
     "outbox_relay_interval_seconds": 0.001,
     "outbox_orphan_age_seconds": 0,
     "conflict_retries": 0,

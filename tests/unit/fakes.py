@@ -365,7 +365,7 @@ class FakeService:
         self.metrics = Metrics(CollectorRegistry())
         self.relay = OutboxRelay(store, self.publisher, self.metrics, self.STATUS_TOPIC)
         self.writer = UserWriter(store, self.metrics, conflict_retries=3)
-        self.summary = IntervalSummary()
+        self.summary = IntervalSummary(metrics=self.metrics)
         self.sink = CheckLogSink(store, self.publisher, self.metrics, self.CHECK_LOG_TOPIC, 900_000)
         self.sweeper = Sweeper(
             store, self.writer, self.relay, self.sink, self.summary, self.metrics, 4
