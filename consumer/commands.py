@@ -104,19 +104,23 @@ def dead_letters_command(args: argparse.Namespace) -> int:
         max_offset=args.to_offset,
         limit=args.limit,
     )
+
+    def emit(line: dict[str, object]) -> None:
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.flush()  # each line as its batch is done: a long replay shows progress
+
     try:
-        lines = asyncio.run(
+        asyncio.run(
             app.dead_letters(
                 settings,
                 selection,
                 replay=args.action == "replay",
                 dry_run=bool(getattr(args, "dry_run", False)),
+                emit=emit,
             )
         )
     except MissingTopicError as exc:
         return _fail(2, str(exc))
-    except TransientError as exc:
+    except (TransientError, PublishRejectedError) as exc:  # a refused replay says how far
         return _fail(1, str(exc))
-    for line in lines:
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
     return 0

@@ -26,8 +26,10 @@ through ``retriable``, whether doing the same thing again later can succeed::
     │   ├── BrokerUnavailableError       yes  Kafka unreachable or timing out
     │   └── WriteConflictError           yes  the document kept changing between read and write
     ├── PublishRejectedError             no   Kafka refused a record (too large, not authorized)
-    │   └── RecordRejectedError          no   refused for what the record holds (too large,
-    │                                         invalid): that record never passes, others may
+    │   ├── RecordRejectedError          no   refused for what the record holds (too large,
+    │   │                                     invalid): that record never passes, others may
+    │   └── ReplayRefusedError           no   a dead-letter replay stopped at a refusal;
+    │                                         carries how many were replayed before it
     └── MissingTopicError                no   a configured topic does not exist at start
 
 Input errors are never raised past the consumer loop: they become dead-letter records.
@@ -167,6 +169,15 @@ class RecordRejectedError(PublishRejectedError):
     change so refused is moved out of its outbox (``consumer.domain.outbox``, I6); a
     refusal of the topic itself (not authorized) is a plain :class:`PublishRejectedError`
     and its events stay queued until it is fixed."""
+
+
+class ReplayRefusedError(PublishRejectedError):
+    """``dead-letters replay`` stopped: Kafka refused to publish (source topic missing or
+    not authorized, record too large). ``replayed`` dead letters were published before."""
+
+    def __init__(self, message: str, *, replayed: int) -> None:
+        super().__init__(message)
+        self.replayed = replayed
 
 
 class MissingTopicError(PassStatusError):
