@@ -39,13 +39,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
-from consumer.adapters.mongo_indexes import (
-    INDEX_CONFLICT_CODES,
-    IndexSpec,
-    conflict_error,
-    describe_key,
-    plan_indexes,
-)
+from consumer.adapters.mongo_indexes import CACHE_INDEXES, ensure_indexes
 from consumer.adapters.mongo_sweeps import (
     CHECKPOINT_INDEXES,
     SWEEPS_COLLECTION,
@@ -66,22 +60,10 @@ from consumer.domain.user_update import (
     UserUpdate,
     write_change,
 )
-from consumer.errors import DocumentRejectedError, IndexConflictError, StoreUnavailableError
-from consumer.logs import get_logger
+from consumer.errors import DocumentRejectedError, StoreUnavailableError
 from consumer.settings import Settings
 
 Document = dict[str, Any]
-log = get_logger(__name__)
-
-# The cache's indexes: what each serves, and whether this service writes the field (a
-# unique index on such a field would refuse equal values).
-CACHE_INDEXES = (
-    IndexSpec("user_id_1", (("user_id", 1),), "lookups by user_id and sweeps in its order"),
-    IndexSpec("next_check_at_1", ((NEXT_CHECK_AT, 1),), "finding due users", written=True),
-    IndexSpec("outbox_since_1", ((OUTBOX_SINCE, 1),), "finding outbox orphans", written=True),
-    # Never-evaluated documents are due: found by this marker's absence.
-    IndexSpec("checked_at_1", ((CHECKED_AT, 1),), "finding unevaluated users", written=True),
-)
 
 
 def make_client(settings: Settings, metrics: Metrics | None = None) -> AsyncMongoClient[Document]:
@@ -169,47 +151,16 @@ class MongoCacheStore:
             await self._client.admin.command("ping")
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes the service relies on, unless the collection has indexes
-        that serve the same lookups (an operator's unique ``user_id`` index, say): those are
-        used instead (:func:`plan_indexes`). Raises :class:`IndexConflictError` when an
-        existing index clashes with a needed one and cannot serve for it.
+        """Create the indexes the service relies on, or use existing ones that serve the
+        same lookups; raise :class:`IndexConflictError` on a clash (``mongo_indexes``).
 
         The first start on a large collection builds them: minutes at millions of users, far
         past the socket timeout meant for hot operations. The builds get their own deadline
         (``mongodb_index_timeout_ms``; the driver's operation timeout replaces the socket
         timeout within it)."""
         with pymongo.timeout(self._index_timeout_s):
-            await self._ensure(self._cache, CACHE_INDEXES)
-            await self._ensure(self._checkpoints.collection, CHECKPOINT_INDEXES)
-
-    async def _ensure(
-        self, collection: AsyncCollection[Document], needed: Sequence[IndexSpec]
-    ) -> None:
-        with self._op("list_indexes"):
-            existing = await (await collection.list_indexes()).to_list()
-        plan = plan_indexes(collection.name, existing, needed)
-        for wanted, used in plan.reused:
-            log.info("index_reused", collection=collection.name, needed=wanted, existing=used)
-        error = conflict_error(plan)
-        if error is not None:
-            log.error("index_conflict", collection=collection.name, error=str(error))
-            raise error
-        for spec in plan.create:
-            with self._op("create_index"):
-                try:
-                    await collection.create_index(list(spec.key), name=spec.name)
-                except OperationFailure as exc:
-                    # Defined meanwhile by someone else (the plan saw no clash): retrying
-                    # meets the same definition, so it stops start like a planned conflict.
-                    if exc.code not in INDEX_CONFLICT_CODES:
-                        raise
-                    message = (
-                        f"MongoDB refused index {spec.name!r} on {collection.name}"
-                        f" {describe_key(spec.key)} (code {exc.code}): an index with that"
-                        f" name or key exists with another definition; drop or change it,"
-                        f" then start again ({str(exc)[:200]})"
-                    )
-                    raise IndexConflictError(message) from exc
+            await ensure_indexes(self._cache, CACHE_INDEXES, self._op)
+            await ensure_indexes(self._checkpoints.collection, CHECKPOINT_INDEXES, self._op)
 
     async def find_user(self, user_id: int) -> Document | None:
         with self._op("find_user", user_id):

@@ -16,11 +16,20 @@ never helps. So start first reads ``listIndexes`` and decides, with :func:`plan_
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
+
+from consumer.domain.outbox import OUTBOX_SINCE
+from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
 from consumer.errors import IndexConflictError
+from consumer.logs import get_logger
+
+log = get_logger(__name__)
 
 IndexKey = tuple[tuple[str, int], ...]
 
@@ -48,6 +57,52 @@ class IndexPlan:
     create: tuple[IndexSpec, ...] = ()
     reused: tuple[tuple[str, str], ...] = ()
     conflicts: tuple[str, ...] = ()
+
+
+# The cache's indexes: what each serves, and whether this service writes the field (a
+# unique index on such a field would refuse equal values).
+CACHE_INDEXES = (
+    IndexSpec("user_id_1", (("user_id", 1),), "lookups by user_id and sweeps in its order"),
+    IndexSpec("next_check_at_1", ((NEXT_CHECK_AT, 1),), "finding due users", written=True),
+    IndexSpec("outbox_since_1", ((OUTBOX_SINCE, 1),), "finding outbox orphans", written=True),
+    # Never-evaluated documents are due: found by this marker's absence.
+    IndexSpec("checked_at_1", ((CHECKED_AT, 1),), "finding unevaluated users", written=True),
+)
+
+
+async def ensure_indexes(
+    collection: AsyncCollection[Any],
+    needed: Sequence[IndexSpec],
+    op: Callable[[str], AbstractContextManager[None]],
+) -> None:
+    """Read ``collection``'s indexes, then carry out :func:`plan_indexes`: log those used
+    instead of ours, raise :class:`IndexConflictError` for a clash, create the rest. ``op``
+    wraps each operation (metrics, typed errors)."""
+    with op("list_indexes"):
+        existing = await (await collection.list_indexes()).to_list()
+    plan = plan_indexes(collection.name, existing, needed)
+    for wanted, used in plan.reused:
+        log.info("index_reused", collection=collection.name, needed=wanted, existing=used)
+    error = conflict_error(plan)
+    if error is not None:
+        log.error("index_conflict", collection=collection.name, error=str(error))
+        raise error
+    for spec in plan.create:
+        with op("create_index"):
+            try:
+                await collection.create_index(list(spec.key), name=spec.name)
+            except OperationFailure as exc:
+                # Defined meanwhile by someone else (the plan saw no clash): retrying meets
+                # the same definition, so it stops start like a planned conflict.
+                if exc.code not in INDEX_CONFLICT_CODES:
+                    raise
+                message = (
+                    f"MongoDB refused index {spec.name!r} on {collection.name}"
+                    f" {describe_key(spec.key)} (code {exc.code}): an index with that name or"
+                    f" key exists with another definition; drop or change it, then start"
+                    f" again ({str(exc)[:200]})"
+                )
+                raise IndexConflictError(message) from exc
 
 
 def plan_indexes(

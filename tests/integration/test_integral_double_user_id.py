@@ -84,3 +84,6 @@ async def test_integral_double_user_id_gets_its_ticket_used_applied(
     assert doc["passes"][0]["payload"]["first_use"] == event["used_at"]
     changes = published.values("status")
     assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]
+    # The single-user reads (ticks' find_user, a full sweep of one user) find it too.
+    assert await store.find_user(42) is not None
+    assert [d["user_id"] async for d in store.all_users(42)] == [42.0]

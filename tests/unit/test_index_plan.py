@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from consumer.adapters.mongo import CACHE_INDEXES
-from consumer.adapters.mongo_indexes import IndexPlan, conflict_error, plan_indexes
+from consumer.adapters.mongo_indexes import (
+    CACHE_INDEXES,
+    IndexPlan,
+    conflict_error,
+    plan_indexes,
+)
 from consumer.adapters.mongo_sweeps import CHECKPOINT_INDEXES
 from consumer.errors import ConfigError, IndexConflictError
 
