@@ -5,20 +5,18 @@ dead-lettered as ``unknown_user`` (issue 19)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import pytest
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import MongoCacheStore, make_client
+from consumer.adapters.mongo import MongoCacheStore
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord
 from consumer.service.outbox import OutboxRelay
 from consumer.service.ticket_used import TicketUsedHandler
 from consumer.service.writer import UserWriter
-from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -37,22 +35,10 @@ class Published:
         return [orjson.loads(r.value) for r in self.records if r.topic == topic]
 
 
-@pytest.fixture
-async def store(
-    mongodb_uri: str, mongo_db: AsyncDatabase[Document]
-) -> AsyncIterator[MongoCacheStore]:
-    settings = Settings.from_env(
-        {"PASS_STATUS_MONGODB_URI": mongodb_uri, "PASS_STATUS_MONGODB_DATABASE": mongo_db.name}
-    )
-    client = make_client(settings)
-    yield MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
-    await client.close()
-
-
 async def test_integral_double_user_id_gets_its_ticket_used_applied(
-    store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
+    cache_store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
 ) -> None:
-    await store.ensure_indexes()
+    await cache_store.ensure_indexes()
     pass_uuid = str(uuid.uuid4())
     await mongo_db["bytemark_tickets_cache"].insert_one(
         {**a_user(42, [a_pass(pass_uuid=pass_uuid)]), "user_id": 42.0}
@@ -60,9 +46,9 @@ async def test_integral_double_user_id_gets_its_ticket_used_applied(
     metrics = Metrics(CollectorRegistry())
     published = Published()
     handler = TicketUsedHandler(
-        store,
-        UserWriter(store, metrics, 3),
-        OutboxRelay(store, published, metrics, "status"),
+        cache_store,
+        UserWriter(cache_store, metrics, 3),
+        OutboxRelay(cache_store, published, metrics, "status"),
         published,
         IntervalSummary(),
         metrics,
@@ -85,5 +71,5 @@ async def test_integral_double_user_id_gets_its_ticket_used_applied(
     changes = published.values("status")
     assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]
     # The single-user reads (ticks' find_user, a full sweep of one user) find it too.
-    assert await store.find_user(42) is not None
-    assert [d["user_id"] async for d in store.all_users(42)] == [42.0]
+    assert await cache_store.find_user(42) is not None
+    assert [d["user_id"] async for d in cache_store.all_users(42)] == [42.0]

@@ -9,15 +9,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo import MongoCacheStore, make_client
+from consumer.adapters.mongo import MongoCacheStore
 from consumer.errors import IndexConflictError
-from consumer.settings import Settings
-from prometheus_client import CollectorRegistry
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -28,31 +24,19 @@ from tests.integration.harness import REPO, ServiceEnv
 CACHE = "bytemark_tickets_cache"
 
 
-@pytest.fixture
-async def store(
-    mongodb_uri: str, mongo_db: AsyncDatabase[Document]
-) -> AsyncIterator[MongoCacheStore]:
-    settings = Settings.from_env(
-        {"PASS_STATUS_MONGODB_URI": mongodb_uri, "PASS_STATUS_MONGODB_DATABASE": mongo_db.name}
-    )
-    client = make_client(settings)
-    yield MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
-    await client.close()
-
-
 async def _indexes(db: AsyncDatabase[Document]) -> dict[str, dict[str, Any]]:
     return {i["name"]: dict(i) async for i in await db[CACHE].list_indexes()}
 
 
 async def test_operators_unique_user_id_index_under_another_name_is_used_not_duplicated(
-    store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
+    cache_store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
 ) -> None:
     cache = mongo_db[CACHE]
     await cache.insert_one(a_user(7, [a_pass()]))
     await cache.create_index([("user_id", ASCENDING)], name="refresher_user_id", unique=True)
 
     for _ in range(2):  # and again on the next start: nothing changes
-        await store.ensure_indexes()
+        await cache_store.ensure_indexes()
         indexes = await _indexes(mongo_db)
         assert set(indexes) == {
             "_id_",
@@ -62,24 +46,25 @@ async def test_operators_unique_user_id_index_under_another_name_is_used_not_dup
             "checked_at_1",
         }
     assert indexes["refresher_user_id"].get("unique") is True
-    found = [batch async for batch in store.find_users([7])]
+    found = [batch async for batch in cache_store.find_users([7])]
     assert [list(batch) for batch in found] == [[7]]
 
 
 async def test_conflicting_next_check_at_index_stops_start_naming_it(
-    store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
+    cache_store: MongoCacheStore, mongo_db: AsyncDatabase[Document]
 ) -> None:
     await mongo_db[CACHE].create_index([("pass_status_rev", ASCENDING)], name="next_check_at_1")
 
     started = time.monotonic()
     with pytest.raises(IndexConflictError, match=r"'next_check_at_1'.*dropIndex"):
-        await store.ensure_indexes()
+        await cache_store.ensure_indexes()
     assert time.monotonic() - started < 10  # decided, not retried
     assert "next_check_at_1" in await _indexes(mongo_db)  # the operator's index is untouched
 
 
-async def test_run_refuses_to_start_with_exit_2_on_a_conflicting_index(
-    service_env: ServiceEnv, mongodb_uri: str
+@pytest.mark.parametrize("command", [("run",), ("check", "--user", "1")], ids=" ".join)
+async def test_start_refuses_with_exit_2_on_a_conflicting_index(
+    service_env: ServiceEnv, mongodb_uri: str, command: tuple[str, ...]
 ) -> None:
     from pymongo import AsyncMongoClient  # noqa: PLC0415
 
@@ -91,7 +76,7 @@ async def test_run_refuses_to_start_with_exit_2_on_a_conflicting_index(
     await client.close()
 
     result = subprocess.run(
-        [sys.executable, "-m", "consumer", "run"],
+        [sys.executable, "-m", "consumer", *command],
         env={**os.environ, **service_env.env},
         cwd=REPO,
         capture_output=True,
