@@ -15,7 +15,8 @@ import sys
 import orjson
 
 from consumer import app, logs, replay
-from consumer.errors import ConfigError, MissingTopicError, PublishRejectedError, TransientError
+from consumer.errors import ConfigError, PassStatusError
+from consumer.policy import Action, Path, decide
 from consumer.settings import Settings, unknown_variables
 
 log = logs.get_logger(__name__)
@@ -32,6 +33,13 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 def _fail(code: int, message: str) -> int:
     print(f"pass-status: error: {message}", file=sys.stderr)  # noqa: T201 - CLI contract
     return code
+
+
+def _failed(exc: PassStatusError) -> int:
+    """A one-shot command's failure: exit 2 where the policy refuses (configuration, a
+    missing topic), else 1; one line on stderr either way."""
+    refused = decide(exc, Path.COMMAND).action is Action.REFUSE_TO_START
+    return _fail(2 if refused else 1, str(exc))
 
 
 def _settings_or_exit() -> Settings | int:
@@ -52,8 +60,10 @@ def run_command(_args: argparse.Namespace) -> int:
         return settings
     try:
         return asyncio.run(app.run_service(settings))
-    except (MissingTopicError, ConfigError) as exc:  # an index clash, say: an operator acts
-        return _fail(2, str(exc))
+    except PassStatusError as exc:
+        if decide(exc, Path.START).action is Action.REFUSE_TO_START:
+            return _fail(2, str(exc))
+        raise
 
 
 def tick_command(args: argparse.Namespace) -> int:
@@ -64,8 +74,8 @@ def tick_command(args: argparse.Namespace) -> int:
         events = asyncio.run(
             app.publish_ticks(settings, args.mode, args.user, apply=not args.dry_run)
         )
-    except TransientError as exc:
-        return _fail(1, str(exc))
+    except PassStatusError as exc:
+        return _failed(exc)
     except asyncio.CancelledError:
         return _fail(EXIT_SIGTERM, "tick: stopped by SIGTERM; no tick was acknowledged")
     for event in events:
@@ -83,10 +93,8 @@ def online_check_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(app.run_full_check(settings, args.user, apply=args.apply, emit=emit))
-    except ConfigError as exc:  # an index clash found at start
-        return _fail(2, str(exc))
-    except (TransientError, PublishRejectedError) as exc:
-        return _fail(1, str(exc))
+    except PassStatusError as exc:
+        return _failed(exc)
     return 0
 
 
@@ -119,8 +127,6 @@ def dead_letters_command(args: argparse.Namespace) -> int:
                 emit=emit,
             )
         )
-    except MissingTopicError as exc:
-        return _fail(2, str(exc))
-    except (TransientError, PublishRejectedError) as exc:  # a refused replay says how far
-        return _fail(1, str(exc))
+    except PassStatusError as exc:  # a refused replay says how many were replayed
+        return _failed(exc)
     return 0

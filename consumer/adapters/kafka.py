@@ -11,38 +11,19 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTimestampError,
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from consumer.adapters.metrics import Metrics
 from consumer.errors import (
     BrokerUnavailableError,
     MissingTopicError,
+    PassStatusError,
     PublishRejectedError,
     RecordRejectedError,
 )
+from consumer.policy import Fault, classify
 from consumer.settings import Settings
-
-# Marked non-retriable by aiokafka, yet they only say the broker is away right now.
-_TRANSIENT_KAFKA_ERRORS = (KafkaConnectionError, KafkaTimeoutError)
-# Refusals of a record for what it holds (not of the topic or the client).
-_RECORD_ERRORS = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    CorruptRecordException,
-    InvalidTimestampError,
-)
-
 
 Headers = tuple[tuple[str, bytes], ...]
 """Kafka record headers, in order (names may repeat)."""
@@ -141,24 +122,72 @@ class KafkaPublisher:
         if not records:
             return
         started = time.perf_counter()
+        topic = records[0].topic
+        # send() only enqueues (and refuses, itself, a record over max_request_size);
+        # awaiting the futures waits for the acknowledgements, so a whole batch shares the
+        # producer's request pipelining.
+        futures: list[asyncio.Future[Any]] = []
         try:
-            # send() only enqueues; awaiting the futures waits for the acknowledgements,
-            # so a whole batch shares the producer's request pipelining.
-            futures = [
-                await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-                for r in records
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            self._metrics.kafka_errors.labels("publish").inc()
-            if not exc.retriable and not isinstance(exc, _TRANSIENT_KAFKA_ERRORS):
-                # Too large, not authorized...: retrying cannot help; an operator must act.
-                if isinstance(exc, _RECORD_ERRORS):
-                    raise RecordRejectedError(f"Kafka refused a record: {exc!r}") from exc
-                raise PublishRejectedError(f"Kafka refused a record: {exc!r}") from exc
-            raise BrokerUnavailableError(f"Kafka publish failed: {exc!r}") from exc
+            try:
+                for r in records:
+                    # One by one, not extend(): the futures sent before a refusal are kept.
+                    future = await self._producer.send(
+                        r.topic, r.value, key=r.key, headers=list(r.headers)
+                    )
+                    futures.append(future)
+            except KafkaError as exc:
+                await asyncio.gather(*futures, return_exceptions=True)  # retrieve their ends
+                raise await self._error(topic, exc, by_client=True) from exc
+            try:
+                await asyncio.gather(*futures)
+            except KafkaError as exc:
+                await asyncio.gather(*futures, return_exceptions=True)
+                raise await self._error(topic, exc, by_client=False) from exc
         finally:
             self._metrics.kafka_duration.labels("publish").observe(time.perf_counter() - started)
+
+    async def _error(self, topic: str, exc: KafkaError, *, by_client: bool) -> PassStatusError:
+        self._metrics.kafka_errors.labels("publish").inc()
+        error = publish_error(topic, exc, by_client=by_client)
+        if isinstance(error, BrokerUnavailableError) and await self._topic_missing(topic):
+            # A deleted topic shows as a leader that never comes back: the cluster
+            # itself, reachable, says the topic is gone. An operator must recreate it.
+            error = PublishRejectedError(
+                f"Kafka topic {topic} does not exist (publish failed: {exc!r})", topic=topic
+            )
+        return error
+
+    async def _topic_missing(self, topic: str) -> bool:
+        return await _topic_missing_in(self._producer, topic)
+
+
+def publish_error(topic: str, exc: KafkaError, *, by_client: bool = False) -> PassStatusError:
+    """A failed publish to ``topic`` as this package's error of the fault
+    :func:`consumer.policy.classify` finds: the broker away (leader moving, timeout), the
+    topic refusing us (not authorized, gone), or a record refused for what it holds.
+
+    A record refused by our own producer (``by_client``: over ``max_request_size``, before
+    it was sent) is that record's fault (:class:`RecordRejectedError`); refused by the
+    broker, the topic's own limit is below what the service writes, which an operator
+    must fix: a refusal of the topic (:class:`PublishRejectedError`), never set aside."""
+    verdict = classify(exc)
+    message = f"Kafka refused records for {topic} ({verdict.reason}): {exc!r}"
+    if verdict.fault is Fault.RECORD_REFUSED and by_client:
+        return RecordRejectedError(message, topic=topic)
+    if verdict.fault is Fault.RECORD_REFUSED:
+        return PublishRejectedError(message, topic=topic)
+    if verdict.fault is Fault.OUTPUT_REFUSED:
+        return PublishRejectedError(message, topic=topic)
+    return BrokerUnavailableError(f"Kafka publish to {topic} failed: {exc!r}")
+
+
+async def _topic_missing_in(producer: AIOKafkaProducer, topic: str) -> bool:
+    """True only when fresh metadata from a reachable cluster lacks ``topic``."""
+    try:
+        updated = await asyncio.wait_for(producer.client.force_metadata_update(), 5)
+    except (KafkaError, TimeoutError):
+        return False
+    return bool(updated) and topic not in producer.client.cluster.topics()
 
 
 async def list_topics(settings: Settings) -> set[str]:

@@ -36,7 +36,11 @@ _OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 SWEEP_MODES = ("due", "full")
 DEAD_LETTER_REASONS = tuple(
-    sorted({cls.reason for cls in _all_subclasses(InputError)} | {InputError.reason})
+    sorted(
+        {cls.reason for cls in _all_subclasses(InputError)}
+        # internal_error: consumer.policy's Fault.BUG; tick_failed: the same, before 0.19
+        | {InputError.reason, "internal_error", "tick_failed"}
+    )
 )
 _LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REBALANCE_KINDS = ("assigned", "revoked")
@@ -201,6 +205,26 @@ class Metrics:
             p + "retries_total",
             "Retries after transient faults, by operation.",
             ["operation"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            p + "failures_total",
+            "Failures met by the retrying parts, by operation, fault and the action taken"
+            " (consumer.policy).",
+            ["operation", "fault", "action"],
+            registry=registry,
+        )
+        self.output_refused = Gauge(
+            p + "output_refused",
+            "1 while Kafka refuses an output topic for good (not authorized, missing, refusing"
+            " the record) and consumption is paused for it; nothing is dead-lettered meanwhile.",
+            ["topic"],
+            registry=registry,
+        )
+        self.sweep_users_skipped = Counter(
+            p + "sweep_users_skipped_total",
+            "Users a sweep skipped (reported in its check log), by reason.",
+            ["mode", "reason"],
             registry=registry,
         )
         self.ready = Gauge(

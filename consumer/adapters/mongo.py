@@ -35,7 +35,7 @@ from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
@@ -60,7 +60,14 @@ from consumer.domain.user_update import (
     UserUpdate,
     write_change,
 )
-from consumer.errors import DocumentRejectedError, StoreUnavailableError
+from consumer.errors import (
+    ConfigError,
+    DocumentRejectedError,
+    PassStatusError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
+from consumer.policy import Fault, classify
 from consumer.settings import Settings
 
 Document = dict[str, Any]
@@ -132,17 +139,10 @@ class MongoCacheStore:
         try:
             yield
         except DuplicateKeyError:
-            raise
-        except BSONError as exc:
-            # The driver cannot encode or decode the document (a command over 16 MB, a value
-            # BSON cannot hold): doing the same again fails the same way.
+            raise  # insert_check_log's idempotence reads it
+        except (BSONError, PyMongoError) as exc:
             self._metrics.mongodb_errors.labels(operation).inc()
-            raise _rejected(operation, user_id, exc) from exc
-        except PyMongoError as exc:
-            self._metrics.mongodb_errors.labels(operation).inc()
-            if _too_large(exc):
-                raise _rejected(operation, user_id, exc) from exc
-            raise StoreUnavailableError(f"MongoDB {operation} failed: {exc}") from exc
+            raise store_error(operation, user_id, exc) from exc
         finally:
             self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
 
@@ -369,23 +369,20 @@ class MongoCacheStore:
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
 
 
-# Server errors saying a document would exceed the BSON size limit (16 MB): 17419 "Resulting
-# document after update is larger than 16777216", 17420 the same for an upsert, 10334
-# BSONObjectTooLarge. Retrying cannot help.
-_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
-
-
-def _too_large(exc: PyMongoError) -> bool:
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors", [])
-        return any(e.get("code") in _TOO_LARGE_CODES for e in errors)
-    return isinstance(exc, OperationFailure) and exc.code in _TOO_LARGE_CODES
-
-
-def _rejected(operation: str, user_id: int | None, exc: Exception) -> DocumentRejectedError:
-    who = "a document" if user_id is None else f"user {user_id}'s document"
-    message = f"MongoDB {operation}: {who} was refused: {str(exc)[:300]}"
-    return DocumentRejectedError(message, user_id=user_id)
+def store_error(operation: str, user_id: int | None, exc: Exception) -> PassStatusError:
+    """``exc`` (PyMongo's or BSON's) as this package's error of the fault
+    :func:`consumer.policy.classify` finds, raised from it (so its code stays readable)."""
+    verdict = classify(exc)
+    detail = f"MongoDB {operation} failed (code {verdict.code}): {str(exc)[:300]}"
+    if verdict.fault is Fault.DOCUMENT:
+        who = "a document" if user_id is None else f"user {user_id}'s document"
+        message = f"MongoDB {operation}: {who} was refused (code {verdict.code}): {str(exc)[:300]}"
+        return DocumentRejectedError(message, user_id=user_id, code=verdict.code)
+    if verdict.fault is Fault.STORE_REFUSED:
+        return StoreRefusedError(detail)
+    if verdict.fault is Fault.CONFIG:
+        return ConfigError(detail)
+    return StoreUnavailableError(detail)
 
 
 def _same_check_log(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

@@ -22,20 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
 
 from consumer.domain.outbox import OUTBOX_SINCE
 from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
-from consumer.errors import IndexConflictError
+from consumer.errors import ConfigError, IndexConflictError
 from consumer.logs import get_logger
 
 log = get_logger(__name__)
 
 IndexKey = tuple[tuple[str, int], ...]
-
-# Server codes of a create_index that meets another definition: 85 IndexOptionsConflict
-# (same key, other name or options), 86 IndexKeySpecsConflict (same name, other key).
-INDEX_CONFLICT_CODES = frozenset({85, 86})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,21 +83,20 @@ async def ensure_indexes(
         log.error("index_conflict", collection=collection.name, error=str(error))
         raise error
     for spec in plan.create:
-        with op("create_index"):
-            try:
+        try:
+            with op("create_index"):
                 await collection.create_index(list(spec.key), name=spec.name)
-            except OperationFailure as exc:
-                # Defined meanwhile by someone else (the plan saw no clash): retrying meets
-                # the same definition, so it stops start like a planned conflict.
-                if exc.code not in INDEX_CONFLICT_CODES:
-                    raise
-                message = (
-                    f"MongoDB refused index {spec.name!r} on {collection.name}"
-                    f" {describe_key(spec.key)} (code {exc.code}): an index with that name or"
-                    f" key exists with another definition; drop or change it, then start"
-                    f" again ({str(exc)[:200]})"
-                )
-                raise IndexConflictError(message) from exc
+        except IndexConflictError:
+            raise
+        except ConfigError as exc:
+            # The policy's index-conflict codes (consumer.policy_codes): defined meanwhile by
+            # someone else, as the plan saw no clash. Said with the index and what to do.
+            message = (
+                f"MongoDB refused index {spec.name!r} on {collection.name}"
+                f" {describe_key(spec.key)}: an index with that name or key exists with"
+                f" another definition; drop or change it, then start again ({exc})"
+            )
+            raise IndexConflictError(message) from exc
 
 
 def plan_indexes(

@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import TransientError
 from consumer.logs import get_logger
+from consumer.policy import Action, Fault, Path, decide
 from consumer.service.consume_plan import ConsumePlan
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
@@ -21,16 +21,28 @@ log = get_logger(__name__)
 
 
 async def every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-    """Run ``job`` every ``seconds`` until cancelled; a failed run is logged, not fatal."""
+    """Run ``job`` every ``seconds`` until cancelled. A failed run is never fatal: the next
+    run is the retry. The policy's action says how loudly: a pause (an output refusing)
+    or an unforeseen error as an error, a dependency away as a warning."""
     name = getattr(job, "__name__", "job")
     while True:
         await asyncio.sleep(seconds)
         try:
             await job()
-        except TransientError as exc:
-            log.warning("background_job_failed", job=name, error=str(exc)[:300])
-        except Exception:
-            log.exception("background_job_crashed", job=name)
+        except Exception as exc:
+            decision = decide(exc, Path.BACKGROUND)
+            fields = {
+                "job": name,
+                "action": str(decision.action),
+                "reason": decision.verdict.reason,
+                "error": str(exc)[:300],
+            }
+            if decision.verdict.fault is Fault.BUG:
+                log.exception("background_job_crashed", **fields)
+            elif decision.action is Action.PAUSE:
+                log.error("background_job_refused", **fields)  # noqa: TRY400 - classified, no trace needed
+            else:
+                log.warning("background_job_failed", **fields)
 
 
 class BackgroundJobs:

@@ -15,7 +15,8 @@ import orjson
 
 from consumer.adapters.kafka import Headers, OutRecord
 from consumer.domain.times import format_instant
-from consumer.errors import BadDocumentError, InputError, PassStatusError
+from consumer.errors import InputError
+from consumer.policy import classify
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +50,17 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def failure_reason(error: BaseException) -> str:
-    """The dead-letter reason code of ``error``: its own for an error of this package that
-    has one (input errors), else ``bad_document``: a non-retriable failure applying an
-    event to its user's document (an unusable document, one too large to write, a bug)."""
-    reason = getattr(error, "reason", None) if isinstance(error, PassStatusError) else None
-    return reason if isinstance(reason, str) and reason else BadDocumentError.reason
+    """The dead-letter reason code of ``error``, as the failure policy reads it: an input
+    error's own, ``store_rejected`` for a document MongoDB refuses, ``internal_error`` for
+    an error no rule foresaw."""
+    return classify(error).reason
 
 
 def dead_letter(
     record: InputRecord, error: BaseException, failed_at: datetime, group_id: str, topic: str
 ) -> OutRecord:
     """The dead-letter record of ``record`` (schemas/dead-letter.v1.json), keyed as the input."""
+    verdict = classify(error)
     body = {
         "source_topic": record.topic,
         "source_partition": record.partition,
@@ -67,11 +68,13 @@ def dead_letter(
         "source_timestamp_ms": record.timestamp_ms,
         "key_base64": _b64(record.key),
         "value_base64": _b64(record.value),
-        "reason": failure_reason(error),
+        "reason": verdict.reason,
         "message": (str(error) if isinstance(error, InputError) else repr(error))[:2000],
         "failed_at": format_instant(failed_at),
         "consumer_group": group_id,
     }
+    if verdict.code is not None:
+        body["error_code"] = verdict.code  # the server's code (MongoDB's, say)
     if record.headers:
         body["headers"] = [{"key": k, "value_base64": _b64(v)} for k, v in record.headers]
     return OutRecord(topic=topic, key=record.key, value=orjson.dumps(body), headers=record.headers)

@@ -5,17 +5,22 @@ index, instead of a create_index retried for ever (MongoDB codes 85/86)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from consumer.adapters.mongo import store_error
 from consumer.adapters.mongo_indexes import (
     CACHE_INDEXES,
     IndexPlan,
     conflict_error,
+    ensure_indexes,
     plan_indexes,
 )
 from consumer.adapters.mongo_sweeps import CHECKPOINT_INDEXES
 from consumer.errors import ConfigError, IndexConflictError
+from pymongo.errors import OperationFailure
 
 ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
 NEEDED = [spec.name for spec in CACHE_INDEXES]
@@ -109,3 +114,31 @@ def test_checkpoint_indexes_are_planned_the_same_way() -> None:
     assert [spec.name for spec in result.create] == ["done_at_1", "saved_at_1"]
     (message,) = result.conflicts
     assert "'sweep_seq_1'" in message
+
+
+class _RacedCollection:
+    """No index when read; a conflicting one by the time ours is created."""
+
+    name = "bytemark_tickets_cache"
+
+    async def list_indexes(self) -> Any:
+        class Cursor:
+            async def to_list(self) -> list[dict[str, Any]]:
+                return [ID_INDEX]
+
+        return Cursor()
+
+    async def create_index(self, keys: Any, name: str) -> str:  # noqa: ARG002 - the port
+        raise OperationFailure(f"Index already exists with a different name: {name}x", 85)
+
+
+async def test_a_conflict_met_while_creating_stops_start_naming_the_index() -> None:
+    @contextmanager
+    def op(operation: str) -> Iterator[None]:
+        try:
+            yield
+        except OperationFailure as exc:  # as the store's _op: classified by the policy
+            raise store_error(operation, None, exc) from exc
+
+    with pytest.raises(IndexConflictError, match="MongoDB refused index 'user_id_1'"):
+        await ensure_indexes(_RacedCollection(), CACHE_INDEXES, op)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The ticket-used handler against the store's limits (issue 12, item 3): it applies a
 batch's users one read round at a time (so it never holds more than the read budget of
 documents), and a user whose write MongoDB refuses for good is dead-lettered as
-``bad_document`` while the rest of the batch is applied and the batch completes.
+``store_rejected`` while the rest of the batch is applied and the batch completes.
 
 The store here is a small in-memory stand-in for :class:`consumer.adapters.mongo.CacheStore`
 (no server can be made to refuse a 16 MB update on demand); the adapter's own side is
@@ -165,7 +165,7 @@ async def test_a_refused_user_is_dead_lettered_and_the_batch_goes_on() -> None:
 
     assert sorted(store.written) == [1, 3]
     dead = [orjson.loads(r.value) for r in publisher.records if r.topic == "dead"]
-    assert [(d["reason"], d["source_offset"]) for d in dead] == [("bad_document", 1)]
+    assert [(d["reason"], d["source_offset"]) for d in dead] == [("store_rejected", 1)]
     assert "user 2" in dead[0]["message"]
     changes = [orjson.loads(r.value) for r in publisher.records if r.topic == "status"]
     assert sorted(c["user_id"] for c in changes) == [1, 3]
