@@ -12,11 +12,9 @@ import orjson
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import MongoCacheStore
-from consumer.service.checklog import IntervalSummary
+from consumer.bootstrap import build_parts
 from consumer.service.deadletter import InputRecord
-from consumer.service.outbox import OutboxRelay
-from consumer.service.ticket_used import TicketUsedHandler
-from consumer.service.writer import UserWriter
+from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -43,20 +41,11 @@ async def test_integral_double_user_id_gets_its_ticket_used_applied(
     await mongo_db["bytemark_tickets_cache"].insert_one(
         {**a_user(42, [a_pass(pass_uuid=pass_uuid)]), "user_id": 42.0}
     )
-    metrics = Metrics(CollectorRegistry())
     published = Published()
-    handler = TicketUsedHandler(
-        cache_store,
-        UserWriter(cache_store, metrics, 3),
-        OutboxRelay(cache_store, published, metrics, "status"),
-        published,
-        IntervalSummary(),
-        metrics,
-        group_id="g",
-        dead_letter_topic="dead",
-        max_message_bytes=65536,
-        concurrency=4,
-    )
+    settings = Settings(topic_dead_letter="dead", topic_status_changed="status")
+    handler = build_parts(
+        settings, cache_store, published, Metrics(CollectorRegistry())
+    ).ticket_used
     event = ticket_used(42, pass_uuid, datetime.now(UTC) - timedelta(minutes=1))
 
     await handler.handle([InputRecord("ticket-used", 0, 0, b"42", orjson.dumps(event), 0)])
