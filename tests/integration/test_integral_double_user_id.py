@@ -57,6 +57,8 @@ async def test_integral_double_user_id_gets_its_ticket_used_applied(
     assert isinstance(doc["user_id"], float)
     assert doc["passes"][0]["status"] == "USING"
     assert doc["passes"][0]["payload"]["first_use"] == event["used_at"]
+    # The outbox is cleared by a filter naming user_id 42: it matches the stored 42.0.
+    assert doc["pass_status_outbox"] == []
     changes = published.values("status")
     assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]
     # The single-user reads (ticks' find_user, a full sweep of one user) find it too.
