@@ -5,17 +5,27 @@ replay with a one-line error saying how many were replayed before it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import tracemalloc
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-from consumer.adapters.kafka import OutRecord
-from consumer.errors import PublishRejectedError, RecordRejectedError, ReplayRefusedError
+from aiokafka import TopicPartition
+from consumer.adapters.kafka import OutRecord, TopicReader
+from consumer.errors import (
+    BrokerUnavailableError,
+    PublishRejectedError,
+    RecordRejectedError,
+    ReplayRefusedError,
+)
 from consumer.replay import Record, Selection, TopicCheckingPublisher, run
 from consumer.service.deadletter import InputRecord, dead_letter
+from consumer.settings import Settings
 
 from tests.unit.fakes import FakeService
 
@@ -196,3 +206,50 @@ async def test_unreadable_letters_are_reported_and_skipped() -> None:
     assert (outcome.chosen, outcome.unreadable) == (1, 1)
     assert problems[0].startswith(f"{DEAD}/1/7: ")
     assert orjson.dumps(printed[0]["dead_letter"]) == orjson.dumps(f"{DEAD}/0/8")
+
+
+class _PartitionConsumer:
+    """The part of ``AIOKafkaConsumer`` a partition read uses: ``records`` offsets handed
+    out one per fetch, each after an empty fetch (the next fetch in flight), then empty
+    fetches (a broker away, say)."""
+
+    def __init__(self, records: int) -> None:
+        self.records = records
+        self._position = 0
+        self._fetches = 0
+
+    async def getmany(self, tp: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:  # noqa: ARG002 - the port
+        await asyncio.sleep(0.01)
+        self._fetches += 1
+        if self._position >= self.records or self._fetches % 2:
+            return {}
+        message = SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=self._position)
+        message.value = b"{}"
+        self._position += 1
+        return {tp: [message]}
+
+    async def position(self, _tp: Any) -> int:
+        return self._position
+
+
+async def test_a_read_has_no_time_cap_only_an_idle_limit() -> None:
+    reader = TopicReader(Settings(), batch_records=1, idle_seconds=0.2)
+    tp = TopicPartition(DEAD, 0)
+    read = []
+    started = time.monotonic()
+    # The caller takes longer with each batch than the idle limit, 1.2 s in all: that is
+    # neither idleness nor a reason to stop (the old reader stopped at a fixed 60 s).
+    async for batch in reader._partition(_PartitionConsumer(4), tp, end=4):
+        read += batch
+        await asyncio.sleep(0.3)
+    assert [offset for _topic, _partition, offset, _value in read] == [0, 1, 2, 3]
+    assert time.monotonic() - started > 1.0
+
+
+async def test_a_partition_without_progress_stops_the_read_after_the_idle_limit() -> None:
+    reader = TopicReader(Settings(), batch_records=1, idle_seconds=0.2)
+    tp = TopicPartition(DEAD, 0)
+    with pytest.raises(BrokerUnavailableError, match=r"made no progress for 0\.2 s at offset 1"):
+        # One record, then nothing more although the end offset lies further.
+        async for _batch in reader._partition(_PartitionConsumer(1), tp, end=3):
+            pass
