@@ -28,6 +28,7 @@ from consumer.adapters.kafka import (
     OutRecord,
     TopicReader,
     check_topics,
+    list_topics,
     make_consumer,
     make_producer,
 )
@@ -217,6 +218,8 @@ async def run_service(settings: Settings) -> int:
                 return 1
         finally:
             health.stopping = True
+            # Summaries the runner could not write before it stopped are lost: say so.
+            c.summary.abandon()
             loop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_watch
@@ -298,33 +301,49 @@ async def run_full_check(
 
 
 async def dead_letters(
-    settings: Settings, selection: _replay.Selection, *, replay: bool, dry_run: bool
-) -> list[dict[str, Any]]:
+    settings: Settings,
+    selection: _replay.Selection,
+    *,
+    replay: bool,
+    dry_run: bool,
+    emit: Emit,
+) -> _replay.Outcome:
     """``python -m consumer dead-letters list|replay``: the chosen dead letters, one output
-    line each, re-published to their source topics when replaying for real."""
+    line each to ``emit`` as they are done (streamed: memory holds one batch), re-published
+    to their source topics when replaying for real. Raises :class:`ReplayRefusedError` when
+    Kafka refuses a replay."""
     publishing = replay and not dry_run
     producer = make_producer(settings) if publishing else None
+    publisher = None
+    if producer is not None:
+        kafka = KafkaPublisher(producer, Metrics(CollectorRegistry()))
+        publisher = _replay.TopicCheckingPublisher(kafka, lambda: list_topics(settings))
+
+    def unreadable(problem: str) -> None:
+        log.warning("dead_letter_unreadable", detail=problem[:300])
+
     try:
         if producer is not None:
             await _start_producer(producer)
-        chosen, lines = await _replay.run(
-            TopicReader(settings),
-            KafkaPublisher(producer, Metrics(CollectorRegistry())) if producer else None,
+        outcome = await _replay.run(
+            TopicReader(settings, batch_records=settings.max_batch_records),
+            publisher,
             settings.topic_dead_letter,
             selection,
             replay=replay,
             dry_run=dry_run,
+            emit=emit,
+            unreadable=unreadable,
         )
     finally:
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
-    for problem in chosen.unreadable:
-        log.warning("dead_letter_unreadable", detail=problem[:300])
     log.info(
         "dead_letters_replayed" if publishing else "dead_letters_listed",
         topic=settings.topic_dead_letter,
-        count=len(chosen.letters),
+        count=outcome.chosen,
+        unreadable=outcome.unreadable,
         dry_run=dry_run,
     )
-    return lines
+    return outcome

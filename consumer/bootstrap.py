@@ -54,7 +54,7 @@ def build_parts(
     sink = CheckLogSink(
         store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
     )
-    summary = IntervalSummary()
+    summary = IntervalSummary(settings.check_log_max_pending_intervals, metrics)
     writer = UserWriter(store, metrics, settings.conflict_retries)
     sweeper = Sweeper(
         store,

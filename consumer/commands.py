@@ -113,24 +113,27 @@ def dead_letters_command(args: argparse.Namespace) -> int:
         max_offset=args.to_offset,
         limit=args.limit,
     )
+
+    def emit(line: dict[str, object]) -> None:
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.flush()  # each line as its batch is done: a long replay shows progress
+
     try:
-        lines = asyncio.run(
+        outcome = asyncio.run(
             app.dead_letters(
                 settings,
                 selection,
                 replay=args.action == "replay",
                 dry_run=bool(getattr(args, "dry_run", False)),
+                emit=emit,
             )
         )
-    except PassStatusError as exc:
+    except PassStatusError as exc:  # a refused replay says how many were replayed
         return _failed(exc)
-    for line in lines:
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
-    refused = sum(1 for line in lines if line["action"] == "refused")
-    if refused:
+    if outcome.refused:
         return _fail(
             1,
-            f"dead-letters replay: {refused} cut dead letter(s) not replayed: they do not hold "
-            'the whole record (lines with "action": "refused")',
+            f"dead-letters replay: {outcome.refused} cut dead letter(s) not replayed: they do"
+            ' not hold the whole record (lines with "action": "refused")',
         )
     return 0

@@ -5,6 +5,8 @@ through ``retriable``, whether doing the same thing again later can succeed::
 
     PassStatusError                      (retriable: varies)
     ├── ConfigError                      no   bad settings or CLI arguments (exit 2)
+    │   └── IndexConflictError           no   an existing MongoDB index conflicts with one
+    │                                         the service needs and cannot serve for it
     ├── InputError                       no   bad input; carries a dead-letter ``reason``
     │   ├── NotJsonError                 no   reason "not_json"
     │   ├── SchemaViolationError         no   reason "schema_violation"
@@ -26,8 +28,10 @@ through ``retriable``, whether doing the same thing again later can succeed::
     ├── StoreRefusedError                no   MongoDB refuses this service (auth): pause
     ├── PublishRejectedError             no   Kafka refuses an output topic (not authorized,
     │   │                                     missing): pause; carries ``topic``
-    │   └── RecordRejectedError          no   refused for what the record holds (too large,
-    │                                         invalid): that record never passes, others may
+    │   ├── RecordRejectedError          no   refused for what the record holds (too large,
+    │   │                                     invalid): that record never passes, others may
+    │   └── ReplayRefusedError           no   a dead-letter replay stopped at a refusal;
+    │                                         carries how many were replayed before it
     └── MissingTopicError                no   a configured topic does not exist at start
 
 What each of them (and each PyMongo, BSON and aiokafka error) means, and what every path
@@ -47,6 +51,13 @@ class PassStatusError(Exception):
 
 class ConfigError(PassStatusError):
     """Settings or command-line arguments are invalid."""
+
+
+class IndexConflictError(ConfigError):
+    """An index of the cache (or checkpoint) collection conflicts with one the service
+    creates (same name, other key or options; or same key, other name or options: MongoDB
+    codes 85/86) and cannot serve the same lookups: the operator must change it, so start
+    stops (exit 2) with a message naming the index, instead of retrying for ever."""
 
 
 class InputError(PassStatusError):
@@ -168,6 +179,15 @@ class RecordRejectedError(PublishRejectedError):
     change so refused is moved out of its outbox (``consumer.domain.outbox``, I6); a
     refusal of the topic itself (not authorized) is a plain :class:`PublishRejectedError`
     and its events stay queued until it is fixed."""
+
+
+class ReplayRefusedError(PublishRejectedError):
+    """``dead-letters replay`` stopped: Kafka refused to publish (source topic missing or
+    not authorized, record too large). ``replayed`` dead letters were published before."""
+
+    def __init__(self, message: str, *, replayed: int, topic: str = "") -> None:
+        super().__init__(message, topic=topic)
+        self.replayed = replayed
 
 
 class MissingTopicError(PassStatusError):

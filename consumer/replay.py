@@ -13,14 +13,19 @@ says so in its output line; ``list`` shows it as cut.
 Replaying is idempotent: a ticket-used event already applied finds its pass already USING
 and its ``first_use`` set, so it changes nothing and publishes nothing; status changes keep
 their deterministic ``event_id``. Within one run, a source record dead-lettered several
-times is replayed once.
+times (its batch redelivered) is replayed once.
+
+The topic is streamed (:func:`run`): one batch in memory at a time, lines printed as their
+batch is done, no time limit (the read stops at the end offsets found at the start, or
+when no progress is made for the reader's idle timeout).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -29,7 +34,12 @@ import orjson
 from consumer import schemas
 from consumer.adapters.kafka import Headers, OutRecord
 from consumer.domain.times import parse_instant
-from consumer.errors import NotJsonError, SchemaViolationError
+from consumer.errors import (
+    NotJsonError,
+    PublishRejectedError,
+    ReplayRefusedError,
+    SchemaViolationError,
+)
 
 REPLAY_HEADER = "pass-status-replayed-from"
 
@@ -170,31 +180,6 @@ class Selection:
         )
 
 
-@dataclass(slots=True)
-class Chosen:
-    letters: list[DeadLetter] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # "topic/partition/offset: why"
-
-
-def choose(records: Iterable[tuple[str, int, int, bytes | None]], selection: Selection) -> Chosen:
-    """The dead letters matching ``selection``, oldest first, one per source record (the
-    latest dead letter of a record dead-lettered again after a replay wins)."""
-    chosen = Chosen()
-    by_source: dict[tuple[str, int, int], DeadLetter] = {}
-    for topic, partition, offset, value in records:
-        try:
-            letter = parse_dead_letter(value, topic, partition, offset)
-        except (NotJsonError, SchemaViolationError) as exc:
-            chosen.unreadable.append(f"{topic}/{partition}/{offset}: {exc}")
-            continue
-        if selection.matches(letter):
-            source = (letter.source_topic, letter.source_partition, letter.source_offset)
-            by_source[source] = letter
-    letters = sorted(by_source.values(), key=lambda d: (d.failed_at, d.partition, d.offset))
-    chosen.letters = letters[: selection.limit] if selection.limit is not None else letters
-    return chosen
-
-
 class CutDeadLetterError(ValueError):
     """A cut dead letter (``truncated``) was to be replayed: it does not hold the record."""
 
@@ -215,14 +200,33 @@ def replay_record(letter: DeadLetter) -> OutRecord:
     )
 
 
-class DeadLetterSource(Protocol):
-    """Every record of the dead-letter topic up to its end when asked."""
+Record = tuple[str, int, int, bytes | None]
+"""A dead-letter record as read: topic, partition, offset, value."""
 
-    async def read_all(self, topic: str) -> list[tuple[str, int, int, bytes | None]]: ...
+
+class DeadLetterSource(Protocol):
+    """The dead-letter topic's records, from its start up to the end offsets found when
+    asked, in batches: one partition after another, each in offset order."""
+
+    def batches(self, topic: str) -> AsyncGenerator[Sequence[Record], None]: ...
 
 
 class RecordPublisher(Protocol):
     async def publish(self, records: Sequence[OutRecord]) -> None: ...
+
+
+# Source records remembered to replay each once per run. A record is dead-lettered twice
+# when its batch is redelivered (a crash before the commit): the copies lie close together.
+DEDUP_WINDOW = 10_000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a run did: dead letters listed or replayed, and unreadable ones met."""
+
+    chosen: int = 0
+    unreadable: int = 0
+    refused: int = 0  # cut dead letters a replay did not publish (they lack the record)
 
 
 async def run(
@@ -233,20 +237,110 @@ async def run(
     *,
     replay: bool,
     dry_run: bool,
-) -> tuple[Chosen, list[dict[str, Any]]]:
-    """List (or replay) the chosen dead letters; returns them and one output line each.
-    A replay publishes none of the cut ones: their lines say ``refused`` and why."""
-    chosen = choose(await source.read_all(dead_letter_topic), selection)
-    whole = [d for d in chosen.letters if not d.truncated]
-    if replay and not dry_run:
-        if publisher is None:
-            raise ValueError("replaying needs a publisher")
-        await publisher.publish([replay_record(d) for d in whole])
+    emit: Callable[[dict[str, Any]], None],
+    unreadable: Callable[[str], None] = lambda _problem: None,
+) -> Outcome:
+    """List (or replay) the chosen dead letters, batch by batch: each batch's letters are
+    published, then ``emit`` gets one line each, before the next batch is read. Memory holds
+    one batch, whatever the topic's size. Letters come one dead-letter partition after
+    another, oldest first within each (a user's letters share a partition: they stay in
+    order); ``selection.limit`` takes the first N so met.
+
+    A refused publish raises :class:`ReplayRefusedError` saying how many were replayed. A
+    replay publishes none of the cut dead letters: their lines say ``refused`` and why, and
+    ``Outcome.refused`` counts them."""
+    publishing = replay and not dry_run
+    if publishing and publisher is None:
+        raise ValueError("replaying needs a publisher")
     action = "listed" if not replay else ("would_replay" if dry_run else "replayed")
-    lines = [
-        {"action": "refused", "refused": d.refusal(), **d.summary()}
-        if replay and d.truncated
-        else {"action": action, **d.summary()}
-        for d in chosen.letters
-    ]
-    return chosen, lines
+    outcome = Outcome()
+    recent: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+    batches = source.batches(dead_letter_topic)
+    try:
+        async for batch in batches:
+            letters = _choose(batch, selection, recent, outcome, unreadable)
+            whole = [letter for letter in letters if not letter.truncated]
+            if publisher is not None and publishing and whole:
+                await _publish(publisher, whole, outcome.chosen - outcome.refused)
+            for letter in letters:
+                if replay and letter.truncated:
+                    outcome.refused += 1
+                    emit({"action": "refused", "refused": letter.refusal(), **letter.summary()})
+                else:
+                    emit({"action": action, **letter.summary()})
+            outcome.chosen += len(letters)
+            if selection.limit is not None and outcome.chosen >= selection.limit:
+                break
+    finally:
+        await batches.aclose()
+    return outcome
+
+
+def _choose(
+    batch: Sequence[Record],
+    selection: Selection,
+    recent: OrderedDict[tuple[str, int, int], None],
+    outcome: Outcome,
+    unreadable: Callable[[str], None],
+) -> list[DeadLetter]:
+    room = None if selection.limit is None else selection.limit - outcome.chosen
+    letters: list[DeadLetter] = []
+    for topic, partition, offset, value in batch:
+        if room is not None and len(letters) >= room:
+            break
+        try:
+            letter = parse_dead_letter(value, topic, partition, offset)
+        except (NotJsonError, SchemaViolationError) as exc:
+            outcome.unreadable += 1
+            unreadable(f"{topic}/{partition}/{offset}: {exc}")
+            continue
+        if not selection.matches(letter):
+            continue
+        source = (letter.source_topic, letter.source_partition, letter.source_offset)
+        if source in recent:
+            continue
+        recent[source] = None
+        if len(recent) > DEDUP_WINDOW:
+            recent.popitem(last=False)
+        letters.append(letter)
+    return letters
+
+
+async def _publish(publisher: RecordPublisher, letters: list[DeadLetter], replayed: int) -> None:
+    try:
+        await publisher.publish([replay_record(letter) for letter in letters])
+    except PublishRejectedError as exc:
+        more = (
+            f" (of the {len(letters)} being published with it, some may have been: replaying"
+            " again is harmless)"
+            if len(letters) > 1
+            else ""
+        )
+        raise ReplayRefusedError(
+            f"replay stopped after {replayed} replayed{more}: {exc}", replayed=replayed
+        ) from exc
+
+
+class TopicCheckingPublisher:
+    """Publishes replays only to source topics that exist: Kafka would otherwise wait
+    for the missing topic's metadata and time out, which reads as the broker being away.
+    ``list_topics`` gives the cluster's topics; it is asked again for a topic not seen."""
+
+    def __init__(
+        self, publisher: RecordPublisher, list_topics: Callable[[], Awaitable[set[str]]]
+    ) -> None:
+        self._publisher = publisher
+        self._list_topics = list_topics
+        self._known: set[str] = set()
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        topics = {record.topic for record in records}
+        if not topics <= self._known:
+            self._known = await self._list_topics()
+        missing = sorted(topics - self._known)
+        if missing:
+            raise PublishRejectedError(
+                f"source topic {', '.join(missing)} does not exist: create it, or leave its"
+                " letters out (--source-topic)"
+            )
+        await self._publisher.publish(records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class Settings:
     mongodb_database: str = _setting("cache", "Database holding the collections.")
     mongodb_tls_cafile: str = _setting("", "CA bundle for MongoDB TLS (turns TLS on).")
     mongodb_write_concern: str = _setting(
-        "majority", "Write concern w: `majority` or a number of members."
+        "majority",
+        "Write concern w: `majority` or a number of members, at least 1 (conditional writes"
+        " need acknowledged writes).",
     )
     mongodb_timeout_ms: int = _setting(5000, "Server selection and socket timeout, ms.")
     mongodb_index_timeout_ms: int = _setting(
@@ -99,6 +102,11 @@ class Settings:
     )
     check_log_interval_seconds: float = _setting(
         60.0, "Interval of check-log summaries of the transitions made."
+    )
+    check_log_max_pending_intervals: int = _setting(
+        60,
+        "Interval summaries kept while the check-log write fails; past it the oldest are"
+        " dropped, counted and logged (`check_log_intervals_dropped`).",
     )
     outbox_relay_interval_seconds: float = _setting(
         10.0, "How often orphaned outbox entries are looked for."
@@ -157,8 +165,8 @@ class Settings:
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("PASS_STATUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        if not (self.mongodb_write_concern == "majority" or self.mongodb_write_concern.isdigit()):
-            raise ConfigError("PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or a number")
+        _check_write_concern(self.mongodb_write_concern)
+        _check_finite(self)
         _check_mongodb_uri(self.mongodb_uri)
         for name, minimum in _MINIMUMS.items():
             if getattr(self, name) < minimum:
@@ -259,6 +267,29 @@ def _convert(name: str, raw: str, convert: Callable[[str], Any]) -> Any:
         raise ConfigError(f"PASS_STATUS_{name.upper()}: cannot read {raw!r}") from None
 
 
+def _check_write_concern(value: str) -> None:
+    if not (value == "majority" or value.isdigit()):
+        raise ConfigError("PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or a number")
+    if value.isdigit() and int(value) == 0:
+        # w:0 returns no matched_count: a conditional write could not tell a lost race from
+        # an applied change, and a refused write would pass unseen.
+        raise ConfigError(
+            "PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or at least 1: conditional"
+            " writes need acknowledged writes (w:0 reports no match count)"
+        )
+
+
+def _check_finite(settings: Settings) -> None:
+    # A NaN compares false with every bound (a NaN back-off spins); an infinite interval or
+    # deadline never comes. Checked before the bounds, so the message says what is wrong.
+    for spec in dataclasses.fields(settings):
+        value = getattr(settings, spec.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"PASS_STATUS_{spec.name.upper()} must be a finite number, not {value!r}"
+            )
+
+
 def _check_mongodb_uri(uri: str) -> None:
     if not uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("PASS_STATUS_MONGODB_URI must begin with mongodb:// or mongodb+srv://")
@@ -296,6 +327,7 @@ _MINIMUMS: dict[str, float] = {
     "tick_shards": 1,
     "read_batch_max_bytes": 1,
     "check_log_interval_seconds": 0.001,
+    "check_log_max_pending_intervals": 1,
     "outbox_relay_interval_seconds": 0.001,
     "outbox_orphan_age_seconds": 0,
     "conflict_retries": 0,

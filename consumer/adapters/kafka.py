@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -190,18 +190,23 @@ async def _topic_missing_in(producer: AIOKafkaProducer, topic: str) -> bool:
     return bool(updated) and topic not in producer.client.cluster.topics()
 
 
-async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
-    """Raise :class:`MissingTopicError` naming every configured topic that does not exist."""
+async def list_topics(settings: Settings) -> set[str]:
+    """The names of the cluster's topics."""
     admin = AIOKafkaAdminClient(
         client_id=f"{settings.client_id}-admin", **connection_options(settings)
     )
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
+        return set(await admin.list_topics())
     except KafkaError as exc:
         raise BrokerUnavailableError(f"cannot list Kafka topics: {exc!r}") from exc
     finally:
         await admin.close()
+
+
+async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
+    """Raise :class:`MissingTopicError` naming every configured topic that does not exist."""
+    existing = await list_topics(settings)
     missing = [t for t in topics if t not in existing]
     if missing:
         raise MissingTopicError(
@@ -209,15 +214,27 @@ async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
         )
 
 
+TopicRecord = tuple[str, int, int, bytes | None]
+
+
 class TopicReader:
     """Reads a whole topic from its beginning up to the end offsets found when asked, with
-    no consumer group (nothing committed, no rebalance): the dead-letter replay's source."""
+    no consumer group (nothing committed, no rebalance): the dead-letter replay's source.
 
-    def __init__(self, settings: Settings, timeout_seconds: float = 60.0) -> None:
+    One partition at a time, in batches of at most ``batch_records`` (and of what one fetch
+    brings, ``max_partition_fetch_bytes``), so memory holds one batch whatever the topic's
+    size. No overall time limit: a partition that makes no progress for ``idle_seconds``
+    (a broker away, records unreadable) stops the read with :class:`BrokerUnavailableError`.
+    """
+
+    def __init__(
+        self, settings: Settings, batch_records: int = 500, idle_seconds: float = 30.0
+    ) -> None:
         self._settings = settings
-        self._timeout = timeout_seconds
+        self._batch_records = batch_records
+        self._idle = idle_seconds
 
-    async def read_all(self, topic: str) -> list[tuple[str, int, int, bytes | None]]:
+    async def batches(self, topic: str) -> AsyncGenerator[list[TopicRecord], None]:
         partitions = await self._partitions(topic)
         consumer = AIOKafkaConsumer(
             client_id=f"{self._settings.client_id}-dead-letters",
@@ -230,13 +247,39 @@ class TopicReader:
             await consumer.start()
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            begins = await consumer.beginning_offsets(tps)
             ends = await consumer.end_offsets(tps)
-            return await asyncio.wait_for(self._drain(consumer, ends), self._timeout)
-        except (KafkaError, TimeoutError) as exc:
+            for tp in tps:
+                if ends[tp] <= begins[tp]:
+                    continue
+                consumer.assign([tp])  # fetch (and buffer) this partition only
+                await consumer.seek_to_beginning(tp)
+                async for batch in self._partition(consumer, tp, ends[tp]):
+                    yield batch
+        except KafkaError as exc:
             raise BrokerUnavailableError(f"cannot read topic {topic}: {exc!r}") from exc
         finally:
             await consumer.stop()
+
+    async def _partition(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int
+    ) -> AsyncGenerator[list[TopicRecord], None]:
+        position = await consumer.position(tp)
+        progressed = time.monotonic()
+        while position < end:
+            fetched = await consumer.getmany(tp, timeout_ms=500, max_records=self._batch_records)
+            records = [(m.topic, m.partition, m.offset, m.value) for m in fetched.get(tp, [])]
+            if records:
+                yield records
+            # Transaction markers and compaction leave gaps: the position says where we are.
+            now, moved_to = time.monotonic(), await consumer.position(tp)
+            if moved_to > position:
+                position, progressed = moved_to, now
+            elif now - progressed > self._idle:
+                raise BrokerUnavailableError(
+                    f"cannot read topic {tp.topic}: partition {tp.partition} made no progress"
+                    f" for {self._idle:g} s at offset {position} (end {end})"
+                )
 
     async def _partitions(self, topic: str) -> list[int]:
         admin = AIOKafkaAdminClient(
@@ -253,16 +296,3 @@ class TopicReader:
         if described.get("error_code") or not partitions:
             raise MissingTopicError(f"missing Kafka topic: {topic}")
         return partitions
-
-    async def _drain(
-        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
-    ) -> list[tuple[str, int, int, bytes | None]]:
-        out: list[tuple[str, int, int, bytes | None]] = []
-        pending = {tp for tp, end in ends.items() if end > 0}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for messages in batch.values():
-                out.extend((m.topic, m.partition, m.offset, m.value) for m in messages)
-            # Transaction markers and compaction leave gaps: the position says where we are.
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return out

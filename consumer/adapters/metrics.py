@@ -45,6 +45,7 @@ DEAD_LETTER_REASONS = tuple(
 _LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REBALANCE_KINDS = ("assigned", "revoked")
 KAFKA_OPERATIONS = ("publish", "commit", "fetch")
+INTERVAL_DROP_REASONS = ("overflow", "shutdown")
 _SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -260,6 +261,19 @@ class Metrics:
         )
         # Newest event time handled per (topic, partition), for consumer_lag_seconds.
         self.consumed_event_time: dict[tuple[str, int], float] = {}
+        self.check_log_intervals_pending = Gauge(
+            p + "check_log_intervals_pending",
+            "Interval summaries closed and not yet written (the check-log write failing).",
+            registry=registry,
+        )
+        self.check_log_intervals_dropped = Counter(
+            p + "check_log_intervals_dropped_total",
+            "Interval summaries never written, by reason: overflow (more than"
+            " PASS_STATUS_CHECK_LOG_MAX_PENDING_INTERVALS waiting), shutdown (still waiting"
+            " at stop).",
+            ["reason"],
+            registry=registry,
+        )
         self._initialise_bounded_labels()
 
     def _initialise_bounded_labels(self) -> None:
@@ -277,6 +291,8 @@ class Metrics:
         for operation in KAFKA_OPERATIONS:
             self.kafka_errors.labels(operation)
             self.kafka_duration.labels(operation)
+        for reason in INTERVAL_DROP_REASONS:
+            self.check_log_intervals_dropped.labels(reason)
 
     def record_consumed(self, topic: str, partition: int, timestamp_ms: int | None) -> None:
         """Note the event time of a handled record (the lag observer turns it into

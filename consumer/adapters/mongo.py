@@ -39,7 +39,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_commands import CommandCounter
+from consumer.adapters.mongo_indexes import CACHE_INDEXES, ensure_indexes
 from consumer.adapters.mongo_sweeps import (
+    CHECKPOINT_INDEXES,
     SWEEPS_COLLECTION,
     SweepCheckpoints,
     SweepChunk,
@@ -50,6 +52,7 @@ from consumer.adapters.mongo_sweeps import (
 )
 from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
+from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEVER_DUE,
@@ -148,19 +151,16 @@ class MongoCacheStore:
             await self._client.admin.command("ping")
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes the service relies on; a no-op when they exist.
+        """Create the indexes the service relies on, or use existing ones that serve the
+        same lookups; raise :class:`IndexConflictError` on a clash (``mongo_indexes``).
 
         The first start on a large collection builds them: minutes at millions of users, far
         past the socket timeout meant for hot operations. The builds get their own deadline
         (``mongodb_index_timeout_ms``; the driver's operation timeout replaces the socket
         timeout within it)."""
-        with self._op("create_index"), pymongo.timeout(self._index_timeout_s):
-            await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
-            await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
-            await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
-            # Never-evaluated documents are due: found by this marker's absence.
-            await self._cache.create_index([(CHECKED_AT, ASCENDING)], name="checked_at_1")
-            await self._checkpoints.ensure_index()
+        with pymongo.timeout(self._index_timeout_s):
+            await ensure_indexes(self._cache, CACHE_INDEXES, self._op)
+            await ensure_indexes(self._checkpoints.collection, CHECKPOINT_INDEXES, self._op)
 
     async def find_user(self, user_id: int) -> Document | None:
         with self._op("find_user", user_id):
@@ -186,8 +186,10 @@ class MongoCacheStore:
                     except StopAsyncIteration:
                         break
                     doc = bson.decode(raw.raw, self._codec)
-                user_id = doc.get("user_id")
-                if not isinstance(user_id, int) or user_id in seen:
+                # 42.0 (the Node.js refresher's numbers are doubles) is user 42: the
+                # query matched it, and the caller looks the user up by 42.
+                user_id = read_int(doc.get("user_id"))
+                if user_id is None or user_id in seen:
                     continue
                 if batch and size + len(raw.raw) > self._read_budget:
                     yield batch
@@ -206,8 +208,7 @@ class MongoCacheStore:
 
         Raises :class:`DocumentRejectedError` if MongoDB refuses the result (over 16 MB)."""
         write = write_change(read, update, now)
-        user_id = read.get("user_id")
-        with self._op("write_user", user_id if isinstance(user_id, int) else None):
+        with self._op("write_user", read_int(read.get("user_id"))):
             result = await self._cache.update_one(
                 {"_id": write.doc_id, **write.condition}, write.change
             )

@@ -37,6 +37,7 @@ from consumer.domain.outbox import (
     clearing_steps,
     rejecting_steps,
 )
+from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEVER_DUE,
@@ -165,8 +166,8 @@ class FakeCacheStore(_Interleavings):
         await self.enter("find_users")
         found: dict[int, Document] = {}
         for doc in self.cache.find({"user_id": {"$in": list(user_ids)}}):
-            user_id = doc.get("user_id")
-            if isinstance(user_id, int) and user_id not in found:
+            user_id = read_int(doc.get("user_id"))
+            if user_id is not None and user_id not in found:
                 found[user_id] = doc
         if found:
             yield found

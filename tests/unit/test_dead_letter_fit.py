@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -261,8 +261,10 @@ class _Source:
     def __init__(self, records: Sequence[OutRecord]) -> None:
         self.records = records
 
-    async def read_all(self, topic: str) -> list[tuple[str, int, int, bytes | None]]:
-        return [(topic, 0, offset, r.value) for offset, r in enumerate(self.records)]
+    async def batches(
+        self, topic: str
+    ) -> AsyncGenerator[Sequence[tuple[str, int, int, bytes | None]], None]:
+        yield [(topic, 0, offset, r.value) for offset, r in enumerate(self.records)]
 
 
 class _Publisher:
@@ -278,18 +280,29 @@ async def test_replay_refuses_a_cut_dead_letter_and_list_shows_it_cut() -> None:
     cut, _ = _letter(b"v" * 2_000_000, offset=1835)
     source, publisher = _Source([whole, cut]), _Publisher()
 
-    _, listed = await run(source, None, "dlq", Selection(), replay=False, dry_run=False)
+    async def lines_of(
+        publisher: _Publisher | None, *, replay: bool, dry_run: bool
+    ) -> tuple[list[dict[str, Any]], int]:
+        lines: list[dict[str, Any]] = []
+        outcome = await run(
+            source, publisher, "dlq", Selection(), replay=replay, dry_run=dry_run, emit=lines.append
+        )
+        return lines, outcome.refused
+
+    listed, refused = await lines_of(None, replay=False, dry_run=False)
+    assert refused == 0
     assert [(line["action"], line["truncated"]) for line in listed] == [
         ("listed", False),
         ("listed", True),
     ]
     assert listed[1]["value_length"] == 2_000_000
 
-    _, lines = await run(source, publisher, "dlq", Selection(), replay=True, dry_run=False)
+    lines, refused = await lines_of(publisher, replay=True, dry_run=False)
+    assert refused == 1
     assert [line["action"] for line in lines] == ["replayed", "refused"]
     assert "cannot be replayed byte-exact" in lines[1]["refused"]
     assert "of the value's 2000000 bytes" in lines[1]["refused"]
     assert [r.value for r in publisher.published] == [b'{"small":1}']
 
-    _, dry = await run(source, None, "dlq", Selection(), replay=True, dry_run=True)
+    dry, _ = await lines_of(None, replay=True, dry_run=True)
     assert [line["action"] for line in dry] == ["would_replay", "refused"]

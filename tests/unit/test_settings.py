@@ -221,3 +221,38 @@ def test_an_unreadable_secret_file_exits_2_with_one_line_for_run(tmp_path: Path)
     variable = "PASS_STATUS_KAFKA_SASL_PASSWORD_FILE"
     line = f"pass-status: error: {variable}: cannot read {missing}: No such file or directory"
     assert result.stderr.decode().splitlines() == [line]
+
+
+@pytest.mark.parametrize("value", ["0", "00"])
+def test_write_concern_zero_is_refused_as_conditional_writes_need_acknowledgement(
+    value: str,
+) -> None:
+    # w:0 returns no matched_count: a conditional write could not tell a lost race from
+    # an applied change.
+    with pytest.raises(ConfigError, match=r"PASS_STATUS_MONGODB_WRITE_CONCERN.*acknowledged"):
+        Settings.from_env({"PASS_STATUS_MONGODB_WRITE_CONCERN": value})
+
+
+def test_write_concern_of_one_or_more_members_is_accepted() -> None:
+    assert Settings.from_env({"PASS_STATUS_MONGODB_WRITE_CONCERN": "1"}).mongodb_write_concern == (
+        "1"
+    )
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "PASS_STATUS_BACKOFF_INITIAL_SECONDS",
+        "PASS_STATUS_BACKOFF_MAX_SECONDS",
+        "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS",
+        "PASS_STATUS_SHUTDOWN_GRACE_SECONDS",
+        "PASS_STATUS_LIVENESS_MAX_STALL_SECONDS",
+    ],
+)
+def test_non_finite_numeric_settings_are_refused_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    # A NaN back-off compares false with every bound, so it passed the minimums and spun.
+    with pytest.raises(ConfigError, match=f"{variable} must be a finite number"):
+        Settings.from_env({variable: value})

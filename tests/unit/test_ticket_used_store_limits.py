@@ -30,6 +30,7 @@ from consumer.service.writer import UserWriter
 from prometheus_client import CollectorRegistry
 
 from tests.integration.factories import a_pass, a_user, ticket_used
+from tests.unit.fakes import FakeCacheStore
 
 ROUND = 2  # users per read round of the stand-in store
 
@@ -168,3 +169,18 @@ async def test_a_refused_user_is_dead_lettered_and_the_batch_goes_on() -> None:
     assert "user 2" in dead[0]["message"]
     changes = [orjson.loads(r.value) for r in publisher.records if r.topic == "status"]
     assert sorted(c["user_id"] for c in changes) == [1, 3]
+
+
+async def test_integral_double_user_id_gets_its_ticket_used_applied_not_unknown_user() -> None:
+    docs, passes = _world([42])
+    store = FakeCacheStore(*[{**d, "user_id": 42.0} for d in docs])
+    publisher = Published()
+
+    await _handler(store, publisher).handle(_batch([42], passes))  # type: ignore[arg-type]
+
+    dead = [orjson.loads(r.value) for r in publisher.records if r.topic == "dead"]
+    assert dead == []
+    (doc,) = store.cache.find({"user_id": 42})
+    assert doc["passes"][0]["payload"]["first_use"]
+    changes = [orjson.loads(r.value) for r in publisher.records if r.topic == "status"]
+    assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]
