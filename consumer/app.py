@@ -63,9 +63,13 @@ class Core:
     metrics: Metrics
     client: AsyncMongoClient[Document]
     store: MongoCacheStore
-    producer: AIOKafkaProducer
     publisher: KafkaPublisher
     parts: Parts
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The publisher's producer (made anew if its idempotence sequence broke)."""
+        return self.publisher.producer
 
     @property
     def relay(self) -> OutboxRelay:
@@ -99,14 +103,13 @@ async def core(
     metrics = Metrics(registry or CollectorRegistry())
     client = make_client(settings, metrics)
     store = MongoCacheStore(client, settings, metrics)
-    producer = make_producer(settings)
-    publisher = KafkaPublisher(producer, metrics)
+    publisher = KafkaPublisher(make_producer(settings), metrics, lambda: make_producer(settings))
     parts = build_parts(settings, store, publisher, metrics)
     try:
-        yield Core(settings, metrics, client, store, producer, publisher, parts)
+        yield Core(settings, metrics, client, store, publisher, parts)
     finally:
         with contextlib.suppress(KafkaError):
-            await producer.stop()
+            await publisher.producer.stop()
         await client.close()
 
 

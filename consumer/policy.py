@@ -28,6 +28,7 @@ from consumer import errors as ours
 from consumer.policy_codes import (
     DOCUMENT_CODES,
     INDEX_CONFLICT_CODES,
+    KAFKA_PRODUCER_STATE_ERRORS,
     KAFKA_RECORD_ERRORS,
     KAFKA_REFUSALS,
     STORE_REFUSED_CODES,
@@ -264,6 +265,12 @@ def _rules() -> tuple[Rule, ...]:
         Rule(kafka.KafkaConnectionError, f.UNAVAILABLE, "unavailable", why="no connection"),
         Rule(kafka.KafkaTimeoutError, f.UNAVAILABLE, "unavailable", why="no answer in time"),
         Rule(kafka.NodeNotReadyError, f.UNAVAILABLE, "unavailable", why="broker starting"),
+        Rule(
+            KAFKA_PRODUCER_STATE_ERRORS,
+            f.UNAVAILABLE,
+            "producer_reset",
+            why="the producer's sequence broke: it is made anew, then retried",
+        ),
         Rule(kafka.UnknownTopicOrPartitionError, f.OUTPUT_REFUSED, "topic_missing", why="gone"),
         Rule(KAFKA_RECORD_ERRORS, f.RECORD_REFUSED, "record_refused", why="too large, invalid"),
         Rule(KAFKA_REFUSALS, f.OUTPUT_REFUSED, "output_refused", why="denied, invalid topic"),

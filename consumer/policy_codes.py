@@ -76,3 +76,12 @@ KAFKA_REFUSALS: tuple[type[kafka.KafkaError], ...] = (
     kafka.InvalidTopicError,
     kafka.PolicyViolationError,
 )
+# The idempotent producer's sequence for a partition is broken (a batch the broker refused
+# left a gap): every later send fails alike until the producer is made anew.
+KAFKA_PRODUCER_STATE_ERRORS: tuple[type[kafka.KafkaError], ...] = (
+    kafka.OutOfOrderSequenceNumber,
+    kafka.UnknownProducerId,
+    kafka.InvalidProducerEpoch,
+    kafka.InvalidProducerIdMapping,
+    kafka.ProducerFenced,
+)

@@ -4,8 +4,9 @@ topic checks. The consume loop itself lives in :mod:`consumer.service.runner`.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,8 +23,12 @@ from consumer.errors import (
     PublishRejectedError,
     RecordRejectedError,
 )
+from consumer.logs import get_logger
 from consumer.policy import Fault, classify
+from consumer.policy_codes import KAFKA_PRODUCER_STATE_ERRORS
 from consumer.settings import Settings
+
+log = get_logger(__name__)
 
 Headers = tuple[tuple[str, bytes], ...]
 """Kafka record headers, in order (names may repeat)."""
@@ -114,9 +119,31 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
 class KafkaPublisher:
     """:class:`Publisher` over an :class:`AIOKafkaProducer`."""
 
-    def __init__(self, producer: AIOKafkaProducer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        remake: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
         self._producer = producer
         self._metrics = metrics
+        self._remake = remake
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer in use (a new one after :meth:`_reset`)."""
+        return self._producer
+
+    async def _reset(self, cause: KafkaError) -> None:
+        """Replace the producer: its idempotence sequence broke (a batch the broker refused
+        leaves a gap, and every later send fails with OutOfOrderSequenceNumber)."""
+        if self._remake is None:
+            return
+        old, self._producer = self._producer, self._remake()
+        log.warning("producer_reset", error=repr(cause)[:300])
+        with contextlib.suppress(KafkaError):
+            await old.stop()
+        await self._producer.start()
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
         if not records:
@@ -149,6 +176,12 @@ class KafkaPublisher:
     async def _error(self, topic: str, exc: KafkaError, *, by_client: bool) -> PassStatusError:
         self._metrics.kafka_errors.labels("publish").inc()
         error = publish_error(topic, exc, by_client=by_client)
+        refused_by_broker = isinstance(error, PublishRejectedError) and not by_client
+        if isinstance(exc, KAFKA_PRODUCER_STATE_ERRORS) or refused_by_broker:
+            # A batch the broker refused leaves a gap in the idempotent sequence: every
+            # later send to that partition would fail with OutOfOrderSequenceNumber.
+            with contextlib.suppress(KafkaError):
+                await self._reset(exc)
         if isinstance(error, BrokerUnavailableError) and await self._topic_missing(topic):
             # A deleted topic shows as a leader that never comes back: the cluster
             # itself, reachable, says the topic is gone. An operator must recreate it.
