@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,14 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 RUNBOOK = REPO / "docs" / "operations.md"
-TOOL = REPO / "scripts" / "kafka-consumer-groups"
+TOOLS = REPO / "scripts"  # kafka-consumer-groups and kafka-console-consumer
 BLOCK = re.compile(r"<!-- runbook-test: ([\w-]+) -->\n\s*```sh\n(.*?)\n\s*```", re.DOTALL)
 PARTITIONS = 3
 RECORDS = 10  # per partition: offsets 0-4 at T0, 5-9 an hour later
-T0_MS = 1_772_352_000_000  # 2026-03-01T08:00:00Z
-SINCE = "2026-03-01T08:30:00.000Z"  # between the two halves: a rewind lands on offset 5
+# Recent times: the local broker deletes records older than its 24 h retention.
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+T0_MS = int(T0.timestamp() * 1000)
+SINCE = (T0 + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")  # a rewind lands on 5
 COMMITTED = {0: 3, 1: 7, 2: 9}
 
 
@@ -39,7 +42,11 @@ def runbook_blocks() -> dict[str, str]:
 
 
 def run_block(name: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = f'kafka-consumer-groups.sh() {{ "{TOOL}" "$@"; }}\n{runbook_blocks()[name]}\n'
+    script = (
+        f'kafka-consumer-groups.sh() {{ "{TOOLS}/kafka-consumer-groups" "$@"; }}\n'
+        f'kafka-console-consumer.sh() {{ "{TOOLS}/kafka-console-consumer" "$@"; }}\n'
+        f"{runbook_blocks()[name]}\n"
+    )
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env={**os.environ, **env},
@@ -72,8 +79,9 @@ async def stopped_group(
         for offset in range(RECORDS):
             stamp = T0_MS + (0 if offset < 5 else 3_600_000)
             for partition in range(PARTITIONS):
+                value = f'{{"offset": {offset}, "partition": {partition}}}'.encode()
                 await producer.send_and_wait(
-                    topic, b"{}", key=b"1", partition=partition, timestamp_ms=stamp
+                    topic, value, key=b"42", partition=partition, timestamp_ms=stamp
                 )
     finally:
         await producer.stop()
@@ -105,6 +113,7 @@ def test_runbook_marks_every_offset_step() -> None:
     assert set(runbook_blocks()) >= {
         "offsets-state",
         "offsets-describe",
+        "offsets-save",
         "offsets-skip-dry-run",
         "offsets-skip",
         "offsets-rewind-dry-run",
@@ -125,6 +134,13 @@ async def test_documented_skip_and_rewind_move_exactly_the_offsets_they_say(
     described = run_block("offsets-describe", env, tmp_path)
     assert described.returncode == 0, described.stderr
     assert re.search(rf"{re.escape(topic)}\s+1\s+7\s+10\s+3", described.stdout), described.stdout
+
+    saved = run_block("offsets-save", env, tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    record = (tmp_path / "skipped-1-7.txt").read_text()
+    assert '{"offset": 7, "partition": 1}' in record
+    assert "42" in record  # the key, to produce it again later
+    assert await committed(kafka_bootstrap, group, topic) == COMMITTED  # reading moves nothing
 
     preview = run_block("offsets-skip-dry-run", env, tmp_path)
     assert preview.returncode == 0, preview.stderr
