@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import re
 import sys
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -113,3 +114,16 @@ def test_repository_paths_named_by_the_service_exist() -> None:
     assert named, "the pattern found nothing: the test would pass vacuously"
     missing = sorted(p for p in named if not (REPO / p).exists())
     assert missing == []
+
+
+def test_runbook_states_how_tick_shards_spread_over_tick_partitions() -> None:
+    """The runbook's figure is what Kafka's default partitioner does with the shard keys
+    (``consumer.app.tick_events`` keys shard n as ``str(n)``; the chart runs 12 shards)."""
+    from aiokafka.partitioner import murmur2  # noqa: PLC0415 - only this test needs it
+    from consumer.app import tick_events  # noqa: PLC0415
+
+    tick = next(t for t in production() if t.role == "tick")
+    events = tick_events("due", None, True, 12, datetime.now(UTC))
+    used = {(murmur2(key) & 0x7FFFFFFF) % tick.partitions for key, _ in events}
+    wanted = f"land on {len(used)} of the {tick.partitions}\n  tick partitions"
+    assert wanted in RUNBOOK.read_text()
