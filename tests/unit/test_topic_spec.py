@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+from consumer.app import tick_events
 from consumer.settings import (
     CHECK_LOG_MAX_BYTES_LIMIT,
     PRODUCER_MAX_REQUEST_BYTES,
@@ -119,9 +121,6 @@ def test_repository_paths_named_by_the_service_exist() -> None:
 def test_runbook_states_how_tick_shards_spread_over_tick_partitions() -> None:
     """The runbook's figure is what Kafka's default partitioner does with the shard keys
     (``consumer.app.tick_events`` keys shard n as ``str(n)``; the chart runs 12 shards)."""
-    from aiokafka.partitioner import murmur2  # noqa: PLC0415 - only this test needs it
-    from consumer.app import tick_events  # noqa: PLC0415
-
     tick = next(t for t in production() if t.role == "tick")
     events = tick_events("due", None, True, 12, datetime.now(UTC))
     used = {(murmur2(key) & 0x7FFFFFFF) % tick.partitions for key, _ in events}
