@@ -31,7 +31,7 @@ from tests.integration.harness import (
     read_topic,
     service_environment,
 )
-from tests.integration.test_secrets import _free_ports
+from tests.integration.own_kafka import sasl_kafka
 
 pytestmark = pytest.mark.slow
 
@@ -52,35 +52,13 @@ def acl_kafka(
     mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """``plaintext`` (super user) and ``sasl`` bootstrap addresses of one broker with ACLs."""
-    port, controller, sasl = _free_ports(3)
     state = tmp_path_factory.mktemp("acl-services")
     extra = state / "authorizer.properties"
     extra.write_text(AUTHORIZER)
-    env = {k: v for k, v in os.environ.items() if k != "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(
-        PASS_STATUS_STATE=str(state / "services"),
-        PASS_STATUS_LOCAL_KAFKA_PORT=str(port),
-        PASS_STATUS_LOCAL_KAFKA_CONTROLLER_PORT=str(controller),
-        PASS_STATUS_LOCAL_KAFKA_SASL_PORT=str(sasl),
-        PASS_STATUS_MONGODB_URI=mongodb_uri,  # only Kafka is started
-        PASS_STATUS_LOCAL_KAFKA_HEAP="256m",
-        PASS_STATUS_LOCAL_KAFKA_SASL_USERNAME=SASL_USER,
-        PASS_STATUS_LOCAL_KAFKA_SASL_PASSWORD=SASL_PASSWORD,
-        PASS_STATUS_LOCAL_KAFKA_EXTRA_PROPERTIES=str(extra),
-    )
-    services = str(REPO / "scripts" / "services")
-    try:
-        up = subprocess.run(
-            [services, "up", "--sasl"], check=False, env=env, capture_output=True, text=True,
-            timeout=600,
-        )  # fmt: skip
-        if up.returncode != 0:
-            pytest.fail(f"scripts/services up --sasl failed:\n{up.stderr}", pytrace=False)
-        yield {"plaintext": f"127.0.0.1:{port}", "sasl": f"127.0.0.1:{sasl}"}
-    finally:
-        subprocess.run(
-            [services, "down", "--wipe"], check=False, env=env, capture_output=True, timeout=120
-        )
+    with sasl_kafka(
+        state / "services", mongodb_uri, SASL_USER, SASL_PASSWORD, extra_properties=str(extra)
+    ) as addresses:
+        yield addresses
 
 
 def service_as_granted_principal(kafka: dict[str, str], mongodb_uri: str, db: str) -> ServiceEnv:
