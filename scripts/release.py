@@ -125,10 +125,20 @@ def find_helm() -> str:
     return found
 
 
+def find_uv() -> str:
+    """uv on PATH, else the one scripts/ensure_uv finds or installs (as the Makefile does)."""
+    return (
+        shutil.which("uv")
+        or subprocess.run(
+            [str(ROOT / "scripts" / "ensure_uv")], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+
+
 def sbom(out: Path, version: str) -> dict[str, Any]:
     """Write the CycloneDX SBOM of the locked runtime dependencies; return it."""
     subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-default-groups", "--format",
+        [find_uv(), "export", "--frozen", "--no-dev", "--no-default-groups", "--format",
          "cyclonedx1.5", "--preview-features", "sbom-export", "--output-file", str(out)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip
@@ -142,7 +152,7 @@ def sbom(out: Path, version: str) -> dict[str, Any]:
 def locked_runtime_packages() -> set[str]:
     """``name==version`` of every locked runtime dependency (what the image installs)."""
     text = subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-default-groups", "--no-hashes",
+        [find_uv(), "export", "--frozen", "--no-dev", "--no-default-groups", "--no-hashes",
          "--no-emit-project", "--format", "requirements.txt"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
