@@ -1,6 +1,6 @@
 # Developer entry points. Each target is a thin wrapper: the commands it runs are
 # the documented ones (README.md), so nothing here is required to use the project.
-.PHONY: bench bench-smoke bench-capacity help install services-up services-down services-status services-env tools test lint format ci demo image-rehearsal
+.PHONY: bench bench-smoke bench-capacity help install release services-up services-down services-status services-env tools test lint format ci demo image-rehearsal
 
 help:
 	@echo "make install        uv sync --frozen (creates .venv)"
@@ -14,6 +14,7 @@ help:
 	@echo "make demo           services up, consumer + demo traffic, changes printed (scripts/run_demo)"
 	@echo "make bench          benchmarks at the issue's sizes (BENCH_ARGS=--preset medium: small)"
 	@echo "make bench-smoke    a tiny run of each benchmark (what CI runs)"
+	@echo "make release        chart package + SBOM into dist/, versions checked (scripts/release.py)"
 	@echo "make ci             everything CI runs (.ci/run)"
 
 UV := $(shell scripts/ensure_uv)
@@ -68,6 +69,12 @@ bench-capacity: install ## docs/scaling.md's capacity table from bench/results/l
 
 bench-smoke: install ## tiny run of each benchmark against the integration services
 	$(UV) run pytest -m integration tests/bench -q
+
+# The release artefacts that need no container engine (docs/release.md): the chart packaged
+# with the package version, a CycloneDX SBOM of uv.lock's runtime dependencies, and the check
+# that image tag, chart appVersion and pass_status_build_info agree.
+release: install tools
+	$(UV) run python scripts/release.py
 
 image-rehearsal: ## the Dockerfile's install steps in a clean venv (what CI runs)
 	scripts/rehearse_image_install.sh

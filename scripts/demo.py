@@ -34,7 +34,7 @@ from consumer.commands import load_settings
 from consumer.domain.times import format_instant
 from consumer.settings import Settings
 
-from create_topics import create_topics
+from create_topics import apply_spec, load_spec
 
 FIRST_USER = 900001
 
@@ -140,7 +140,7 @@ async def traffic(settings: Settings, docs: list[dict[str, Any]], stop: asyncio.
 
 async def main_async(args: argparse.Namespace) -> int:
     settings = load_settings()
-    await create_topics(settings, partitions=3)
+    await apply_spec(settings, load_spec(settings, "local"))
     docs = await seed(settings, args.users)
     print(f"seeded {len(docs)} demo users from {FIRST_USER}; starting the consumer", flush=True)
     child = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for below

@@ -243,7 +243,9 @@ async def check_topics(settings: Settings, topics: Sequence[str]) -> None:
     missing = [t for t in topics if t not in existing]
     if missing:
         raise MissingTopicError(
-            "missing Kafka topics: " + ", ".join(missing) + " (create them, e.g. scripts/topics)"
+            "missing Kafka topics: "
+            + ", ".join(missing)
+            + " (create them to the spec: docs/operations.md, Topics; scripts/create_topics.py)"
         )
 
 

@@ -168,3 +168,4 @@ async def test_missing_topics_exit_2_with_a_clear_message(service_env: ServiceEn
     assert result.returncode == 2
     last = result.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("pass-status: error: missing Kafka topics: no-such-topic-here")
+    assert "docs/operations.md, Topics" in last  # where the topic spec is

@@ -1064,9 +1064,12 @@ def test_ci_rehearses_the_dockerfile_install_commands() -> None:
 def test_dockerfile() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage build"
+    # One base for every stage, pinned by digest with its tag (docs/release.md).
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert base, "the base image is one ARG before the first FROM"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base[1]), base[1]
     for stage in stages:
-        image = stage[0].split()[1]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+        assert stage[0].split()[1] == "${BASE_IMAGE}", stage[0]
     builder = " ".join(stages[0])
     assert 'pip install "uv==0.13.9"' in builder
     assert "COPY consumer/ consumer/" in builder
