@@ -287,6 +287,7 @@ async def test_poison_under_load(scenario: Scenario) -> None:
     planned = sum(1 for e in sc.events if e["user_id"] in sc.poisoned)
     assert len(refused) == planned
     stall = monitor.longest_stall()
+    assert len(monitor.samples) > 30, "the monitor must have watched the whole run"
     _finish(
         "poison_under_load",
         sc,
@@ -296,6 +297,7 @@ async def test_poison_under_load(scenario: Scenario) -> None:
         refusal_seconds=round(end - start, 1),
         pauses_logged=len(paused),
         longest_stall_outside_refusal_seconds=stall,
+        lag_samples=len(monitor.samples),
     )
     # A wedged partition stalls for ever; a moving one at most a batch plus a back-off.
     assert stall < 30, f"a partition with lag did not commit for {stall} s"
