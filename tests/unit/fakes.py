@@ -405,6 +405,17 @@ class FakeMessage:
     timestamp: int | None = None
 
 
+def ticket_used_message(user_id: int, offset: int, used_at: datetime) -> FakeMessage:
+    """A ticket-used record on partition ("used", 0) for the user's pass ``p<user_id>``."""
+    body = {
+        "event_id": f"e{offset}",
+        "user_id": user_id,
+        "pass_uuid": f"p{user_id}",
+        "used_at": used_at.isoformat(),
+    }
+    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+
+
 class FakeConsumer:
     """The part of ``AIOKafkaConsumer`` the runner drives, recording what it was told."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import TopicPartition
 from bson.errors import InvalidDocument
@@ -19,7 +18,14 @@ from consumer.schemas import DEAD_LETTER, validator
 from consumer.settings import Settings
 from pymongo.errors import DocumentTooLarge
 
-from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeMessage, FakeService, a_runner
+from tests.unit.fakes import (
+    FakeCacheStore,
+    FakeConsumer,
+    FakeMessage,
+    FakeService,
+    a_runner,
+    ticket_used_message,
+)
 
 NOW = datetime.now(UTC)
 SETTINGS = Settings(
@@ -42,13 +48,7 @@ def a_user(user_id: int) -> dict[str, Any]:
 
 
 def used(user_id: int, offset: int) -> FakeMessage:
-    body = {
-        "event_id": f"e{offset}",
-        "user_id": user_id,
-        "pass_uuid": f"p{user_id}",
-        "used_at": NOW.isoformat(),
-    }
-    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+    return ticket_used_message(user_id, offset, NOW)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,14 @@ from consumer.service.runner import Runner
 from consumer.settings import Settings
 from pymongo.errors import OperationFailure, WriteError
 
-from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeMessage, FakeService, a_runner
+from tests.unit.fakes import (
+    FakeCacheStore,
+    FakeConsumer,
+    FakeMessage,
+    FakeService,
+    a_runner,
+    ticket_used_message,
+)
 
 NOW = datetime.now(UTC)
 SETTINGS = Settings(
@@ -43,13 +50,7 @@ def a_user(user_id: int, *, expired: bool = False) -> dict[str, Any]:
 
 
 def used(user_id: int, offset: int) -> FakeMessage:
-    body = {
-        "event_id": f"e{offset}",
-        "user_id": user_id,
-        "pass_uuid": f"p{user_id}",
-        "used_at": NOW.isoformat(),
-    }
-    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+    return ticket_used_message(user_id, offset, NOW)
 
 
 def a_tick(offset: int, value: bytes | None = None) -> FakeMessage:
