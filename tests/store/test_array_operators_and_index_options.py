@@ -25,7 +25,7 @@ def _cache(db: AsyncDatabase[Document]) -> Any:
 async def _after(cache: Any, change: Document) -> Document:
     result = await cache.update_one({"_id": 1}, change)
     assert result.matched_count == 1
-    doc = await cache.find_one({"_id": 1}, {"_id": 0})
+    doc: Document | None = await cache.find_one({"_id": 1}, {"_id": 0})
     assert doc is not None
     return doc
 
