@@ -182,3 +182,20 @@ async def test_mixed_unordered_bulk_counts_inserts_and_updates_past_failures(
     assert _failures(raised.value) == [(0, DUPLICATE_KEY), (2, TYPE_MISMATCH)]
     assert (details["nInserted"], details["nMatched"], details["nModified"]) == (1, 1, 1)
     assert await _revs(cache) == {1: 1, 2: "not a number", 3: 1, 4: 1}
+
+
+async def test_ordered_insert_many_stops_at_a_taken_id_past_the_first_batch(
+    store_db: AsyncDatabase[Document],
+) -> None:
+    """An ordered insert of 250 documents whose 151st takes a used ``_id`` inserts the 150
+    before it and none after, however the server batches them."""
+    cache = _cache(store_db)
+    await cache.insert_one({"_id": 150, "rev": 0})
+
+    with pytest.raises(BulkWriteError) as raised:
+        await cache.insert_many([{"_id": i, "rev": 1} for i in range(250)], ordered=True)
+
+    assert _failures(raised.value) == [(150, DUPLICATE_KEY)]
+    assert raised.value.details["nInserted"] == 150
+    assert await cache.count_documents({}) == 151
+    assert await cache.count_documents({"_id": {"$gt": 150}}) == 0
