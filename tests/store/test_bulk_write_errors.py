@@ -22,6 +22,7 @@ from pymongo.errors import BulkWriteError
 from tests.store.conftest import Document
 
 TYPE_MISMATCH = 14
+CONFLICTING_UPDATE_OPERATORS = 40
 DUPLICATE_KEY = 11000
 
 
@@ -199,3 +200,28 @@ async def test_ordered_insert_many_stops_at_a_taken_id_past_the_first_batch(
     assert raised.value.details["nInserted"] == 150
     assert await cache.count_documents({}) == 151
     assert await cache.count_documents({"_id": {"$gt": 150}}) == 0
+
+
+async def test_unordered_bulk_with_a_malformed_update_applies_the_others(
+    store_db: AsyncDatabase[Document],
+) -> None:
+    """An update document the server refuses as written (two operators on one path:
+    ConflictingUpdateOperators, 40) fails alone, at its index; the statements around it
+    are applied (a malformed statement is that statement's write error, not the
+    command's)."""
+    cache = _cache(store_db)
+    await cache.insert_many([{"_id": i, "rev": 1} for i in (1, 2, 3)])
+
+    with pytest.raises(BulkWriteError) as raised:
+        await cache.bulk_write(
+            [
+                UpdateOne({"_id": 1}, {"$inc": {"rev": 1}}),
+                UpdateOne({"_id": 2}, {"$set": {"rev": 5}, "$inc": {"rev": 1}}),
+                UpdateOne({"_id": 3}, {"$inc": {"rev": 1}}),
+            ],
+            ordered=False,
+        )
+
+    assert _failures(raised.value) == [(1, CONFLICTING_UPDATE_OPERATORS)]
+    assert raised.value.details["nModified"] == 2
+    assert await _revs(cache) == {1: 2, 2: 1, 3: 2}
