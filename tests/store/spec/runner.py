@@ -20,9 +20,23 @@ from tests.store.spec.match import MISSING, Unsupported, mismatch
 from tests.store.spec.operations import error_result, run_operation
 
 Document = dict[str, Any]
-# The operations the service sends (bulkWrite: of UpdateOne requests only): a failure of
-# a specification test made only of these fails tests/store/test_crud_spec.py.
-SERVICE_OPERATIONS = frozenset({"find", "updateOne", "updateMany", "insertMany", "createIndex"})
+# The operations the service sends (consumer/adapters: find, find_one, update_one,
+# update_many, insert_one, insert_many, replace_one, delete_many, create_index, and
+# bulk_write of UpdateOne requests only): a failure of a specification test made only of
+# these fails tests/store/test_crud_spec.py.
+SERVICE_OPERATIONS = frozenset(
+    {
+        "find",
+        "findOne",
+        "updateOne",
+        "updateMany",
+        "insertOne",
+        "insertMany",
+        "replaceOne",
+        "deleteMany",
+        "createIndex",
+    }
+)
 SERVICE_BULK_REQUESTS = frozenset({"updateOne"})
 # Features the service never uses and the local store does not support (docs/local-services.md)
 UNSUPPORTED_ARGUMENTS = {
