@@ -6,8 +6,10 @@ help:
 	@echo "make install        uv sync --frozen (creates .venv)"
 	@echo "make services-up    start local Kafka + FerretDB (scripts/services up)"
 	@echo "make services-down  stop them (scripts/services down; WIPE=1 also deletes their data)"
-	@echo "make test           all tests: builds helm/promtool once (cached), then uv run pytest"
-	@echo "                    (the integration tests start the services themselves if needed)"
+	@echo "make test           all tests (scripts/run_tests): helm/promtool built once (cached) while"
+	@echo "                    the offline tests run; services it started are stopped at the end"
+	@echo "                    (KEEP_SERVICES=1 keeps them)"
+	@echo "make test-faults-cluster  fault scenarios on a local 3-broker Kafka cluster (~15 min)"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make tools          build helm and promtool (scripts/services tools)"
@@ -39,8 +41,10 @@ tools:
 
 # The chart and alert tests need helm and promtool: built once into the cache (a stamp skips
 # the build while tools/go.mod is unchanged), so `make test` alone works on a fresh machine.
-test: install tools
-	$(UV) run pytest
+# scripts/run_tests builds them (and starts the services) in the background while the tests
+# that need neither run; it stops the services it started unless KEEP_SERVICES=1.
+test: install
+	scripts/run_tests
 
 lint: install
 	$(UV) run ruff check .

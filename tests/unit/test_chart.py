@@ -40,6 +40,8 @@ CRD_KINDS = frozenset(
 SECRET_ENV = frozenset({"PASS_STATUS_MONGODB_URI", "PASS_STATUS_KAFKA_SASL_PASSWORD"})
 VALUE_SETS = ("default", "values-all.yaml", "values-hpa.yaml")
 
+pytestmark = pytest.mark.tools  # helm and promtool (scripts/run_tests builds them meanwhile)
+
 Doc = dict[str, Any]
 
 
