@@ -1,6 +1,6 @@
 # Developer entry points. Each target is a thin wrapper: the commands it runs are
 # the documented ones (README.md), so nothing here is required to use the project.
-.PHONY: bench bench-smoke bench-capacity help install release services-up services-down services-status services-env tools test lint format ci demo image-rehearsal
+.PHONY: bench bench-smoke bench-capacity help install release services-up services-down services-status services-env tools test test-faults-cluster lint format ci demo image-rehearsal
 
 help:
 	@echo "make install        uv sync --frozen (creates .venv)"
@@ -45,6 +45,11 @@ tools:
 # that need neither run; it stops the services it started unless KEEP_SERVICES=1.
 test: install
 	scripts/run_tests
+
+# The fault scenarios on a local three-broker cluster (tests/faults/test_faults_cluster.py):
+# four more JVMs, ~15 minutes; before every release. Not part of `make test`.
+test-faults-cluster: install
+	PASS_STATUS_FAULTS_CLUSTER=1 $(UV) run pytest -m cluster tests/faults -v
 
 lint: install
 	$(UV) run ruff check .

@@ -391,9 +391,10 @@ async def _wait_for_leaders(admin: Any, names: list[str]) -> None:
 
 @contextlib.asynccontextmanager
 async def deployment(
-    prefix: str, bootstrap: str, mongodb_uri: str, **extra: str
+    prefix: str, bootstrap: str, mongodb_uri: str, *, replication_factor: int = 1, **extra: str
 ) -> AsyncIterator[ServiceEnv]:
-    """Topics (3 partitions each) and a database of one scenario, removed afterwards."""
+    """Topics (3 partitions each; on a cluster, replication factor 3 and min.insync.replicas
+    2 as in production) and a database of one scenario, removed afterwards."""
     # FerretDB on SQLite serialises writes (a few hundred per second at best, a handful on
     # a loaded 2-core machine): few concurrent users keep each operation under its timeout.
     extra = {"user_concurrency": "4", **extra}
@@ -402,8 +403,9 @@ async def deployment(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        configs = {"min.insync.replicas": str(min(2, replication_factor))}
         await admin.create_topics(
-            [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics]
+            [NewTopic(t, 3, replication_factor, topic_configs=configs) for t in topics]
         )
         await _wait_for_leaders(admin, topics)
     finally:
