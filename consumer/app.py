@@ -52,6 +52,8 @@ from consumer.service.writer import UserWriter
 from consumer.settings import Settings
 
 log = get_logger(__name__)
+# A write to Kafka still unacknowledged after this long makes the service not ready.
+PUBLISH_WAIT_NOT_READY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -241,6 +243,9 @@ def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
         try:
             await asyncio.wait_for(c.producer.client.fetch_all_metadata(), 5)
         except (KafkaError, TimeoutError):
+            kafka_ok = False
+        # Brokers answer, yet writes wait (NotEnoughReplicas while brokers are down): not ready.
+        if c.publisher.waiting_seconds() > PUBLISH_WAIT_NOT_READY_S:
             kafka_ok = False
         return mongodb_ok, kafka_ok
 

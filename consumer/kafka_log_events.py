@@ -72,6 +72,16 @@ def _produce_retried(args: tuple[Any, ...]) -> KafkaEvent | None:
     return KafkaEvent(event, (event, *where.values()), {**where, "error_type": name})
 
 
+def _produce_failed(args: tuple[Any, ...]) -> KafkaEvent | None:
+    (error,) = args  # the request failed as a whole: the broker is gone or slow
+    name = _error_name(error)
+    return KafkaEvent(
+        "kafka_broker_unreachable",
+        ("kafka_broker_unreachable", "producer", name),
+        {"error_type": name},
+    )
+
+
 def _broker_unreachable(node_at: int) -> Callable[[tuple[Any, ...]], KafkaEvent | None]:
     def interpret(args: tuple[Any, ...]) -> KafkaEvent | None:
         node = args[node_at] if len(args) > node_at else None
@@ -131,6 +141,7 @@ def _leader_not_available(args: tuple[Any, ...]) -> KafkaEvent | None:
 # consumer/group_coordinator.py, consumer/fetcher.py) -> how to read their arguments.
 TEMPLATES: dict[str, Callable[[tuple[Any, ...]], KafkaEvent | None]] = {
     "Got error produce response on topic-partition %s, retrying. Error: %s": _produce_retried,
+    "Got error produce response: %s": _produce_failed,
     'Unable connect to "%s:%s": %s': _bootstrap_unreachable,
     "Unable connect to node with id %s: %s": _broker_unreachable(0),
     "Unable to request metadata from node with id %s: %r": _broker_unreachable(0),
@@ -141,6 +152,7 @@ TEMPLATES: dict[str, Callable[[tuple[Any, ...]], KafkaEvent | None]] = {
     "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid": (
         _coordinator(0, 1)
     ),
+    "Error sending %s to node %s [%s] -- marking coordinator dead": _coordinator(None, 1),
     "Group Coordinator Request failed: %s": _coordinator(None, None),
     "Heartbeat send request failed: %s. Will retry.": _coordinator(None, None),
     "Heartbeat session expired - marking coordinator dead": _coordinator(None, None),

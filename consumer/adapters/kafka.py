@@ -128,6 +128,17 @@ class KafkaPublisher:
         self._producer = producer
         self._metrics = metrics
         self._remake = remake
+        self._in_flight: dict[object, float] = {}  # publish call -> when it started
+
+    def waiting_seconds(self) -> float:
+        """How long the oldest publish still in flight has waited for Kafka (0: none).
+
+        Kafka answers a write in milliseconds; a write still waiting after seconds means
+        the cluster cannot take it (fewer in-sync replicas than min.insync.replicas, no
+        leader): the producer retries by itself, and the service is not ready meanwhile."""
+        if not self._in_flight:
+            return 0.0
+        return time.monotonic() - min(self._in_flight.values())
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -154,6 +165,8 @@ class KafkaPublisher:
         # awaiting the futures waits for the acknowledgements, so a whole batch shares the
         # producer's request pipelining.
         futures: list[asyncio.Future[Any]] = []
+        call = object()
+        self._in_flight[call] = time.monotonic()
         try:
             try:
                 for r in records:
@@ -171,6 +184,7 @@ class KafkaPublisher:
                 await asyncio.gather(*futures, return_exceptions=True)
                 raise await self._error(topic, exc, by_client=False) from exc
         finally:
+            del self._in_flight[call]
             self._metrics.kafka_duration.labels("publish").observe(time.perf_counter() - started)
 
     async def _error(self, topic: str, exc: KafkaError, *, by_client: bool) -> PassStatusError:

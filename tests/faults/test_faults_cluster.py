@@ -163,16 +163,14 @@ async def test_two_brokers_down_for_20_s_pauses_and_resumes_by_itself(
         traffic = sc.start_traffic()
         await asyncio.sleep(10)
         down = [1, 2]
-        for number in down:
-            await asyncio.to_thread(cluster.kill_broker, number)
+        await asyncio.gather(*(asyncio.to_thread(cluster.kill_broker, n) for n in down))
         down_at = time.monotonic()
         statuses = []
         while time.monotonic() - down_at < 20:
             statuses.append(consumer.http_get("/readyz")[0])
             await asyncio.sleep(1)
-        for number in down:
-            await asyncio.to_thread(cluster.start_broker, number)
-        back_at = time.monotonic()
+        back_at = time.monotonic()  # both restarted at once; each answers some seconds later
+        await asyncio.gather(*(asyncio.to_thread(cluster.start_broker, n) for n in down))
         await traffic
         _alive(sc)
         _expected, report = await sc.converge()
@@ -221,7 +219,6 @@ async def test_rolling_restart_of_all_brokers_under_load(
         report,
         restarts=BROKERS,
         rolling_restart_s=round(rolled, 1),
-        recover_s=probe.recovered_after(started + rolled),
     )
 
 

@@ -84,6 +84,12 @@ def test_a_coordinator_change_is_one_warning_not_errors(lines: io.StringIO) -> N
     COORDINATOR.warning("Marking the coordinator dead (node %s)for group %s.", 2, "pass-status")
     COORDINATOR.error("Heartbeat send request failed: %s. Will retry.", RequestTimedOutError())
     COORDINATOR.error("Group Coordinator Request failed: %s", NodeNotReadyError("x"))
+    COORDINATOR.error(
+        "Error sending %s to node %s [%s] -- marking coordinator dead",
+        "HeartbeatRequest",
+        2,
+        NodeNotReadyError("2"),
+    )
     [line] = _parsed(lines)
     assert line["event"] == "kafka_group_coordinator_changed"
     assert line["level"] == "warning"
@@ -96,10 +102,12 @@ def test_an_unreachable_broker_is_a_warning_once_per_broker(lines: io.StringIO) 
     CLIENT.error("Unable connect to node with id %s: %s", 3, KafkaConnectionError("refused"))
     FETCHER.error("Failed fetch messages from %s: %s", 3, NodeNotReadyError("3"))
     CLIENT.error('Unable connect to "%s:%s": %s', "127.0.0.1", 9092, OSError("refused"))
+    SENDER.warning("Got error produce response: %s", NodeNotReadyError("node 3"))
     logged = _parsed(lines)
-    assert [(x["event"], x["broker"], x["level"]) for x in logged] == [
+    assert [(x["event"], x.get("broker"), x["level"]) for x in logged] == [
         ("kafka_broker_unreachable", "3", "warning"),
         ("kafka_broker_unreachable", "127.0.0.1:9092", "warning"),
+        ("kafka_broker_unreachable", None, "warning"),
     ]
 
 
