@@ -182,12 +182,13 @@ async def test_two_brokers_down_for_20_s_pauses_and_resumes_by_itself(
         report,
         outage_s=round(back_at - down_at, 1),
         recover_s=probe.recovered_after(back_at),
-        readyz_during_outage=sorted(set(statuses)),
+        readyz_during_outage=" ".join(map(str, statuses)),
         not_enough_replicas_warnings=sum(
             len(p.events("kafka_not_enough_replicas")) for p in sc.consumers
         ),
     )
-    assert 503 in statuses, f"/readyz during the outage: {statuses}"
+    # the in-sync set shrinks within replica.lag.time.max.ms (10 s), then writes wait 5 s
+    assert 503 in statuses[-5:], f"/readyz during the outage: {statuses}"
     assert ready_after == 200
 
 
