@@ -118,8 +118,8 @@ class ProgressProbe:
 
     The longest stall is the longest time without the sum moving, from the first commit to
     the moment it reaches its final value (traffic keeps arriving until then, so any pause in
-    it is the service not making progress). Time to recover: from the end of a fault to the
-    first commit after it."""
+    it is the service not making progress). :meth:`fault_stall`: the stall a fault caused
+    and the time until commits resumed."""
 
     bootstrap: str
     group: str
@@ -166,7 +166,15 @@ class ProgressProbe:
         moves = self._moves()
         return max((b - a for a, b in itertools.pairwise(moves)), default=0.0)
 
-    def recovered_after(self, fault_ended_at: float) -> float | None:
-        """Seconds from the end of a fault to the first commit after it (None: never)."""
-        after = [at for at in self._moves() if at > fault_ended_at]
-        return round(after[0] - fault_ended_at, 1) if after else None
+    def fault_stall(self, fault_at: float, fault_ended_at: float) -> tuple[float, float | None]:
+        """The longest commit gap touching the fault (from the last commit before it to 30 s
+        after it ended), and the seconds from the fault's start until commits resumed after
+        that gap (the time to recover; None: no commit after the fault)."""
+        moves = self._moves()
+        gaps = [
+            (a, b) for a, b in itertools.pairwise(moves) if b > fault_at and a < fault_ended_at + 30
+        ]
+        if not gaps:
+            return 0.0, None
+        a, b = max(gaps, key=lambda gap: gap[1] - gap[0])
+        return round(b - a, 1), round(b - fault_at, 1)

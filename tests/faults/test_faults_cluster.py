@@ -103,9 +103,11 @@ async def test_leader_of_the_status_topic_killed_under_load(
         await asyncio.to_thread(cluster.kill_broker, victim)
         await asyncio.sleep(15)
         await asyncio.to_thread(cluster.start_broker, victim)
+        back_at = time.monotonic()
         await traffic
         _alive(sc)
         _expected, report = await sc.converge()
+    stall, recover = probe.fault_stall(killed_at, back_at)
     moved = sum(len(p.events("kafka_partition_leader_moved")) for p in sc.consumers)
     _finish(
         "leader_killed",
@@ -113,7 +115,8 @@ async def test_leader_of_the_status_topic_killed_under_load(
         probe,
         report,
         killed_broker=victim,
-        recover_s=probe.recovered_after(killed_at),
+        fault_stall_s=stall,
+        recover_s=recover,
         leader_moved_warnings=moved,
     )
 
@@ -134,9 +137,11 @@ async def test_group_coordinator_broker_killed_during_commits(
         await asyncio.to_thread(cluster.kill_broker, victim)
         await asyncio.sleep(15)
         await asyncio.to_thread(cluster.start_broker, victim)
+        back_at = time.monotonic()
         await traffic
         _alive(sc)
         _expected, report = await sc.converge()
+    stall, recover = probe.fault_stall(killed_at, back_at)
     changed = sum(len(p.events("kafka_group_coordinator_changed")) for p in sc.consumers)
     _finish(
         "coordinator_killed",
@@ -144,7 +149,8 @@ async def test_group_coordinator_broker_killed_during_commits(
         probe,
         report,
         killed_broker=victim,
-        recover_s=probe.recovered_after(killed_at),
+        fault_stall_s=stall,
+        recover_s=recover,
         coordinator_changed_warnings=changed,
     )
 
@@ -175,13 +181,15 @@ async def test_two_brokers_down_for_20_s_pauses_and_resumes_by_itself(
         _alive(sc)
         _expected, report = await sc.converge()
         ready_after = consumer.http_get("/readyz")[0]
+    stall, recover = probe.fault_stall(down_at, back_at)
     _finish(
         "two_brokers_down",
         sc,
         probe,
         report,
         outage_s=round(back_at - down_at, 1),
-        recover_s=probe.recovered_after(back_at),
+        fault_stall_s=stall,
+        recover_s=recover,
         readyz_during_outage=" ".join(map(str, statuses)),
         not_enough_replicas_warnings=sum(
             len(p.events("kafka_not_enough_replicas")) for p in sc.consumers
@@ -213,6 +221,7 @@ async def test_rolling_restart_of_all_brokers_under_load(
         await traffic
         _alive(sc)
         _expected, report = await sc.converge()
+    stall, recover = probe.fault_stall(started, started + rolled)
     _finish(
         "rolling_restart",
         sc,
@@ -220,6 +229,8 @@ async def test_rolling_restart_of_all_brokers_under_load(
         report,
         restarts=BROKERS,
         rolling_restart_s=round(rolled, 1),
+        fault_stall_s=stall,
+        recover_s=recover,
     )
 
 
@@ -249,8 +260,10 @@ async def test_sigkill_consumer_replicas_during_a_leader_move(
             sc.spawn(f"replacement-{kills}")
         await asyncio.sleep(15)
         await asyncio.to_thread(cluster.start_broker, victim)
+        back_at = time.monotonic()
         await traffic
         _expected, report = await sc.converge()
+    stall, recover = probe.fault_stall(killed_at, back_at)
     _finish(
         "consumers_killed_during_leader_move",
         sc,
@@ -258,5 +271,6 @@ async def test_sigkill_consumer_replicas_during_a_leader_move(
         report,
         killed_broker=victim,
         consumer_kills=kills,
-        recover_s=probe.recovered_after(killed_at),
+        fault_stall_s=stall,
+        recover_s=recover,
     )
