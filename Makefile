@@ -9,7 +9,7 @@ help:
 	@echo "make test           all tests (scripts/run_tests): helm/promtool built once (cached) while"
 	@echo "                    the offline tests run; services it started are stopped at the end"
 	@echo "                    (KEEP_SERVICES=1 keeps them)"
-	@echo "make test-faults-cluster  fault scenarios on a local 3-broker Kafka cluster (~15 min)"
+	@echo "make test-faults-cluster  fault scenarios on a local 3-broker Kafka cluster (~6 min)"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make tools          build helm and promtool (scripts/services tools)"
@@ -47,7 +47,7 @@ test: install
 	scripts/run_tests
 
 # The fault scenarios on a local three-broker cluster (tests/faults/test_faults_cluster.py):
-# four more JVMs, ~15 minutes; before every release. Not part of `make test`.
+# four more JVMs, ~6 minutes; before every release. Not part of `make test`.
 test-faults-cluster: install
 	PASS_STATUS_FAULTS_CLUSTER=1 $(UV) run pytest -m cluster tests/faults -v
 

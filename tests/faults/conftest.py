@@ -22,7 +22,7 @@ CLUSTER_SWITCH = "PASS_STATUS_FAULTS_CLUSTER"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The scenarios on a three-broker cluster (marker ``cluster``: four more JVMs, ~15
+    """The scenarios on a three-broker cluster (marker ``cluster``: four more JVMs, ~6
     minutes) run only when PASS_STATUS_FAULTS_CLUSTER=1 (``make test-faults-cluster``);
     otherwise they are deselected, not skipped."""
     if os.environ.get(CLUSTER_SWITCH) == "1":

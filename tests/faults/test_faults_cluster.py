@@ -9,7 +9,7 @@ lost, wrong and rewritten must be 0. Each also reports the longest stall of the 
 commits and the time until commits resumed (docs/reliability.md, "Kafka cluster").
 
 Several JVMs: run with ``make test-faults-cluster`` (PASS_STATUS_FAULTS_CLUSTER=1), one
-scenario at a time; ~15 minutes in all. Not part of ``make test``.
+scenario at a time; ~6 minutes in all. Not part of ``make test``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -86,39 +86,47 @@ def _alive(sc: Scenario) -> None:
             assert process.proc.poll() is None, "\n".join(process.raw[-30:])
 
 
+async def _kill_one_broker_under_load(
+    cluster: LocalCluster,
+    sc: Scenario,
+    probe: ProgressProbe,
+    replicas: int,
+    victim_of: Callable[[Scenario], int],
+) -> tuple[Report, dict[str, Any]]:
+    """Traffic for 10 s, then SIGKILL the broker ``victim_of`` names; start it 15 s later."""
+    await sc.seed_documents()
+    for n in range(1, replicas + 1):
+        sc.consumer(f"c{n}").start()
+    traffic = sc.start_traffic()
+    await asyncio.sleep(10)
+    victim = await asyncio.to_thread(victim_of, sc)
+    killed_at = time.monotonic()
+    await asyncio.to_thread(cluster.kill_broker, victim)
+    await asyncio.sleep(15)
+    await asyncio.to_thread(cluster.start_broker, victim)
+    back_at = time.monotonic()
+    await traffic
+    _alive(sc)
+    _expected, report = await sc.converge()
+    stall, recover = probe.fault_stall(killed_at, back_at)
+    return report, {"killed_broker": victim, "fault_stall_s": stall, "recover_s": recover}
+
+
 async def test_leader_of_the_status_topic_killed_under_load(
     cluster: LocalCluster, mongodb_uri: str, unique_name: str
 ) -> None:
     """SIGKILL the broker leading the status topic's partition 0 under load; restart it 15 s
     later. Its partitions' leadership moves to the in-sync followers."""
     async with cluster_scenario(cluster, mongodb_uri, unique_name) as (sc, probe):
-        await sc.seed_documents()
-        sc.consumer("c1").start()
-        traffic = sc.start_traffic()
-        await asyncio.sleep(10)
-        victim = await asyncio.to_thread(
-            cluster.leader_of, sc.service.settings.topic_status_changed, 0
+        report, figures = await _kill_one_broker_under_load(
+            cluster,
+            sc,
+            probe,
+            1,
+            lambda sc: cluster.leader_of(sc.service.settings.topic_status_changed, 0),
         )
-        killed_at = time.monotonic()
-        await asyncio.to_thread(cluster.kill_broker, victim)
-        await asyncio.sleep(15)
-        await asyncio.to_thread(cluster.start_broker, victim)
-        back_at = time.monotonic()
-        await traffic
-        _alive(sc)
-        _expected, report = await sc.converge()
-    stall, recover = probe.fault_stall(killed_at, back_at)
     moved = sum(len(p.events("kafka_partition_leader_moved")) for p in sc.consumers)
-    _finish(
-        "leader_killed",
-        sc,
-        probe,
-        report,
-        killed_broker=victim,
-        fault_stall_s=stall,
-        recover_s=recover,
-        leader_moved_warnings=moved,
-    )
+    _finish("leader_killed", sc, probe, report, **figures, leader_moved_warnings=moved)
 
 
 async def test_group_coordinator_broker_killed_during_commits(
@@ -127,31 +135,12 @@ async def test_group_coordinator_broker_killed_during_commits(
     """SIGKILL the broker coordinating the consumer group while it commits; restart it 15 s
     later. The group finds its new coordinator; no commit is lost or rewound."""
     async with cluster_scenario(cluster, mongodb_uri, unique_name) as (sc, probe):
-        await sc.seed_documents()
-        for n in (1, 2):
-            sc.consumer(f"c{n}").start()
-        traffic = sc.start_traffic()
-        await asyncio.sleep(10)
-        victim = await asyncio.to_thread(cluster.coordinator_of, sc.service.settings.group_id)
-        killed_at = time.monotonic()
-        await asyncio.to_thread(cluster.kill_broker, victim)
-        await asyncio.sleep(15)
-        await asyncio.to_thread(cluster.start_broker, victim)
-        back_at = time.monotonic()
-        await traffic
-        _alive(sc)
-        _expected, report = await sc.converge()
-    stall, recover = probe.fault_stall(killed_at, back_at)
+        report, figures = await _kill_one_broker_under_load(
+            cluster, sc, probe, 2, lambda sc: cluster.coordinator_of(sc.service.settings.group_id)
+        )
     changed = sum(len(p.events("kafka_group_coordinator_changed")) for p in sc.consumers)
     _finish(
-        "coordinator_killed",
-        sc,
-        probe,
-        report,
-        killed_broker=victim,
-        fault_stall_s=stall,
-        recover_s=recover,
-        coordinator_changed_warnings=changed,
+        "coordinator_killed", sc, probe, report, **figures, coordinator_changed_warnings=changed
     )
 
 
