@@ -119,6 +119,15 @@ def _coordinator(group_at: int | None, node_at: int | None) -> Callable[..., Kaf
     return interpret
 
 
+def _no_broker_answers(args: tuple[Any, ...]) -> KafkaEvent | None:
+    (nodes,) = args  # every broker the client knows was tried
+    return KafkaEvent(
+        "kafka_broker_unreachable",
+        ("kafka_broker_unreachable", "metadata"),
+        {"broker": str(nodes), "error_type": "MetadataUpdateFailed"},
+    )
+
+
 def _fetch_failed(args: tuple[Any, ...]) -> KafkaEvent | None:
     node, error = args
     return KafkaEvent(
@@ -145,6 +154,7 @@ TEMPLATES: dict[str, Callable[[tuple[Any, ...]], KafkaEvent | None]] = {
     'Unable connect to "%s:%s": %s': _bootstrap_unreachable,
     "Unable connect to node with id %s: %s": _broker_unreachable(0),
     "Unable to request metadata from node with id %s: %r": _broker_unreachable(0),
+    "Unable to update metadata from %s": _no_broker_answers,
     "Failed fetch messages from %s: %s": _fetch_failed,
     "Failed fetch offsets from %s: %s": _fetch_failed,
     "Topic %s is not available during auto-create initialization": _leader_not_available,

@@ -103,11 +103,13 @@ def test_an_unreachable_broker_is_a_warning_once_per_broker(lines: io.StringIO) 
     FETCHER.error("Failed fetch messages from %s: %s", 3, NodeNotReadyError("3"))
     CLIENT.error('Unable connect to "%s:%s": %s', "127.0.0.1", 9092, OSError("refused"))
     SENDER.warning("Got error produce response: %s", NodeNotReadyError("node 3"))
+    CLIENT.error("Unable to update metadata from %s", [1, 2, 3])
     logged = _parsed(lines)
     assert [(x["event"], x.get("broker"), x["level"]) for x in logged] == [
         ("kafka_broker_unreachable", "3", "warning"),
         ("kafka_broker_unreachable", "127.0.0.1:9092", "warning"),
         ("kafka_broker_unreachable", None, "warning"),
+        ("kafka_broker_unreachable", "[1, 2, 3]", "warning"),
     ]
 
 
