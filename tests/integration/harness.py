@@ -124,6 +124,7 @@ class ConsumerProcess:
             if len(found) >= count:
                 return found
             if self.proc is not None and self.proc.poll() is not None:
+                self._close()  # its stderr pipe, or a later test meets a ResourceWarning
                 raise AssertionError(
                     f"{self.name} exited {self.proc.returncode}:\n" + "\n".join(self.raw[-40:])
                 )

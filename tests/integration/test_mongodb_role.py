@@ -60,6 +60,8 @@ class Privileges(monitoring.CommandListener):
             self.used.add((collection, "remove"))
         elif name == "createIndexes":
             self.used.add((collection, "createIndex"))
+        elif name == "listIndexes":
+            self.used.add((collection, "listIndexes"))
         else:
             self.unknown.add(name)
 

@@ -10,6 +10,7 @@ SCRAM-SHA-512), both with the right password (the consumer works) and a wrong on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -206,6 +207,12 @@ async def sasl_service(
     topics = all_topics(service.settings)
     try:
         await admin.create_topics([NewTopic(t, 1, 1) for t in topics])
+        # A broker started for this test lists new topics a moment after creating them; the
+        # service refuses to start on a missing topic, so wait until all are listed.
+        deadline = asyncio.get_running_loop().time() + 30
+        while not set(topics) <= set(await admin.list_topics()):
+            assert asyncio.get_running_loop().time() < deadline, "topics never listed"
+            await asyncio.sleep(0.2)
         yield service
     finally:
         await admin.delete_topics(topics)
