@@ -4,20 +4,9 @@ Concurrency control: a write applies only if the user's ``passes`` array is exac
 was read: ``update_one({_id, passes: <as read>}, change)``, which the server matches and
 applies atomically. A concurrent change by another replica or by the refresher makes the
 write match nothing; the caller then re-reads and re-evaluates. ``tests/store`` states
-every server behaviour relied on here. Fields this service adds to a user document:
-
-- ``next_check_at`` (date): earliest instant a pass changes by time alone, or
-  ``NEVER_DUE`` (9999-12-31) when none does (a null from an earlier version reads the
-  same); absent (the refresher unsets it when it writes ``passes``) means due;
-- ``pass_status_checked_at`` (date): when this service last evaluated the document (also
-  set on a document it cannot read, so that it stops being "never evaluated"); absent
-  means never evaluated: due, found through its own index;
-- ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
-- ``pass_status_outbox`` (array): status-change events written with their transition and
-  not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
-  oldest of them was written, indexed so orphans are found without a scan;
-- ``pass_status_sweep_log`` (array): the transitions each of the last few full sweeps
-  made, written with them (``consumer.domain.sweep_log``), so a resumed sweep lists them.
+every server behaviour relied on here. A batch's writes go in one unordered bulk
+(:mod:`consumer.adapters.mongo_bulk`). The fields this service adds to a user document
+are listed in docs/architecture.md ("Fields this service adds to a user document").
 """
 
 from __future__ import annotations
@@ -38,6 +27,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo_bulk import write_users
 from consumer.adapters.mongo_commands import CommandCounter
 from consumer.adapters.mongo_sweeps import (
     SWEEPS_COLLECTION,
@@ -213,6 +203,12 @@ class MongoCacheStore:
             )
         return result.matched_count == 1
 
+    async def write_users(
+        self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
+    ) -> list[bool | Exception]:
+        """Each update in one unordered bulk: :func:`consumer.adapters.mongo_bulk.write_users`."""
+        return await write_users(self._cache, self._op, writes, now, self.write_user, _error_of)
+
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.
 
@@ -379,6 +375,13 @@ def _too_large(exc: PyMongoError) -> bool:
         errors = exc.details.get("writeErrors", [])
         return any(e.get("code") in _TOO_LARGE_CODES for e in errors)
     return isinstance(exc, OperationFailure) and exc.code in _TOO_LARGE_CODES
+
+
+def _error_of(operation: str, user_id: int | None, exc: Exception) -> Exception:
+    """The error one user's operation met, as ``_op`` raises it for a single command."""
+    if isinstance(exc, BSONError) or (isinstance(exc, PyMongoError) and _too_large(exc)):
+        return _rejected(operation, user_id, exc)
+    return StoreUnavailableError(f"MongoDB {operation} failed: {exc}")
 
 
 def _rejected(operation: str, user_id: int | None, exc: Exception) -> DocumentRejectedError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections import defaultdict
@@ -28,6 +27,7 @@ from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import gather_or_first_error
+from consumer.service.write_batch import WriteBatch
 from consumer.service.writer import UserWriter
 
 log = get_logger(__name__)
@@ -63,7 +63,7 @@ class TicketUsedHandler:
         self._group_id = group_id
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
 
     async def handle(self, records: list[InputRecord]) -> None:
         """Apply a batch; returns once its effects are durable and its events published.
@@ -93,11 +93,15 @@ class TicketUsedHandler:
         results = []
         if by_user:
             async for docs in self._store.find_users(list(by_user)):
+                # The round's writes go in one bulk (consumer.service.write_batch).
+                batch = WriteBatch(self._store, len(docs), self._concurrency)
                 results += await gather_or_first_error(
-                    self._one_user(uid, doc, by_user.pop(uid), now) for uid, doc in docs.items()
+                    self._one_user(uid, doc, by_user.pop(uid), now, batch)
+                    for uid, doc in docs.items()
                 )
+        batch = WriteBatch(self._store, len(by_user), self._concurrency)
         results += await gather_or_first_error(
-            self._one_user(uid, None, work, now) for uid, work in by_user.items()
+            self._one_user(uid, None, work, now, batch) for uid, work in by_user.items()
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
@@ -114,9 +118,14 @@ class TicketUsedHandler:
         await self._publisher.publish(dead)
 
     async def _one_user(
-        self, user_id: int, doc: dict[str, Any] | None, work: _UserWork, now: datetime
+        self,
+        user_id: int,
+        doc: dict[str, Any] | None,
+        work: _UserWork,
+        now: datetime,
+        batch: WriteBatch,
     ) -> tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]:
-        async with self._semaphore:
+        async with batch.member():
             if doc is None:
                 unknown = UnknownUserError(f"no cache document for user_id {user_id}")
                 return [self._dead(r, unknown, now) for r in work.records], [], {}
@@ -126,7 +135,9 @@ class TicketUsedHandler:
             try:
                 # The partition owner relays the user's whole pending outbox in order, so a
                 # later transition is never published before an earlier one left pending.
-                result = await self._writer.update(doc, work.events, now, cause, relay_pending=True)
+                result = await self._writer.update(
+                    doc, work.events, now, cause, relay_pending=True, batch=batch
+                )
             except TransientError:
                 raise
             except DocumentError as exc:
