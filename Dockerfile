@@ -14,10 +14,16 @@
 # but /tmp (the Helm chart mounts an emptyDir there and sets readOnlyRootFilesystem).
 #
 # Every dependency has a binary wheel for CPython 3.11 on manylinux, so no compiler is
-# installed in either stage. Keep both FROM lines on the same pinned tag: the venv's
+# installed in either stage. Both stages use the same base (BASE_IMAGE): the venv's
 # interpreter is a symlink to /usr/local/bin/python3.11 of the base image.
+#
+# The base is pinned by digest (what the builder pulls; a tag can be re-pushed) with its tag
+# beside it (what a person reads). The digest is the multi-architecture index of
+# docker.io/library/python:3.11.14-slim-bookworm; docs/release.md says where it came from and
+# how to refresh it. scripts/release.py refuses a base without a digest.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
-FROM python:3.11.14-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -53,8 +59,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     && /app/.venv/bin/python -m consumer --help >/dev/null
 
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 
+ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 
@@ -63,7 +70,7 @@ LABEL org.opencontainers.image.title="pass-status" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Proprietary" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+      org.opencontainers.image.base.name="docker.io/library/${BASE_IMAGE}"
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

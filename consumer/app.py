@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,45 +28,70 @@ from consumer.adapters.kafka import (
     OutRecord,
     TopicReader,
     check_topics,
+    list_topics,
     make_consumer,
     make_producer,
 )
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import Document, MongoCacheStore, make_client
+from consumer.bootstrap import Parts, build_parts, build_runner
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.times import format_instant
 from consumer.errors import TransientError
 from consumer.logs import get_logger
+from consumer.policy import Action, Path, decide
 from consumer.redact import redact_uri
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.health import Health, watch_event_loop
 from consumer.service.outbox import OutboxRelay
+from consumer.service.retry import Retrier
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper, SweepResult
-from consumer.service.ticket_used import TicketUsedHandler
-from consumer.service.ticks import TickHandler
 from consumer.service.writer import UserWriter
 from consumer.settings import Settings
 
 log = get_logger(__name__)
+# A write to Kafka still unacknowledged after this long makes the service not ready.
+PUBLISH_WAIT_NOT_READY_S = 5.0
 
 
 @dataclass(slots=True)
 class Core:
-    """The parts shared by the consumer and the one-shot commands."""
+    """The parts shared by the consumer and the one-shot commands: the service layer
+    (:func:`consumer.bootstrap.build_parts`) over the real MongoDB and Kafka clients."""
 
     settings: Settings
     metrics: Metrics
     client: AsyncMongoClient[Document]
     store: MongoCacheStore
-    producer: AIOKafkaProducer
     publisher: KafkaPublisher
-    relay: OutboxRelay
-    sink: CheckLogSink
-    summary: IntervalSummary
-    writer: UserWriter
-    sweeper: Sweeper
+    parts: Parts
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The publisher's producer (made anew if its idempotence sequence broke)."""
+        return self.publisher.producer
+
+    @property
+    def relay(self) -> OutboxRelay:
+        return self.parts.relay
+
+    @property
+    def sink(self) -> CheckLogSink:
+        return self.parts.sink
+
+    @property
+    def summary(self) -> IntervalSummary:
+        return self.parts.summary
+
+    @property
+    def writer(self) -> UserWriter:
+        return self.parts.writer
+
+    @property
+    def sweeper(self) -> Sweeper:
+        return self.parts.sweeper
 
 
 def output_topics(settings: Settings) -> list[str]:
@@ -80,41 +105,13 @@ async def core(
     metrics = Metrics(registry or CollectorRegistry())
     client = make_client(settings, metrics)
     store = MongoCacheStore(client, settings, metrics)
-    producer = make_producer(settings)
-    publisher = KafkaPublisher(producer, metrics)
-    relay = OutboxRelay(store, publisher, metrics, settings.topic_status_changed)
-    sink = CheckLogSink(
-        store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
-    )
-    summary = IntervalSummary()
-    writer = UserWriter(store, metrics, settings.conflict_retries)
-    sweeper = Sweeper(
-        store,
-        writer,
-        relay,
-        sink,
-        summary,
-        metrics,
-        settings.user_concurrency,
-        checkpoint_users=settings.sweep_batch_size,
-    )
+    publisher = KafkaPublisher(make_producer(settings), metrics, lambda: make_producer(settings))
+    parts = build_parts(settings, store, publisher, metrics)
     try:
-        yield Core(
-            settings,
-            metrics,
-            client,
-            store,
-            producer,
-            publisher,
-            relay,
-            sink,
-            summary,
-            writer,
-            sweeper,
-        )
+        yield Core(settings, metrics, client, store, publisher, parts)
     finally:
         with contextlib.suppress(KafkaError):
-            await producer.stop()
+            await publisher.producer.stop()
         await client.close()
 
 
@@ -126,8 +123,12 @@ async def _start_producer(producer: AIOKafkaProducer) -> None:
 
 
 async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: Core) -> bool:
-    """Wait (backing off) until MongoDB and Kafka answer; False if stopped first."""
-    backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+    """Wait (backing off) until MongoDB and Kafka answer; False if stopped first. A failure
+    the policy answers with *refuse to start* (a missing topic, a conflicting index, bad
+    settings) is raised, for the command to exit 2 with its message."""
+    retrier = Retrier(
+        "start", health, c.metrics, _backoff(settings), _sleeper(stop), event="startup_waiting"
+    )
     while not stop.is_set():
         try:
             await c.store.ping()
@@ -139,15 +140,32 @@ async def _until_up(settings: Settings, health: Health, stop: asyncio.Event, c: 
             await c.store.ensure_indexes()
             await _start_producer(c.producer)
             health.kafka_ok = True
-        except TransientError as exc:
-            health.last_error = str(exc)[:300]
-            delay = backoff.next_delay()
-            log.warning("startup_waiting", error=str(exc)[:300], delay_seconds=round(delay, 2))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+        except Exception as exc:
+            decision = decide(exc, Path.START)
+            if decision.action is not Action.RETRY:
+                log.error(  # noqa: TRY400 - classified: the message says it all
+                    "startup_refused", reason=decision.verdict.reason, error=str(exc)[:300]
+                )
+                raise
+            if await retrier.wait("start", decision, exc):
+                return False
             continue
+        retrier.succeeded()
         return True
     return False
+
+
+def _backoff(settings: Settings) -> Backoff:
+    return Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
+
+
+def _sleeper(stop: asyncio.Event) -> Callable[[float], Awaitable[bool]]:
+    async def sleep(seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
+
+    return sleep
 
 
 def _cancel_on_signals() -> None:
@@ -205,6 +223,8 @@ async def run_service(settings: Settings) -> int:
                 return 1
         finally:
             health.stopping = True
+            # Summaries the runner could not write before it stopped are lost: say so.
+            c.summary.abandon()
             loop_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_watch
@@ -214,28 +234,6 @@ async def run_service(settings: Settings) -> int:
 
 
 def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
-    ticket_used = TicketUsedHandler(
-        c.store,
-        c.writer,
-        c.relay,
-        c.publisher,
-        c.summary,
-        c.metrics,
-        group_id=settings.group_id,
-        dead_letter_topic=settings.topic_dead_letter,
-        max_message_bytes=settings.max_message_bytes,
-        concurrency=settings.user_concurrency,
-    )
-    ticks = TickHandler(
-        c.sweeper,
-        c.publisher,
-        c.metrics,
-        group_id=settings.group_id,
-        dead_letter_topic=settings.topic_dead_letter,
-        max_message_bytes=settings.max_message_bytes,
-        max_future=timedelta(seconds=settings.tick_max_future_seconds),
-    )
-
     async def probes() -> tuple[bool, bool]:
         mongodb_ok = kafka_ok = True
         try:
@@ -246,20 +244,12 @@ def _build_runner(settings: Settings, c: Core, health: Health) -> Runner:
             await asyncio.wait_for(c.producer.client.fetch_all_metadata(), 5)
         except (KafkaError, TimeoutError):
             kafka_ok = False
+        # Brokers answer, yet writes wait (NotEnoughReplicas while brokers are down): not ready.
+        if c.publisher.waiting_seconds() > PUBLISH_WAIT_NOT_READY_S:
+            kafka_ok = False
         return mongodb_ok, kafka_ok
 
-    return Runner(
-        settings,
-        make_consumer(settings),
-        ticket_used,
-        ticks,
-        c.relay,
-        c.sink,
-        c.summary,
-        health,
-        c.metrics,
-        probes,
-    )
+    return build_runner(c.parts, make_consumer(settings), health, probes)
 
 
 def tick_events(
@@ -319,33 +309,49 @@ async def run_full_check(
 
 
 async def dead_letters(
-    settings: Settings, selection: _replay.Selection, *, replay: bool, dry_run: bool
-) -> list[dict[str, Any]]:
+    settings: Settings,
+    selection: _replay.Selection,
+    *,
+    replay: bool,
+    dry_run: bool,
+    emit: Emit,
+) -> _replay.Outcome:
     """``python -m consumer dead-letters list|replay``: the chosen dead letters, one output
-    line each, re-published to their source topics when replaying for real."""
+    line each to ``emit`` as they are done (streamed: memory holds one batch), re-published
+    to their source topics when replaying for real. Raises :class:`ReplayRefusedError` when
+    Kafka refuses a replay."""
     publishing = replay and not dry_run
     producer = make_producer(settings) if publishing else None
+    publisher = None
+    if producer is not None:
+        kafka = KafkaPublisher(producer, Metrics(CollectorRegistry()))
+        publisher = _replay.TopicCheckingPublisher(kafka, lambda: list_topics(settings))
+
+    def unreadable(problem: str) -> None:
+        log.warning("dead_letter_unreadable", detail=problem[:300])
+
     try:
         if producer is not None:
             await _start_producer(producer)
-        chosen, lines = await _replay.run(
-            TopicReader(settings),
-            KafkaPublisher(producer, Metrics(CollectorRegistry())) if producer else None,
+        outcome = await _replay.run(
+            TopicReader(settings, batch_records=settings.max_batch_records),
+            publisher,
             settings.topic_dead_letter,
             selection,
             replay=replay,
             dry_run=dry_run,
+            emit=emit,
+            unreadable=unreadable,
         )
     finally:
         if producer is not None:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
-    for problem in chosen.unreadable:
-        log.warning("dead_letter_unreadable", detail=problem[:300])
     log.info(
         "dead_letters_replayed" if publishing else "dead_letters_listed",
         topic=settings.topic_dead_letter,
-        count=len(chosen.letters),
+        count=outcome.chosen,
+        unreadable=outcome.unreadable,
         dry_run=dry_run,
     )
-    return lines
+    return outcome

@@ -93,7 +93,7 @@ def _add_dead_letter_commands(commands: Any) -> None:
         sub.add_argument("--partition", type=_non_negative_int, metavar="N", help="source")
         sub.add_argument("--from-offset", type=_non_negative_int, metavar="N", help="source")
         sub.add_argument("--to-offset", type=_non_negative_int, metavar="N", help="inclusive")
-        sub.add_argument("--limit", type=_positive_int, metavar="N", help="oldest N only")
+        sub.add_argument("--limit", type=_positive_int, metavar="N", help="first N only")
         if name == "replay":
             sub.add_argument("--dry-run", action="store_true", help="publish nothing")
         sub.set_defaults(handler=dead_letters_command)

@@ -2,7 +2,8 @@
 ``dead-letters list|replay``.
 
 Each turns parsed arguments into a call of the composition root and an exit code:
-0 done, 1 a runtime failure (infrastructure unreachable), 2 bad configuration.
+0 done, 1 a runtime failure (infrastructure unreachable, or a replay that refused cut dead
+letters), 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 import orjson
 
 from consumer import app, logs, replay
-from consumer.errors import ConfigError, MissingTopicError, PublishRejectedError, TransientError
+from consumer.errors import ConfigError, PassStatusError
+from consumer.policy import Action, Path, decide
 from consumer.settings import Settings, unknown_variables
 
 log = logs.get_logger(__name__)
@@ -32,6 +34,13 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, as a shell reports a process ended by it
 def _fail(code: int, message: str) -> int:
     print(f"pass-status: error: {message}", file=sys.stderr)  # noqa: T201 - CLI contract
     return code
+
+
+def _failed(exc: PassStatusError) -> int:
+    """A one-shot command's failure: exit 2 where the policy refuses (configuration, a
+    missing topic), else 1; one line on stderr either way."""
+    refused = decide(exc, Path.COMMAND).action is Action.REFUSE_TO_START
+    return _fail(2 if refused else 1, str(exc))
 
 
 def _settings_or_exit() -> Settings | int:
@@ -52,8 +61,10 @@ def run_command(_args: argparse.Namespace) -> int:
         return settings
     try:
         return asyncio.run(app.run_service(settings))
-    except MissingTopicError as exc:
-        return _fail(2, str(exc))
+    except PassStatusError as exc:
+        if decide(exc, Path.START).action is Action.REFUSE_TO_START:
+            return _fail(2, str(exc))
+        raise
 
 
 def tick_command(args: argparse.Namespace) -> int:
@@ -64,8 +75,8 @@ def tick_command(args: argparse.Namespace) -> int:
         events = asyncio.run(
             app.publish_ticks(settings, args.mode, args.user, apply=not args.dry_run)
         )
-    except TransientError as exc:
-        return _fail(1, str(exc))
+    except PassStatusError as exc:
+        return _failed(exc)
     except asyncio.CancelledError:
         return _fail(EXIT_SIGTERM, "tick: stopped by SIGTERM; no tick was acknowledged")
     for event in events:
@@ -83,8 +94,8 @@ def online_check_command(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(app.run_full_check(settings, args.user, apply=args.apply, emit=emit))
-    except (TransientError, PublishRejectedError) as exc:
-        return _fail(1, str(exc))
+    except PassStatusError as exc:
+        return _failed(exc)
     return 0
 
 
@@ -102,19 +113,27 @@ def dead_letters_command(args: argparse.Namespace) -> int:
         max_offset=args.to_offset,
         limit=args.limit,
     )
+
+    def emit(line: dict[str, object]) -> None:
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.flush()  # each line as its batch is done: a long replay shows progress
+
     try:
-        lines = asyncio.run(
+        outcome = asyncio.run(
             app.dead_letters(
                 settings,
                 selection,
                 replay=args.action == "replay",
                 dry_run=bool(getattr(args, "dry_run", False)),
+                emit=emit,
             )
         )
-    except MissingTopicError as exc:
-        return _fail(2, str(exc))
-    except TransientError as exc:
-        return _fail(1, str(exc))
-    for line in lines:
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    except PassStatusError as exc:  # a refused replay says how many were replayed
+        return _failed(exc)
+    if outcome.refused:
+        return _fail(
+            1,
+            f"dead-letters replay: {outcome.refused} cut dead letter(s) not replayed: they do"
+            ' not hold the whole record (lines with "action": "refused")',
+        )
     return 0

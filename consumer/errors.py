@@ -5,31 +5,37 @@ through ``retriable``, whether doing the same thing again later can succeed::
 
     PassStatusError                      (retriable: varies)
     ├── ConfigError                      no   bad settings or CLI arguments (exit 2)
+    │   └── IndexConflictError           no   an existing MongoDB index conflicts with one
+    │                                         the service needs and cannot serve for it
     ├── InputError                       no   bad input; carries a dead-letter ``reason``
     │   ├── NotJsonError                 no   reason "not_json"
     │   ├── SchemaViolationError         no   reason "schema_violation"
-    │   ├── MessageTooLargeError         no   reason "message_too_large"
+    │   ├── MessageTooLargeError         no   reason "too_large"
     │   ├── UnknownUserError             no   reason "unknown_user"
     │   ├── UnknownPassError             no   reason "unknown_pass"
     │   ├── TickTooFarInFutureError      no   reason "tick_in_future"
     │   ├── UnreadableTimeError          no   reason "unreadable_time"
-    │   ├── BadDocumentError             no   reason "bad_document": the user's document is unusable
-    │   │   └── DocumentRejectedError    no   MongoDB or the driver refused it (over 16 MB, not
-    │   │                                     BSON); carries ``user_id`` so the user is reported
-    │   └── TickFailedError              no   reason "tick_failed": a tick met an unexpected error
+    │   └── BadDocumentError             no   reason "bad_document": the user's document is unusable
+    │       └── DocumentRejectedError    no   reason "store_rejected": MongoDB (or the driver)
+    │                                         refused this user's document for good; carries
+    │                                         ``user_id`` and the server's ``code``
     ├── DocumentError                    no   a cache document this service cannot use
     ├── FileInputError                   no   offline ``check``: unreadable input file (exit 2)
     ├── TransientError                   yes  infrastructure is unavailable right now
-    │   ├── StoreUnavailableError        yes  MongoDB unreachable or timing out
-    │   ├── BrokerUnavailableError       yes  Kafka unreachable or timing out
+    │   ├── StoreUnavailableError        yes  MongoDB unreachable, electing or timing out
+    │   ├── BrokerUnavailableError       yes  Kafka unreachable, leader moving, timing out
     │   └── WriteConflictError           yes  the document kept changing between read and write
-    ├── PublishRejectedError             no   Kafka refused a record (too large, not authorized)
-    │   └── RecordRejectedError          no   refused for what the record holds (too large,
-    │                                         invalid): that record never passes, others may
+    ├── StoreRefusedError                no   MongoDB refuses this service (auth): pause
+    ├── PublishRejectedError             no   Kafka refuses an output topic (not authorized,
+    │   │                                     missing): pause; carries ``topic``
+    │   ├── RecordRejectedError          no   refused for what the record holds (too large,
+    │   │                                     invalid): that record never passes, others may
+    │   └── ReplayRefusedError           no   a dead-letter replay stopped at a refusal;
+    │                                         carries how many were replayed before it
     └── MissingTopicError                no   a configured topic does not exist at start
 
-Input errors are never raised past the consumer loop: they become dead-letter records.
-Transient errors make the loop back off and retry without committing.
+What each of them (and each PyMongo, BSON and aiokafka error) means, and what every path
+does about it, is decided in one place: :mod:`consumer.policy`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ class PassStatusError(Exception):
 
 class ConfigError(PassStatusError):
     """Settings or command-line arguments are invalid."""
+
+
+class IndexConflictError(ConfigError):
+    """An index of the cache (or checkpoint) collection conflicts with one the service
+    creates (same name, other key or options; or same key, other name or options: MongoDB
+    codes 85/86) and cannot serve the same lookups: the operator must change it, so start
+    stops (exit 2) with a message naming the index, instead of retrying for ever."""
 
 
 class InputError(PassStatusError):
@@ -68,7 +81,7 @@ class SchemaViolationError(InputError):
 class MessageTooLargeError(InputError):
     """The message value is larger than the configured limit."""
 
-    reason = "message_too_large"
+    reason = "too_large"
 
 
 class UnknownUserError(InputError):
@@ -102,22 +115,20 @@ class BadDocumentError(InputError):
 
 
 class DocumentRejectedError(BadDocumentError):
-    """MongoDB (or the driver, before sending) refused a document: the result of a write
-    would exceed 16 MB, or a value cannot be encoded as BSON. Doing the same again fails the
-    same way, so the event is dead-lettered and the user reported, never retried.
-    ``user_id`` names the user when the operation concerned one."""
+    """MongoDB (or the driver, before sending) refused one user's document for a reason that
+    does not change: the result would exceed 16 MB, document validation, a type mismatch
+    (a non-numeric counter), a duplicate key, a value BSON cannot hold. Doing the same again
+    fails the same way, so the event is dead-lettered and the user reported, never retried.
+    ``user_id`` names the user when the operation concerned one; ``code`` is the server's."""
 
-    def __init__(self, message: str, *, user_id: int | None = None) -> None:
+    reason = "store_rejected"
+
+    def __init__(
+        self, message: str, *, user_id: int | None = None, code: int | None = None
+    ) -> None:
         super().__init__(message)
         self.user_id = user_id
-
-
-class TickFailedError(InputError):
-    """A tick failed with an error that is neither transient nor bad input (a bug, a
-    record Kafka refuses): it is dead-lettered, so that it is seen and can be replayed,
-    instead of holding up the tick partition."""
-
-    reason = "tick_failed"
+        self.code = code
 
 
 class DocumentError(PassStatusError):
@@ -148,8 +159,18 @@ class WriteConflictError(TransientError):
     instead of dying (a sweep's task would otherwise end and leave its partition paused)."""
 
 
+class StoreRefusedError(PassStatusError):
+    """MongoDB refuses this service itself (authentication or authorization failed): no
+    input is at fault and retrying soon does not help; consumption pauses until fixed."""
+
+
 class PublishRejectedError(PassStatusError):
-    """Kafka refused a record for a reason that retrying cannot fix."""
+    """Kafka refused to take records on ``topic`` for a reason that retrying soon cannot fix
+    (not authorized, the topic is gone or invalid)."""
+
+    def __init__(self, message: str, *, topic: str = "") -> None:
+        super().__init__(message)
+        self.topic = topic
 
 
 class RecordRejectedError(PublishRejectedError):
@@ -158,6 +179,15 @@ class RecordRejectedError(PublishRejectedError):
     change so refused is moved out of its outbox (``consumer.domain.outbox``, I6); a
     refusal of the topic itself (not authorized) is a plain :class:`PublishRejectedError`
     and its events stay queued until it is fixed."""
+
+
+class ReplayRefusedError(PublishRejectedError):
+    """``dead-letters replay`` stopped: Kafka refused to publish (source topic missing or
+    not authorized, record too large). ``replayed`` dead letters were published before."""
+
+    def __init__(self, message: str, *, replayed: int, topic: str = "") -> None:
+        super().__init__(message, topic=topic)
+        self.replayed = replayed
 
 
 class MissingTopicError(PassStatusError):

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from consumer.kafka_log_events import KafkaClientEvents
 from consumer.redact import scrub
 
 _secrets: tuple[str, ...] = ()
@@ -102,6 +103,8 @@ def configure(level: str, secrets: tuple[str, ...] = (), stream: TextIO | None =
     _secrets = tuple(s for s in secrets if s)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    # A leader move or coordinator change: one structured warning, not aiokafka's free text.
+    handler.addFilter(KafkaClientEvents())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from consumer.errors import ConfigError
 
 PREFIX = "PASS_STATUS_"
+# PASS_STATUS_<SECRET>_FILE names a file holding the secret setting <SECRET>.
+FILE_SUFFIX = "_FILE"
+
+# The default largest dead letter: well under the producer's request size (1 MiB) and the
+# broker's default max.message.bytes (1048588), whatever framing is added to it.
+DEAD_LETTER_MAX_BYTES = 900_000
 
 
 def _setting(default: Any, help_text: str, *, secret: bool = False) -> Any:
@@ -43,7 +51,9 @@ class Settings:
     mongodb_database: str = _setting("cache", "Database holding the collections.")
     mongodb_tls_cafile: str = _setting("", "CA bundle for MongoDB TLS (turns TLS on).")
     mongodb_write_concern: str = _setting(
-        "majority", "Write concern w: `majority` or a number of members."
+        "majority",
+        "Write concern w: `majority` or a number of members, at least 1 (conditional writes"
+        " need acknowledged writes).",
     )
     mongodb_timeout_ms: int = _setting(5000, "Server selection and socket timeout, ms.")
     mongodb_index_timeout_ms: int = _setting(
@@ -80,11 +90,23 @@ class Settings:
         "Largest check-log document or message; larger logs are split into parts. At most "
         "1032192: the producer's request size (1 MiB) less room for framing.",
     )
+    dead_letter_max_bytes: int = _setting(
+        DEAD_LETTER_MAX_BYTES,
+        "Largest dead-letter record (key, value, headers, framing); a larger one is cut: it "
+        "keeps a prefix of the input's value, its length and SHA-256, and the headers that "
+        "fit, and cannot be replayed. At most 1048576 (the producer's request size) and the "
+        "dead-letter topic's `max.message.bytes`.",
+    )
     tick_shards: int = _setting(
         1, "Shard ticks `tick --mode due` publishes (spread over replicas)."
     )
     check_log_interval_seconds: float = _setting(
         60.0, "Interval of check-log summaries of the transitions made."
+    )
+    check_log_max_pending_intervals: int = _setting(
+        60,
+        "Interval summaries kept while the check-log write fails; past it the oldest are"
+        " dropped, counted and logged (`check_log_intervals_dropped`).",
     )
     outbox_relay_interval_seconds: float = _setting(
         10.0, "How often orphaned outbox entries are looked for."
@@ -115,6 +137,8 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in dataclasses.fields(cls):
             raw = environ.get(PREFIX + spec.name.upper())
+            if spec.metadata["secret"]:
+                raw = _secret_value(spec.name, raw, environ.get(_file_variable(spec.name)))
             if raw is None:
                 continue
             values[spec.name] = _convert(spec.name, raw, _CONVERTERS[str(spec.type)])
@@ -141,8 +165,8 @@ class Settings:
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("PASS_STATUS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        if not (self.mongodb_write_concern == "majority" or self.mongodb_write_concern.isdigit()):
-            raise ConfigError("PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or a number")
+        _check_write_concern(self.mongodb_write_concern)
+        _check_finite(self)
         _check_mongodb_uri(self.mongodb_uri)
         for name, minimum in _MINIMUMS.items():
             if getattr(self, name) < minimum:
@@ -155,6 +179,11 @@ class Settings:
             raise ConfigError(
                 "PASS_STATUS_BACKOFF_MAX_SECONDS must be at least "
                 "PASS_STATUS_BACKOFF_INITIAL_SECONDS"
+            )
+        if self.dead_letter_max_bytes > PRODUCER_MAX_REQUEST_BYTES:
+            raise ConfigError(
+                f"PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at most {PRODUCER_MAX_REQUEST_BYTES}"
+                " (the producer's request size; a dead letter is one record)"
             )
         if self.check_log_max_bytes > CHECK_LOG_MAX_BYTES_LIMIT:
             raise ConfigError(
@@ -174,12 +203,38 @@ class Settings:
         return tuple(out)
 
 
+def _file_variable(name: str) -> str:
+    """``PASS_STATUS_<NAME>_FILE``: the file that holds a secret setting's value."""
+    return f"{PREFIX}{name.upper()}{FILE_SUFFIX}"
+
+
+def _secret_value(name: str, value: str | None, path: str | None) -> str | None:
+    """A secret setting's value: from its variable, or read from the file its ``_FILE``
+    variable names (a Secret mounted as a file); exactly one of the two may be set. Errors
+    name the variables and the path, never the content."""
+    if path is None:
+        return value
+    variable = PREFIX + name.upper()
+    if value is not None:
+        raise ConfigError(f"set {variable} or {_file_variable(name)}, not both")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"{_file_variable(name)}: cannot read {path}: {reason}") from None
+    text = text.rstrip("\r\n")  # files written by editors and echo end with a newline
+    if not text:
+        raise ConfigError(f"{_file_variable(name)}: {path} is empty")
+    return text
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``PASS_STATUS_*`` variables that are no setting (a misspelling, say), each with the
     setting it most resembles, if any: ``["PASS_STATUS_GRUOP_ID (PASS_STATUS_GROUP_ID?)"]``.
     Variables of the repository's own tools (``scripts/services``, tests) are not listed.
     """
     known = [PREFIX + spec.name.upper() for spec in dataclasses.fields(Settings)]
+    known += [_file_variable(f.name) for f in dataclasses.fields(Settings) if f.metadata["secret"]]
     unknown = []
     for name in sorted(environ):
         if not name.startswith(PREFIX) or name in known or name.startswith(TOOL_VARIABLES):
@@ -196,6 +251,12 @@ def describe() -> list[tuple[str, str, str]]:
     for spec in dataclasses.fields(Settings):
         default = "" if spec.metadata["secret"] and spec.name != "mongodb_uri" else spec.default
         rows.append((PREFIX + spec.name.upper(), str(default), str(spec.metadata["help"])))
+        if spec.metadata["secret"]:
+            help_text = (
+                f"File holding {PREFIX}{spec.name.upper()} (a Secret mounted as a file; one "
+                "trailing newline ignored). Set one of the two, not both."
+            )
+            rows.append((_file_variable(spec.name), "", help_text))
     return rows
 
 
@@ -204,6 +265,29 @@ def _convert(name: str, raw: str, convert: Callable[[str], Any]) -> Any:
         return convert(raw)
     except ValueError:
         raise ConfigError(f"PASS_STATUS_{name.upper()}: cannot read {raw!r}") from None
+
+
+def _check_write_concern(value: str) -> None:
+    if not (value == "majority" or value.isdigit()):
+        raise ConfigError("PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or a number")
+    if value.isdigit() and int(value) == 0:
+        # w:0 returns no matched_count: a conditional write could not tell a lost race from
+        # an applied change, and a refused write would pass unseen.
+        raise ConfigError(
+            "PASS_STATUS_MONGODB_WRITE_CONCERN must be majority or at least 1: conditional"
+            " writes need acknowledged writes (w:0 reports no match count)"
+        )
+
+
+def _check_finite(settings: Settings) -> None:
+    # A NaN compares false with every bound (a NaN back-off spins); an infinite interval or
+    # deadline never comes. Checked before the bounds, so the message says what is wrong.
+    for spec in dataclasses.fields(settings):
+        value = getattr(settings, spec.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"PASS_STATUS_{spec.name.upper()} must be a finite number, not {value!r}"
+            )
 
 
 def _check_mongodb_uri(uri: str) -> None:
@@ -239,9 +323,11 @@ _MINIMUMS: dict[str, float] = {
     "max_message_bytes": 1,
     "tick_max_future_seconds": 0,
     "check_log_max_bytes": 4096,
+    "dead_letter_max_bytes": 16384,
     "tick_shards": 1,
     "read_batch_max_bytes": 1,
     "check_log_interval_seconds": 0.001,
+    "check_log_max_pending_intervals": 1,
     "outbox_relay_interval_seconds": 0.001,
     "outbox_orphan_age_seconds": 0,
     "conflict_retries": 0,

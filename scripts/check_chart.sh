@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Checks of the Helm chart (helm/pass-status) and of its alert rules, offline:
 #   1. helm lint --strict with the default values and every helm/tests/values-*.yaml;
-#   2. helm template of the same value sets, validated against the Kubernetes JSON schemas
+#   2. helm template (no --kube-version: the chart renders without flags) and helm template, validated against the Kubernetes JSON schemas
 #      of K8S_VERSION (default 1.31.0) with kubernetes-validate --strict (schemas ship in the
-#      Python package; no network). Custom resources (ServiceMonitor, PrometheusRule,
-#      ScaledObject, TriggerAuthentication) have no built-in schema: they are skipped here by
+#      Python package; no network). Custom resources (ServiceMonitor, PodMonitor,
+#      PrometheusRule, ScaledObject, TriggerAuthentication) have no built-in schema: they are skipped here by
 #      name and checked structurally by tests/unit/test_chart.py; any other kind without a
 #      schema is an error;
 #   3. values.schema.json rejects bad input: a wrong type and an unknown key must each fail
 #      both helm lint --strict and helm template, naming the bad value;
-#   4. promtool check rules and promtool test rules on helm/pass-status/files/alerts.yaml.
+#   4. promtool check rules and promtool test rules on helm/pass-status/files/alerts.yaml, and
+#      promtool check rules on the PrometheusRule's groups as rendered (tuned alerts);
+#   5. helm template without --kube-version renders (a new user's first command).
 #
 # helm and promtool come from ${PASS_STATUS_CACHE:-$HOME/.cache/pass-status}/bin (built by
 # `scripts/services tools`) or from PATH.
@@ -21,7 +23,7 @@ cd "$root"
 chart=helm/pass-status
 k8s_version=${K8S_VERSION:-1.31.0}
 bin_dir="${PASS_STATUS_CACHE:-$HOME/.cache/pass-status}/bin"
-crd_kinds=(ServiceMonitor PrometheusRule ScaledObject TriggerAuthentication)
+crd_kinds=(ServiceMonitor PodMonitor PrometheusRule ScaledObject TriggerAuthentication)
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'check_chart: %s\n' "$*" >&2; exit 1; }
@@ -128,5 +130,20 @@ step "promtool check rules"
 
 step "promtool test rules"
 "$promtool_bin" test rules helm/tests/alerts_test.yaml
+
+step "promtool check rules (the rendered PrometheusRule of each value set with one)"
+for set in "${value_sets[@]}"; do
+    mapfile -t args < <(values_args "$set")
+    rendered="$tmp/rules-$(basename "$set" .yaml).yaml"
+    "$helm_bin" template pass-status "$chart" --kube-version "$k8s_version" "${args[@]}" \
+        --set monitoring.enabled=true --show-only templates/prometheusrule.yaml |
+        uv run --frozen python -c 'import sys, yaml; d = yaml.safe_load(sys.stdin); yaml.safe_dump({"groups": d["spec"]["groups"]}, sys.stdout)' \
+            >"$rendered"
+    "$promtool_bin" check rules "$rendered"
+done
+
+step "helm template without --kube-version"
+"$helm_bin" template pass-status "$chart" >/dev/null
+printf 'rendered with the default values and no flags\n'
 
 step "chart checks passed"

@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from consumer import logs
 from consumer.adapters.kafka import connection_options
 from consumer.adapters.mongo import make_client
 from consumer.app import tick_events
@@ -34,7 +35,7 @@ from consumer.commands import load_settings
 from consumer.domain.times import format_instant
 from consumer.settings import Settings
 
-from create_topics import create_topics
+from create_topics import apply_spec, load_spec
 
 FIRST_USER = 900001
 
@@ -140,7 +141,10 @@ async def traffic(settings: Settings, docs: list[dict[str, Any]], stop: asyncio.
 
 async def main_async(args: argparse.Namespace) -> int:
     settings = load_settings()
-    await create_topics(settings, partitions=3)
+    # The demo's own Kafka clients: warnings as JSON lines (a leader move is one structured
+    # warning, consumer.kafka_log_events), never aiokafka's free text on the terminal.
+    logs.configure("WARNING", settings.secrets())
+    await apply_spec(settings, load_spec(settings, "local"))
     docs = await seed(settings, args.users)
     print(f"seeded {len(docs)} demo users from {FIRST_USER}; starting the consumer", flush=True)
     child = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for below

@@ -36,10 +36,16 @@ _OP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 SWEEP_MODES = ("due", "full")
 DEAD_LETTER_REASONS = tuple(
-    sorted({cls.reason for cls in _all_subclasses(InputError)} | {InputError.reason})
+    sorted(
+        {cls.reason for cls in _all_subclasses(InputError)}
+        # internal_error: consumer.policy's Fault.BUG; tick_failed: the same, before 0.19
+        | {InputError.reason, "internal_error", "tick_failed"}
+    )
 )
 _LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REBALANCE_KINDS = ("assigned", "revoked")
+KAFKA_OPERATIONS = ("publish", "commit", "fetch")
+INTERVAL_DROP_REASONS = ("overflow", "shutdown")
 _SWEEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -102,7 +108,8 @@ class Metrics:
         )
         self.end_to_end_latency = Histogram(
             p + "end_to_end_latency_seconds",
-            "Time from an input event's timestamp to its status change being published.",
+            "Time from a status change's cause to its publication, by cause: ticket_used (the"
+            " event's timestamp), tick_due and tick_full (the time the tick asked for).",
             ["cause"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
@@ -110,6 +117,23 @@ class Metrics:
         self.consumer_lag = Gauge(
             p + "consumer_lag_messages",
             "Messages between the committed position and the end of each assigned partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.consumer_lag_seconds = Gauge(
+            p + "consumer_lag_seconds",
+            "Age of the input a partition has not consumed: now minus the event time of the"
+            " newest record this replica handled from it while the partition has lag, 0 without"
+            " lag (absent until the replica has handled a record of it, and while a tick's sweep"
+            " runs on it).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.last_commit = Gauge(
+            p + "last_commit_timestamp_seconds",
+            "Unix time at which the committed offset of each assigned partition last advanced,"
+            " as seen by this replica (its assignment time until its first commit; now while a"
+            " tick's sweep runs on it, as that partition is committed when the sweep ends).",
             ["topic", "partition"],
             registry=registry,
         )
@@ -185,7 +209,9 @@ class Metrics:
         )
         self.kafka_duration = Histogram(
             p + "kafka_operation_duration_seconds",
-            "Kafka operation latency, by operation (publish, commit, fetch).",
+            "Kafka operation latency, by operation (publish, commit, fetch; an idle fetch waits"
+            " up to PASS_STATUS_FETCH_TIMEOUT_MS), failed attempts included: its count is the"
+            " attempts pass_status_kafka_errors_total is a share of.",
             ["operation"],
             buckets=_OP_BUCKETS,
             registry=registry,
@@ -202,6 +228,26 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
+        self.failures = Counter(
+            p + "failures_total",
+            "Failures met by the retrying parts, by operation, fault and the action taken"
+            " (consumer.policy).",
+            ["operation", "fault", "action"],
+            registry=registry,
+        )
+        self.output_refused = Gauge(
+            p + "output_refused",
+            "1 while Kafka refuses an output topic for good (not authorized, missing, refusing"
+            " the record) and consumption is paused for it; nothing is dead-lettered meanwhile.",
+            ["topic"],
+            registry=registry,
+        )
+        self.sweep_users_skipped = Counter(
+            p + "sweep_users_skipped_total",
+            "Users a sweep skipped (reported in its check log), by reason.",
+            ["mode", "reason"],
+            registry=registry,
+        )
         self.ready = Gauge(
             p + "ready",
             "1 when ready: in the group, stores reachable, not backing off or stopping.",
@@ -211,6 +257,21 @@ class Metrics:
             p + "check_logs_written_total",
             "Check-log documents written, by kind (interval, full).",
             ["kind"],
+            registry=registry,
+        )
+        # Newest event time handled per (topic, partition), for consumer_lag_seconds.
+        self.consumed_event_time: dict[tuple[str, int], float] = {}
+        self.check_log_intervals_pending = Gauge(
+            p + "check_log_intervals_pending",
+            "Interval summaries closed and not yet written (the check-log write failing).",
+            registry=registry,
+        )
+        self.check_log_intervals_dropped = Counter(
+            p + "check_log_intervals_dropped_total",
+            "Interval summaries never written, by reason: overflow (more than"
+            " PASS_STATUS_CHECK_LOG_MAX_PENDING_INTERVALS waiting), shutdown (still waiting"
+            " at stop).",
+            ["reason"],
             registry=registry,
         )
         self._initialise_bounded_labels()
@@ -227,6 +288,21 @@ class Metrics:
             self.check_logs_written.labels(kind)
         for kind in REBALANCE_KINDS:
             self.rebalances.labels(kind)
+        for operation in KAFKA_OPERATIONS:
+            self.kafka_errors.labels(operation)
+            self.kafka_duration.labels(operation)
+        for reason in INTERVAL_DROP_REASONS:
+            self.check_log_intervals_dropped.labels(reason)
+
+    def record_consumed(self, topic: str, partition: int, timestamp_ms: int | None) -> None:
+        """Note the event time of a handled record (the lag observer turns it into
+        ``consumer_lag_seconds``); a record without a timestamp is not counted."""
+        if timestamp_ms is None or timestamp_ms < 0:
+            return
+        key = (topic, partition)
+        seconds = timestamp_ms / 1000
+        if seconds > self.consumed_event_time.get(key, 0.0):
+            self.consumed_event_time[key] = seconds
 
 
 def _register_runtime_collectors(registry: CollectorRegistry) -> None:

@@ -24,12 +24,14 @@ from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_bulk import write_users
 from consumer.adapters.mongo_commands import CommandCounter
+from consumer.adapters.mongo_indexes import CACHE_INDEXES, ensure_indexes
 from consumer.adapters.mongo_sweeps import (
+    CHECKPOINT_INDEXES,
     SWEEPS_COLLECTION,
     SweepCheckpoints,
     SweepChunk,
@@ -40,6 +42,7 @@ from consumer.adapters.mongo_sweeps import (
 )
 from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
+from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEVER_DUE,
@@ -47,7 +50,14 @@ from consumer.domain.user_update import (
     UserUpdate,
     write_change,
 )
-from consumer.errors import DocumentRejectedError, StoreUnavailableError
+from consumer.errors import (
+    ConfigError,
+    DocumentRejectedError,
+    PassStatusError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
+from consumer.policy import Fault, classify
 from consumer.settings import Settings
 
 Document = dict[str, Any]
@@ -119,17 +129,10 @@ class MongoCacheStore:
         try:
             yield
         except DuplicateKeyError:
-            raise
-        except BSONError as exc:
-            # The driver cannot encode or decode the document (a command over 16 MB, a value
-            # BSON cannot hold): doing the same again fails the same way.
+            raise  # insert_check_log's idempotence reads it
+        except (BSONError, PyMongoError) as exc:
             self._metrics.mongodb_errors.labels(operation).inc()
-            raise _rejected(operation, user_id, exc) from exc
-        except PyMongoError as exc:
-            self._metrics.mongodb_errors.labels(operation).inc()
-            if _too_large(exc):
-                raise _rejected(operation, user_id, exc) from exc
-            raise StoreUnavailableError(f"MongoDB {operation} failed: {exc}") from exc
+            raise store_error(operation, user_id, exc) from exc
         finally:
             self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
 
@@ -138,19 +141,16 @@ class MongoCacheStore:
             await self._client.admin.command("ping")
 
     async def ensure_indexes(self) -> None:
-        """Create the indexes the service relies on; a no-op when they exist.
+        """Create the indexes the service relies on, or use existing ones that serve the
+        same lookups; raise :class:`IndexConflictError` on a clash (``mongo_indexes``).
 
         The first start on a large collection builds them: minutes at millions of users, far
         past the socket timeout meant for hot operations. The builds get their own deadline
         (``mongodb_index_timeout_ms``; the driver's operation timeout replaces the socket
         timeout within it)."""
-        with self._op("create_index"), pymongo.timeout(self._index_timeout_s):
-            await self._cache.create_index([("user_id", ASCENDING)], name="user_id_1")
-            await self._cache.create_index([(NEXT_CHECK_AT, ASCENDING)], name="next_check_at_1")
-            await self._cache.create_index([(OUTBOX_SINCE, ASCENDING)], name="outbox_since_1")
-            # Never-evaluated documents are due: found by this marker's absence.
-            await self._cache.create_index([(CHECKED_AT, ASCENDING)], name="checked_at_1")
-            await self._checkpoints.ensure_index()
+        with pymongo.timeout(self._index_timeout_s):
+            await ensure_indexes(self._cache, CACHE_INDEXES, self._op)
+            await ensure_indexes(self._checkpoints.collection, CHECKPOINT_INDEXES, self._op)
 
     async def find_user(self, user_id: int) -> Document | None:
         with self._op("find_user", user_id):
@@ -176,8 +176,10 @@ class MongoCacheStore:
                     except StopAsyncIteration:
                         break
                     doc = bson.decode(raw.raw, self._codec)
-                user_id = doc.get("user_id")
-                if not isinstance(user_id, int) or user_id in seen:
+                # 42.0 (the Node.js refresher's numbers are doubles) is user 42: the
+                # query matched it, and the caller looks the user up by 42.
+                user_id = read_int(doc.get("user_id"))
+                if user_id is None or user_id in seen:
                     continue
                 if batch and size + len(raw.raw) > self._read_budget:
                     yield batch
@@ -196,8 +198,7 @@ class MongoCacheStore:
 
         Raises :class:`DocumentRejectedError` if MongoDB refuses the result (over 16 MB)."""
         write = write_change(read, update, now)
-        user_id = read.get("user_id")
-        with self._op("write_user", user_id if isinstance(user_id, int) else None):
+        with self._op("write_user", read_int(read.get("user_id"))):
             result = await self._cache.update_one(
                 {"_id": write.doc_id, **write.condition}, write.change
             )
@@ -207,7 +208,7 @@ class MongoCacheStore:
         self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
     ) -> list[bool | Exception]:
         """Each update in one unordered bulk: :func:`consumer.adapters.mongo_bulk.write_users`."""
-        return await write_users(self._cache, self._op, writes, now, self.write_user, _error_of)
+        return await write_users(self._cache, self._op, writes, now, self.write_user, store_error)
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.
@@ -364,30 +365,20 @@ class MongoCacheStore:
         raise StoreUnavailableError("no free check-log _id after 1000 attempts")
 
 
-# Server errors saying a document would exceed the BSON size limit (16 MB): 17419 "Resulting
-# document after update is larger than 16777216", 17420 the same for an upsert, 10334
-# BSONObjectTooLarge. Retrying cannot help.
-_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
-
-
-def _too_large(exc: PyMongoError) -> bool:
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors", [])
-        return any(e.get("code") in _TOO_LARGE_CODES for e in errors)
-    return isinstance(exc, OperationFailure) and exc.code in _TOO_LARGE_CODES
-
-
-def _error_of(operation: str, user_id: int | None, exc: Exception) -> Exception:
-    """The error one user's operation met, as ``_op`` raises it for a single command."""
-    if isinstance(exc, BSONError) or (isinstance(exc, PyMongoError) and _too_large(exc)):
-        return _rejected(operation, user_id, exc)
-    return StoreUnavailableError(f"MongoDB {operation} failed: {exc}")
-
-
-def _rejected(operation: str, user_id: int | None, exc: Exception) -> DocumentRejectedError:
-    who = "a document" if user_id is None else f"user {user_id}'s document"
-    message = f"MongoDB {operation}: {who} was refused: {str(exc)[:300]}"
-    return DocumentRejectedError(message, user_id=user_id)
+def store_error(operation: str, user_id: int | None, exc: Exception) -> PassStatusError:
+    """``exc`` (PyMongo's or BSON's) as this package's error of the fault
+    :func:`consumer.policy.classify` finds, raised from it (so its code stays readable)."""
+    verdict = classify(exc)
+    detail = f"MongoDB {operation} failed (code {verdict.code}): {str(exc)[:300]}"
+    if verdict.fault is Fault.DOCUMENT:
+        who = "a document" if user_id is None else f"user {user_id}'s document"
+        message = f"MongoDB {operation}: {who} was refused (code {verdict.code}): {str(exc)[:300]}"
+        return DocumentRejectedError(message, user_id=user_id, code=verdict.code)
+    if verdict.fault is Fault.STORE_REFUSED:
+        return StoreRefusedError(detail)
+    if verdict.fault is Fault.CONFIG:
+        return ConfigError(detail)
+    return StoreUnavailableError(detail)
 
 
 def _same_check_log(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

@@ -22,10 +22,16 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
+from consumer.adapters.mongo_indexes import IndexSpec
 from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
 
 Document = dict[str, Any]
 SWEEPS_COLLECTION = "pass_status_sweeps"
+CHECKPOINT_INDEXES = (
+    IndexSpec("sweep_seq_1", (("sweep", 1), ("seq", 1)), "reading a sweep's chunks", written=True),
+    IndexSpec("done_at_1", (("done_at", 1),), "expiring finished sweeps", written=True),
+    IndexSpec("saved_at_1", (("saved_at", 1),), "expiring abandoned sweeps", written=True),
+)
 # How long a finished sweep's marker (and an abandoned sweep's chunks) are kept. A marker
 # only guards against its tick being delivered again after the sweep ended (a crash before
 # the commit): minutes, not days. Kept a week, then pruned as later sweeps finish.
@@ -112,12 +118,10 @@ class SweepCheckpoints:
         self._collection = collection
         self._op = op
 
-    async def ensure_index(self) -> None:
-        await self._collection.create_index(
-            [("sweep", ASCENDING), ("seq", ASCENDING)], name="sweep_seq_1"
-        )
-        await self._collection.create_index([("done_at", ASCENDING)], name="done_at_1")
-        await self._collection.create_index([("saved_at", ASCENDING)], name="saved_at_1")
+    @property
+    def collection(self) -> AsyncCollection[Document]:
+        """The checkpoint collection (its indexes: :data:`CHECKPOINT_INDEXES`)."""
+        return self._collection
 
     async def load(self, sweep_id: str) -> SweepProgress | None:
         """The progress of a full sweep, or ``None`` if it never saved any."""

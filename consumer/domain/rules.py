@@ -90,7 +90,9 @@ class UserEvaluation:
 
 
 def read_int(value: object) -> int | None:
-    """``value`` as an integer if it is one (plain, or ``$numberInt``/``$numberLong``)."""
+    """``value`` as an integer if it is one: plain, ``$numberInt``/``$numberLong``, or an
+    integral, finite double (plain or ``$numberDouble``: the Node.js driver stores every
+    number as a double, so ``42.0`` is user 42 wherever a ``user_id`` is read)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -103,7 +105,7 @@ def read_int(value: object) -> int | None:
                     return int(text)
                 except ValueError:
                     return None
-    return None
+    return _integral_double(value)
 
 
 def _integral_double(value: object) -> int | None:
@@ -122,15 +124,11 @@ def _integral_double(value: object) -> int | None:
 
 
 def read_user_id(doc: Mapping[str, Any]) -> int:
-    """The document's ``user_id``; raises :class:`DocumentError` when unusable.
-
-    An integral double is accepted: the Node.js driver stores every number as a double.
-    """
+    """The document's ``user_id`` (:func:`read_int`); raises :class:`DocumentError` when
+    unusable."""
     if "user_id" not in doc:
         raise DocumentError("user_id is missing")
     user_id = read_int(doc["user_id"])
-    if user_id is None:
-        user_id = _integral_double(doc["user_id"])
     if user_id is None:
         raise DocumentError(f"user_id is not an integer: {quote(doc['user_id'])}")
     return user_id

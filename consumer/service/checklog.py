@@ -133,16 +133,34 @@ class CheckLogSink:
             yield entry
 
 
+DEFAULT_MAX_PENDING_INTERVALS = 60  # an hour of the default 60 s intervals
+
+
 class IntervalSummary:
     """The transitions made during one interval, spilled (sorted, merged per user when
     written); written as one check-log whose ``_id`` and ``check_time`` are the instant of
     its first entry. An interval that fails to be written or published is kept as it is
-    and written again (the same document: stored once) before any later one."""
+    and written again (the same document: stored once) before any later one.
 
-    def __init__(self) -> None:
+    At most ``max_pending`` closed intervals wait while the check-log write fails: past
+    that the oldest are dropped, counted (``pass_status_check_log_intervals_dropped_total``
+    by reason) and logged (``check_log_intervals_dropped``), so an outage of the check-log
+    sink costs bounded memory and disk. Those still waiting when the service stops are
+    counted and logged the same way (:meth:`abandon`); a killed process loses them unseen
+    (their transitions are in the documents and on the status topic all the same)."""
+
+    def __init__(
+        self,
+        max_pending: int = DEFAULT_MAX_PENDING_INTERVALS,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         self._spill = SortedLogSpill()
         self._started: datetime | None = None
         self._pending: list[tuple[datetime, SortedLogSpill]] = []
+        self._max_pending = max_pending
+        self._metrics = metrics
 
     def add(self, entry: UserLog | None) -> None:
         if entry is None or not entry.invalid_list:
@@ -155,13 +173,55 @@ class IntervalSummary:
         """Entries not yet written (this interval's and earlier failed ones)."""
         return self._spill.count + sum(spill.count for _, spill in self._pending)
 
+    @property
+    def pending_intervals(self) -> int:
+        """Closed intervals waiting to be written (the open one not counted)."""
+        return len(self._pending)
+
     async def flush(self, sink: CheckLogSink) -> None:
         """Close this interval and write every interval not written yet, oldest first."""
         if self._started is not None:
             self._pending.append((self._started, self._spill))
             self._spill, self._started = SortedLogSpill(), None
+            excess = len(self._pending) - self._max_pending
+            if excess > 0:
+                self._drop(self._pending[:excess], "overflow")
+                del self._pending[:excess]
+        self._gauge()
         while self._pending:
             started, spill = self._pending[0]
             await sink.write(started, None, True, spill, kind="interval")
             self._pending.pop(0)
             spill.close()
+            self._gauge()
+
+    def abandon(self) -> None:
+        """The service stops: count and log the intervals never written (the open one
+        included), and free their spills."""
+        if self._started is not None:
+            self._pending.append((self._started, self._spill))
+            self._spill, self._started = SortedLogSpill(), None
+        if self._pending:
+            self._drop(self._pending, "shutdown")
+        self._pending = []
+        self._gauge()
+
+    def _drop(self, dropped: list[tuple[datetime, SortedLogSpill]], reason: str) -> None:
+        entries = sum(spill.count for _, spill in dropped)
+        for _, spill in dropped:
+            spill.close()
+        if self._metrics is not None:
+            self._metrics.check_log_intervals_dropped.labels(reason).inc(len(dropped))
+        log.error(
+            "check_log_intervals_dropped",
+            reason=reason,
+            intervals=len(dropped),
+            entries=entries,
+            first_started=dropped[0][0].isoformat(),
+            last_started=dropped[-1][0].isoformat(),
+            max_pending=self._max_pending,
+        )
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.check_log_intervals_pending.set(len(self._pending))

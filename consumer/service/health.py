@@ -7,7 +7,10 @@
   awaits) keep the service live; only a loop blocked for ``max_stall_seconds`` or a watched
   task that ended on its own fail it.
 - **Readiness** (``/readyz``, ``pass_status_ready``): the consumer can do useful work now:
-  started, in the group, MongoDB and Kafka reachable, not backing off, not stopping. A
+  started, in the group, MongoDB and Kafka reachable, no fault outstanding, not stopping.
+  Each part that retries (the consume loop, each tick partition, the background jobs)
+  records its own fault under its own name (``faults``: name -> action and reason) and
+  clears only its own: one finishing never hides another that is still failing. A
   replica with no partitions (more replicas than partitions) is ready: it is a standby that
   takes partitions at the next rebalance, and marking it unready would stall rollouts and
   node drains and page for nothing. ``assigned_partitions`` is reported beside it.
@@ -31,23 +34,37 @@ class Health:
     assigned_partitions: int = 0
     mongodb_ok: bool = False
     kafka_ok: bool = False
-    backing_off: bool = False
     stopping: bool = False
     last_error: str = ""
+    faults: dict[str, str] = field(default_factory=dict)
     heartbeat: float = field(default_factory=time.monotonic)
     loop_lag_seconds: float = 0.0
     _watched: dict[str, asyncio.Task[object]] = field(default_factory=dict)
 
     def ready(self) -> bool:
-        """Ready: in the group, both stores reachable, not backing off, not stopping."""
+        """Ready: in the group, both stores reachable, no fault, not stopping."""
         return (
             self.started
             and self.joined_group
             and self.mongodb_ok
             and self.kafka_ok
-            and not self.backing_off
+            and not self.faults
             and not self.stopping
         )
+
+    @property
+    def backing_off(self) -> bool:
+        """Some part is retrying or paused."""
+        return bool(self.faults)
+
+    def fault(self, source: str, description: str) -> None:
+        """``source`` is retrying or paused because of ``description`` (action: reason)."""
+        self.faults[source] = description
+        self.last_error = description
+
+    def cleared(self, source: str) -> bool:
+        """``source`` works again; True if it had a fault."""
+        return self.faults.pop(source, None) is not None
 
     def beat(self, loop_lag_seconds: float) -> None:
         self.heartbeat = time.monotonic()
@@ -84,6 +101,7 @@ class Health:
             "mongodb_ok": self.mongodb_ok,
             "kafka_ok": self.kafka_ok,
             "backing_off": self.backing_off,
+            "faults": dict(sorted(self.faults.items())),
             "stopping": self.stopping,
             "last_error": self.last_error,
         }

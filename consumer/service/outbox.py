@@ -39,6 +39,7 @@ from consumer.adapters.store_ports import OutboxStore
 from consumer.domain.outbox import pending_outbox
 from consumer.errors import RecordRejectedError
 from consumer.logs import get_logger
+from consumer.policy import Action, Path, decide
 from consumer.service.doclocks import DocumentLocks
 
 log = get_logger(__name__)
@@ -98,7 +99,7 @@ class OutboxRelay:
             ]
             try:
                 await self._publisher.publish([self._record(e.value) for e in todo])
-            except RecordRejectedError:
+            except RecordRejectedError:  # some record of the batch: find which, one at a time
                 refused = await self._one_at_a_time(todo)
             else:
                 refused = []
@@ -125,7 +126,9 @@ class OutboxRelay:
         for entry in todo:
             try:
                 await self._publisher.publish([self._record(entry.value)])
-            except RecordRejectedError as exc:
+            except Exception as exc:
+                if decide(exc, Path.OUTBOX_ENTRY).action is not Action.SET_ASIDE:
+                    raise
                 entry.state.rejected.add(entry.event_id)
                 refused.append((entry, str(exc)[:300]))
             else:

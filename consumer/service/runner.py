@@ -9,10 +9,11 @@ carries them out with aiokafka:
 - a tick partition's records run in a background task while that partition is paused, so
   a long sweep never holds up polling (no ``max_poll_interval_ms`` overrun); its offset is
   committed when the sweep finishes;
-- a transient fault seeks the batch's partitions back to the batch start and backs off:
-  nothing is committed past unapplied work, and the batch is fetched again;
-- any other error re-applies the batch one record at a time, dead-lettering the records
-  at fault (their error's reason, else ``bad_document``): the loop never dies of one.
+- every failure is decided by :func:`consumer.policy.decide`: *retry* (a dependency is
+  away) and *pause* (an output refuses) seek the batch's partitions back to the batch start
+  and back off, not ready, nothing committed or dead-lettered; *dead-letter* (an input at
+  fault) re-applies the batch one record at a time, so only the records at fault go to the
+  dead-letter topic: the loop never dies of one, and no input stops a partition.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import PassStatusError, TransientError
+from consumer.errors import TransientError
 from consumer.logs import get_logger
+from consumer.policy import Action as PolicyAction
+from consumer.policy import Path, decide
 from consumer.service.background import BackgroundJobs, every
 from consumer.service.backoff import Backoff
 from consumer.service.checklog import CheckLogSink, IntervalSummary
@@ -47,6 +50,7 @@ from consumer.service.consume_plan import (
 from consumer.service.deadletter import input_record
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
+from consumer.service.retry import Retrier
 from consumer.service.tick_tasks import TickTasks
 from consumer.service.ticket_used import TicketUsedHandler
 from consumer.service.ticks import TickHandler
@@ -84,18 +88,20 @@ class Runner:
         self._commit_lock = asyncio.Lock()
         self._tick_tasks = TickTasks(
             ticks,
-            settings,
             metrics,
-            health,
-            sleep=self._sleep,
-            recovered=self._recovered,
+            retrier=self._retrier,
             ended=lambda tp, offset: self._carry_out(self._plan.tick_ended(tp, offset), {}),
             stopped=lambda tp: self._carry_out(self._plan.ticks_stopped(tp), {}),
         )
         self._plan = ConsumePlan(settings.topic_ticket_used, settings.topic_tick)
-        self._backoff = Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds)
         self._stop = asyncio.Event()
-        self._last_fault = ""
+        self._consume = self._retrier("consume")
+
+    def _retrier(self, source: str) -> Retrier:
+        backoff = Backoff(
+            self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
+        )
+        return Retrier(source, self._health, self._metrics, backoff, self._sleep)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -146,24 +152,25 @@ class Runner:
 
     async def _poll_once(self) -> None:
         try:
-            batch = await self._consumer.getmany(
-                timeout_ms=self._settings.fetch_timeout_ms,
-                max_records=self._settings.max_batch_records,
-            )
+            with self._metrics.kafka_duration.labels("fetch").time():  # attempts, failed too
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._settings.fetch_timeout_ms,
+                    max_records=self._settings.max_batch_records,
+                )
         except KafkaError as exc:
             self._metrics.kafka_errors.labels("fetch").inc()
-            await self._back_off("fetch", exc)
+            await self._consume.wait("fetch", decide(exc, Path.INPUT), exc)
             return
         self._health.joined_group = True
-        if self._health.backing_off and self._last_fault == "fetch":
-            self._recovered()
         if not batch:
+            if self._consume.failing and not self._plan.backing_off:
+                self._consume.succeeded()  # a fetch fault ended; no batch waits to retry
             return
         async with self._batch_lock:
             fault = await self._handle_batch(batch)
         if fault is not None:
             # Sleep outside the lock, so a rebalance is never held up by a back-off.
-            await self._back_off("ticket_used_batch", fault)
+            await self._consume.wait("ticket_used_batch", decide(fault, Path.INPUT), fault)
 
     async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> Exception | None:
         """Apply a batch and commit it; on a fault to back off from, return it."""
@@ -210,17 +217,18 @@ class Runner:
                 await self._ticket_used.handle_each(records)
             else:
                 await self._ticket_used.handle(records)
-        except Exception as exc:  # the plan decides: retry, or one record at a time
-            retriable = isinstance(exc, PassStatusError) and exc.retriable
-            if not retriable:
-                log.exception(
+        except Exception as exc:  # noqa: BLE001 - the policy decides; the plan carries it out
+            decision = decide(exc, Path.INPUT)
+            if decision.action is PolicyAction.DEAD_LETTER:
+                log.warning(
                     "batch_failed",
                     error=repr(exc)[:300],
+                    reason=decision.verdict.reason,
                     one_by_one=one_by_one,
                     partitions=sorted(f"{tp[0]}-{tp[1]}" for tp in action.spans),
                 )
             return exc, self._plan.batch_failed(
-                action.spans, retriable=retriable, one_by_one=one_by_one
+                action.spans, decision.action, one_by_one=one_by_one
             )
         self._metrics.batch_duration.observe(asyncio.get_running_loop().time() - started)
         return None, self._plan.batch_applied(action.spans)
@@ -251,20 +259,6 @@ class Runner:
                 )
         self._plan.commit_succeeded(mine)
 
-    async def _back_off(self, operation: str, exc: Exception) -> None:
-        self._metrics.retries.labels(operation).inc()
-        self._health.backing_off = True
-        self._health.last_error = str(exc)[:300]
-        delay = self._backoff.next_delay()
-        self._last_fault = operation
-        log.warning(
-            "transient_fault",
-            operation=operation,
-            delay_seconds=round(delay, 2),
-            error=str(exc)[:300],
-        )
-        await self._sleep(delay)
-
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, waking early on shutdown; True when stopping."""
         with contextlib.suppress(TimeoutError):
@@ -272,10 +266,7 @@ class Runner:
         return self._stop.is_set()
 
     def _recovered(self) -> None:
-        if self._health.backing_off:
-            log.info("recovered", after_attempts=self._backoff.attempt)
-        self._backoff.reset()
-        self._health.backing_off = False
+        self._consume.succeeded()
         self._health.mongodb_ok = self._health.kafka_ok = True
 
     async def _flush_summary(self) -> None:
@@ -299,7 +290,7 @@ class Runner:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         # A new generation starts clean: a fault seen before it is raised again if it lasts.
-        self._health.backing_off = False
+        self._consume.succeeded()
         self._health.joined_group = True
         self._plan.partitions_assigned(list(self._consumer.assignment()))
         self._metrics.rebalances.labels("assigned").inc()

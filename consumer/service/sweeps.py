@@ -11,8 +11,10 @@ error, a crash or a rebalance: the tick's offset is not committed) starts after 
 Its writes record their transitions in the documents (``consumer.domain.sweep_log``): a
 user written after the last checkpoint, read again with nothing left to change, is still
 listed with the transitions this sweep made.
-A user that keeps failing is retried :data:`USER_ATTEMPTS` times, then reported in the
-check-log's ``skipped_list`` (the sweep goes on). A document whose ``user_id`` cannot be
+A user the failure policy (:mod:`consumer.policy`) says to skip (MongoDB refuses its
+document for good, it kept changing under our writes, an unforeseen error) is reported in
+the check-log's ``skipped_list`` and counted (``pass_status_sweep_users_skipped_total``);
+the sweep goes on. A document whose ``user_id`` cannot be
 read is reported under ``user_id`` 0 with its ``_id`` and marked evaluated (apply).
 """
 
@@ -32,15 +34,10 @@ from consumer.domain.checklog import UserLog
 from consumer.domain.events import Cause
 from consumer.domain.rules import read_int
 from consumer.domain.sweep_log import sweep_entry
-from consumer.errors import (
-    DocumentError,
-    DocumentRejectedError,
-    StoreUnavailableError,
-    TransientError,
-    WriteConflictError,
-)
+from consumer.errors import DocumentError, StoreUnavailableError
 from consumer.logs import get_logger
 from consumer.offline.logspill import EncodedEntry, SortedLogSpill, encode
+from consumer.policy import Action, Path, Verdict, decide
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import for_each_bounded
@@ -50,7 +47,6 @@ from consumer.service.writer import UserWriter
 log = get_logger(__name__)
 
 _RELAY_CHUNK = 200  # documents whose outboxes are published together
-USER_ATTEMPTS = 3  # tries of one user before it is reported as not evaluated
 _CHUNK_BYTES = 8 * 1024 * 1024  # entries per checkpoint document, well under 16 MB
 
 
@@ -251,32 +247,19 @@ class _SweepRun:
         self.read += 1
         self._s.metrics.sweep_documents_read.labels(self._mode).inc()
         user_id = doc.get("user_id")
-        failure: Exception | None = None
-        for attempt in range(1, USER_ATTEMPTS + 1):
-            try:
-                result = await self._s.writer.update(
-                    doc, (), self._now, self._cause, apply=self._apply, sweep_id=self._sweep_id
-                )
-                break
-            except DocumentError as exc:
+        try:
+            result = await self._s.writer.update(
+                doc, (), self._now, self._cause, apply=self._apply, sweep_id=self._sweep_id
+            )
+        except Exception as exc:
+            # The writer already re-read and retried conflicts; the policy says whether this
+            # user is skipped (reported, counted) or the whole sweep waits and resumes.
+            decision = decide(exc, Path.SWEEP_USER)
+            if decision.action is not Action.SKIP_USER:
+                raise
+            if isinstance(exc, DocumentError):
                 return await self._unreadable(doc, exc)
-            except DocumentRejectedError as exc:  # MongoDB refuses the result: never passes
-                reason = f"document refused by MongoDB: {exc}"[:2000]
-                return UserLog(read_int(user_id) or 0, (), ((None, reason),))
-            except WriteConflictError as exc:  # one hot user: retried, then reported
-                failure = exc
-                log.warning("sweep_user_conflict", user_id=user_id, attempt=attempt)
-                continue
-            except TransientError:
-                raise  # the store or Kafka is down: the whole sweep retries (and resumes)
-            except Exception as exc:  # noqa: BLE001 - one user must not stop the sweep
-                failure = exc
-                log.warning(
-                    "sweep_user_failed", user_id=user_id, attempt=attempt, error=repr(exc)[:300]
-                )
-        else:
-            reason = f"not evaluated after {USER_ATTEMPTS} attempts: {failure!r}"[:2000]
-            return UserLog(read_int(user_id) or 0, (), ((None, reason),))
+            return self._skipped(user_id, decision.verdict, exc)
         # With the transitions this sweep made before it was interrupted, if any.
         entry = sweep_entry(result.update.evaluation, result.update.sweep)
         if result.written:
@@ -294,6 +277,19 @@ class _SweepRun:
             if len(self._pending) >= _RELAY_CHUNK:
                 await self._flush()
         return entry
+
+    def _skipped(self, user_id: object, verdict: Verdict, exc: BaseException) -> UserLog:
+        """Report a user the sweep passes over (its check-log ``skipped_list``)."""
+        self._s.metrics.sweep_users_skipped.labels(self._mode, verdict.reason).inc()
+        log.warning(
+            "sweep_user_skipped",
+            user_id=user_id,
+            reason=verdict.reason,
+            code=verdict.code,
+            error=repr(exc)[:300],
+        )
+        reason = f"skipped ({verdict.reason}): {exc!r}"[:2000]
+        return UserLog(read_int(user_id) or 0, (), ((None, reason),))
 
     async def _unreadable(self, doc: Mapping[str, Any], exc: DocumentError) -> UserLog:
         """Report a document the rules cannot read; mark it evaluated so that due sweeps
@@ -313,6 +309,12 @@ class _SweepRun:
         async with self._flush_lock:
             pending, self._pending = self._pending, []
             await self._s.relay.relay(pending)
+            if pending:
+                # From the time the tick asked for (its cause) to the changes published.
+                latency = max(0.0, time.time() - self._now.timestamp())
+                histogram = self._s.metrics.end_to_end_latency.labels(f"tick_{self._mode}")
+                for _ in pending:
+                    histogram.observe(latency)
 
     def finish(self, check_log_ids: tuple[int, ...]) -> SweepResult:
         elapsed = time.perf_counter() - self._started

@@ -1,9 +1,11 @@
 """Tick partitions' records, run in background tasks (one per paused partition).
 
 A sweep can take minutes: running it in a task keeps the consume loop polling (no
-``max_poll_interval_ms`` overrun). Each tick is retried through transient faults; the
-runner is told when a tick ends (to commit past it) and when a task stops (to resume the
-partition): see :class:`consumer.service.consume_plan.ConsumePlan`.
+``max_poll_interval_ms`` overrun). Each tick partition waits through faults with its own
+:class:`~consumer.service.retry.Retrier` (its fault and back-off are its own: one tick
+finishing never clears the consume loop's); the runner is told when a tick's outcome is
+durable (to commit past it) and when a task stops (to resume the partition): see
+:class:`consumer.service.consume_plan.ConsumePlan`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from consumer.adapters.metrics import Metrics
-from consumer.errors import TransientError
 from consumer.logs import get_logger
-from consumer.service.backoff import Backoff
+from consumer.policy import Action, Path, decide
 from consumer.service.deadletter import InputRecord, input_record
-from consumer.service.health import Health
+from consumer.service.retry import Retrier
 from consumer.service.ticks import TickHandler
-from consumer.settings import Settings
 
 log = get_logger(__name__)
 
@@ -30,21 +30,15 @@ class TickTasks:
     def __init__(
         self,
         ticks: TickHandler,
-        settings: Settings,
         metrics: Metrics,
-        health: Health,
         *,
-        sleep: Callable[[float], Awaitable[bool]],
-        recovered: Callable[[], None],
+        retrier: Callable[[str], Retrier],
         ended: Callable[[TopicPartition, int], Awaitable[Any]],
         stopped: Callable[[TopicPartition], Awaitable[Any]],
     ) -> None:
         self._ticks = ticks
-        self._settings = settings
         self._metrics = metrics
-        self._health = health
-        self._sleep = sleep
-        self._recovered = recovered
+        self._retrier = retrier
         self._ended = ended
         self._stopped = stopped
         self._tasks: dict[TopicPartition, asyncio.Task[None]] = {}
@@ -84,39 +78,31 @@ class TickTasks:
             await self._stopped(tp)
 
     async def _run_tick(self, tp: TopicPartition, record: InputRecord) -> bool:
-        """Run one tick until done, retrying transient faults; False if stopping first.
+        """Run one tick until its outcome is durable; False if stopping first.
 
-        An unexpected error is logged and the tick is passed over: ticks are periodic
-        triggers, the next one covers the same users, and a stuck tick would hold up every
-        later tick of its partition. On shutdown a retried tick is left uncommitted.
+        The handler dead-letters a tick the policy says is at fault, and raises the rest:
+        a retry or a pause (a dependency away, an output refusing, the tick's own dead
+        letter not published) waits and runs the tick again, uncommitted meanwhile. An
+        error escaping the dead-letter path itself is logged and counted, and the tick is
+        passed over: a stuck tick would hold up every later tick of its partition, and the
+        next tick covers the same users.
         """
-        backoff = Backoff(
-            self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
-        )
+        retrier = self._retrier(f"tick:{tp.topic}-{tp.partition}")
         while True:
             try:
                 await self._ticks.handle(record)
                 break
-            except TransientError as exc:
-                self._metrics.retries.labels("tick").inc()
-                self._health.backing_off = True
-                self._health.last_error = str(exc)[:300]
-                delay = backoff.next_delay()
-                log.warning(
-                    "tick_retry",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=record.offset,
-                    delay_seconds=round(delay, 2),
-                    error=str(exc)[:300],
-                )
-                if await self._sleep(delay):
-                    return False
-            except Exception:  # see the docstring: a broken tick must not wedge the rest
+            except Exception as exc:
+                decision = decide(exc, Path.INPUT)
+                if decision.action in (Action.RETRY, Action.PAUSE):
+                    context = {"topic": tp.topic, "partition": tp.partition}
+                    if await retrier.wait("tick", decision, exc, offset=record.offset, **context):
+                        return False
+                    continue
                 self._metrics.events_consumed.labels(tp.topic, "failed").inc()
                 log.exception(
                     "tick_failed", topic=tp.topic, partition=tp.partition, offset=record.offset
                 )
                 break
-        self._recovered()
+        retrier.succeeded()
         return True

@@ -14,21 +14,17 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import UserStore
 from consumer.domain.checklog import user_log
 from consumer.domain.events import Cause, CauseType, TicketUsed
-from consumer.errors import (
-    BadDocumentError,
-    DocumentError,
-    InputError,
-    TransientError,
-    UnknownUserError,
-)
+from consumer.errors import BadDocumentError, DocumentError, InputError, UnknownUserError
 from consumer.logs import get_logger
 from consumer.parsing import parse_ticket_used
+from consumer.policy import Action, Fault, Path, decide
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import gather_or_first_error
 from consumer.service.write_batch import WriteBatch
 from consumer.service.writer import UserWriter
+from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
 
@@ -52,6 +48,7 @@ class TicketUsedHandler:
         group_id: str,
         dead_letter_topic: str,
         max_message_bytes: int,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         concurrency: int,
     ) -> None:
         self._store = store
@@ -63,6 +60,7 @@ class TicketUsedHandler:
         self._group_id = group_id
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
+        self._dead_letter_max_bytes = dead_letter_max_bytes
         self._concurrency = concurrency
 
     async def handle(self, records: list[InputRecord]) -> None:
@@ -116,6 +114,8 @@ class TicketUsedHandler:
                 max(0.0, published - ts_ms / 1000)
             )
         await self._publisher.publish(dead)
+        for record in records:
+            self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     async def _one_user(
         self,
@@ -138,21 +138,22 @@ class TicketUsedHandler:
                 result = await self._writer.update(
                     doc, work.events, now, cause, relay_pending=True, batch=batch
                 )
-            except TransientError:
-                raise
-            except DocumentError as exc:
-                bad = BadDocumentError(f"user {user_id}: {exc}")
-                return [self._dead(r, bad, now) for r in work.records], [], {}
-            except Exception as exc:  # not retriable: skip the user, keep the partition moving
-                log.exception(
-                    "user_skipped",
-                    user_id=user_id,
-                    reason=failure_reason(exc),
-                    topic=work.records[-1].topic,
-                    partition=work.records[-1].partition,
-                    offset=work.records[-1].offset,
-                )
-                return [self._dead(r, exc, now) for r in work.records], [], {}
+            except Exception as exc:
+                # One user's failure: dead-lettered if the policy says it is this user's
+                # (a document the store refuses for good), else raised for the whole batch.
+                decision = decide(exc, Path.INPUT)
+                if decision.action is not Action.DEAD_LETTER:
+                    raise
+                if decision.verdict.fault is Fault.BUG:
+                    log.exception(
+                        "user_failed",
+                        user_id=user_id,
+                        topic=work.records[-1].topic,
+                        partition=work.records[-1].partition,
+                        offset=work.records[-1].offset,
+                    )
+                error = BadDocumentError(f"user {user_id}: {exc}") if _unusable(exc) else exc
+                return [self._dead(r, error, now) for r in work.records], [], {}
         update = result.update
         rejected_ids = {id(r.event) for r in update.rejected}
         dead = [
@@ -191,24 +192,27 @@ class TicketUsedHandler:
     async def handle_each(self, records: list[InputRecord]) -> None:
         """Apply records one at a time, dead-lettering each that fails for good.
 
-        For a batch that failed with a non-retriable error: the record at fault goes to
-        the dead-letter topic with its error's reason (else ``bad_document``) and the
-        others apply. Transient errors propagate, as from :meth:`handle`.
+        For a batch whose failure the policy answers with *dead-letter*: the record at
+        fault goes to the dead-letter topic with its reason and the others apply. Failures
+        answered otherwise (retry, pause) propagate, as from :meth:`handle`.
         """
         for record in records:
             try:
                 await self.handle([record])
-            except TransientError:
-                raise
-            except Exception as exc:  # the record at fault: dead-letter it, go on
-                log.exception(
+            except Exception as exc:
+                decision = decide(exc, Path.INPUT)
+                if decision.action is not Action.DEAD_LETTER:
+                    raise
+                log.warning(
                     "event_failed",
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,
-                    reason=failure_reason(exc),
+                    reason=decision.verdict.reason,
+                    error=repr(exc)[:300],
                 )
                 await self._publisher.publish([self._dead(record, exc, datetime.now(UTC))])
+                self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     def _dead(self, record: InputRecord, error: Exception, now: datetime) -> OutRecord:
         reason = failure_reason(error)
@@ -222,4 +226,17 @@ class TicketUsedHandler:
             reason=reason,
             message=str(error)[:300],
         )
-        return dead_letter(record, error, now, self._group_id, self._dlq_topic)
+        return dead_letter(
+            record,
+            error,
+            now,
+            self._group_id,
+            self._dlq_topic,
+            max_bytes=self._dead_letter_max_bytes,
+        )
+
+
+def _unusable(exc: BaseException) -> bool:
+    """A document the rules cannot use (no readable user_id): dead-lettered as
+    ``bad_document``, the input error of that case."""
+    return isinstance(exc, DocumentError)

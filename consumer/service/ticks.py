@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from consumer.adapters.kafka import Publisher, traceparent_of
 from consumer.adapters.metrics import Metrics
 from consumer.domain.events import Cause, CauseType, Tick, TickMode
-from consumer.errors import InputError, TickFailedError, TransientError, UnknownUserError
+from consumer.errors import UnknownUserError
 from consumer.logs import get_logger
 from consumer.parsing import parse_tick
+from consumer.policy import Action, Fault, Path, decide
 from consumer.service.deadletter import InputRecord, dead_letter
 from consumer.service.sweeps import Sweeper, SweepResult
+from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
 
@@ -26,6 +28,7 @@ class TickHandler:
         group_id: str,
         dead_letter_topic: str,
         max_message_bytes: int,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         max_future: timedelta,
     ) -> None:
         self._sweeper = sweeper
@@ -34,21 +37,23 @@ class TickHandler:
         self._group_id = group_id
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
+        self._dead_letter_max_bytes = dead_letter_max_bytes
         self._max_future = max_future
 
     async def handle(self, record: InputRecord) -> SweepResult | None:
-        """Run the sweep a tick asks for; dead-letter a bad tick, and a tick that failed
-        with an unexpected error (counted as ``failed``). Transient errors propagate."""
+        """Run the sweep a tick asks for. A tick the failure policy says to dead-letter (bad
+        input, or an unforeseen error: ``internal_error``) is dead-lettered and None
+        returned; every other failure is raised, for the caller to retry or pause."""
         now = datetime.now(UTC)
-        outcome = "dead_lettered"
         try:
             tick = parse_tick(record.value, self._max_bytes, now, self._max_future)
             result = await self.run(tick, traceparent_of(record.headers))
-        except TransientError:
-            raise
-        except Exception as caught:
-            exc = caught if isinstance(caught, InputError) else _failed(caught)
-            if not isinstance(caught, InputError):
+        except Exception as exc:
+            decision = decide(exc, Path.INPUT)
+            if decision.action is not Action.DEAD_LETTER:
+                raise
+            outcome = "dead_lettered"
+            if decision.verdict.fault is Fault.BUG:
                 outcome = "failed"
                 log.exception(
                     "tick_failed",
@@ -56,22 +61,36 @@ class TickHandler:
                     partition=record.partition,
                     offset=record.offset,
                 )
-            self._metrics.events_consumed.labels(record.topic, outcome).inc()
-            self._metrics.dead_letters.labels(exc.reason).inc()
+            reason = decision.verdict.reason
             log.warning(
                 "event_dead_lettered",
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
-                reason=exc.reason,
+                reason=reason,
                 message=str(exc)[:300],
             )
+            # Published before it is counted: a refused dead letter raises, and the tick
+            # is run again (uncommitted) instead of being passed over.
             await self._publisher.publish(
-                [dead_letter(record, exc, now, self._group_id, self._dlq_topic)]
+                [
+                    dead_letter(
+                        record,
+                        exc,
+                        now,
+                        self._group_id,
+                        self._dlq_topic,
+                        max_bytes=self._dead_letter_max_bytes,
+                    )
+                ]
             )
+            self._metrics.events_consumed.labels(record.topic, outcome).inc()
+            self._metrics.dead_letters.labels(reason).inc()
+            self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
             return None
         outcome = "applied" if result.documents_changed else "no_change"
         self._metrics.events_consumed.labels(record.topic, outcome).inc()
+        self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
         return result
 
     async def run(self, tick: Tick, traceparent: str = "") -> SweepResult:
@@ -96,8 +115,3 @@ class TickHandler:
         return await self._sweeper.full(
             tick.user_id, tick.apply, tick.tick_at, cause, tick.shard, tick.shards
         )
-
-
-def _failed(error: Exception) -> TickFailedError:
-    """An unexpected error, as the dead-letter error of its tick."""
-    return TickFailedError(f"{type(error).__name__}: {error}")

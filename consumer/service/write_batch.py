@@ -7,7 +7,8 @@ handed in its write or finished without one, the last to arrive sends them all i
 conflict (the writer re-reads and re-plans that user alone, as before), or that user's
 error (a document the store refuses), raised in the member's task so that the per-user
 handling is the same as for a single write. A fault of the whole bulk (the store down)
-is raised in every member. Writes after the bulk (a conflicted user's retry) go one at a
+is a fault of the batch: raised in every member that wrote, and in the one that sent it.
+Writes after the bulk (a conflicted user's retry) go one at a
 time, at most ``concurrency`` in flight.
 """
 
@@ -51,7 +52,12 @@ class WriteBatch:
         self._writes.append((read, update, outcome))
         self._now = now
         if self._arrive():
-            await self._send()
+            try:
+                await self._send()
+            except BaseException:
+                if outcome.done() and not outcome.cancelled():
+                    outcome.exception()  # the same error, raised here
+                raise
         return await outcome
 
     def _arrive(self) -> bool:
@@ -70,11 +76,13 @@ class WriteBatch:
             return
         try:
             outcomes = await self._store.write_users([(r, u) for r, u, _ in writes], self._now)
-        except Exception as exc:  # noqa: BLE001 - the whole bulk failed: each member gets it
-            outcomes = [exc] * len(writes)
-        except BaseException:  # cancelled: so are the members (their task group failed)
-            for _, _, future in writes:
-                future.cancel()
+        except BaseException as exc:  # the whole bulk failed: a fault of the batch, raised
+            for _, _, future in writes:  # in every member that wrote, and in the sender
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
             raise
         for (_, _, future), outcome in zip(writes, outcomes, strict=True):
             if future.done():

@@ -31,7 +31,7 @@ def mask(uri: str) -> str:
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", uri)
 
 
-async def _kafka_once(bootstrap: str, request_timeout_ms: int) -> str:
+async def _kafka_once(bootstrap: str, request_timeout_ms: int, brokers_wanted: int = 1) -> str:
     from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - keep `mask` import-light
 
     admin = AIOKafkaAdminClient(
@@ -48,6 +48,8 @@ async def _kafka_once(bootstrap: str, request_timeout_ms: int) -> str:
     brokers = cluster.get("brokers") or []
     if not brokers:
         raise RuntimeError("metadata response lists no brokers")
+    if len(brokers) < brokers_wanted:
+        raise RuntimeError(f"{len(brokers)} of {brokers_wanted} brokers registered")
     return (
         f"cluster {cluster.get('cluster_id')}, {len(brokers)} broker(s), "
         f"controller {cluster.get('controller_id')}, {len(topics)} topic(s)"
@@ -73,10 +75,10 @@ def _mongodb_once(uri: str, timeout_ms: int) -> str:
     return f"MongoDB wire version {version}" + (f" (FerretDB {ferret})" if ferret else "")
 
 
-def _probe(kind: str, target: str, attempt_timeout_s: float) -> str:
+def _probe(kind: str, target: str, attempt_timeout_s: float, brokers: int = 1) -> str:
     ms = max(500, int(attempt_timeout_s * 1000))
     if kind == "kafka":
-        return asyncio.run(_kafka_once(target, ms))
+        return asyncio.run(_kafka_once(target, ms, brokers))
     return _mongodb_once(target, ms)
 
 
@@ -85,7 +87,12 @@ def _gone(pid: int | None) -> bool:
 
 
 def wait_ready(
-    kind: str, target: str, timeout_s: float, log: str | None, pid: int | None = None
+    kind: str,
+    target: str,
+    timeout_s: float,
+    log: str | None,
+    pid: int | None = None,
+    brokers: int = 1,
 ) -> int:
     deadline = time.monotonic() + timeout_s
     last_error = "no attempt made"
@@ -96,7 +103,7 @@ def wait_ready(
             return 1
         remaining = deadline - time.monotonic()
         try:
-            detail = _probe(kind, target, min(5.0, max(1.0, remaining)))
+            detail = _probe(kind, target, min(5.0, max(1.0, remaining)), brokers)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         else:
@@ -119,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--log", default=None, help="log file to point at on failure")
     parser.add_argument("--pid", type=int, default=None, help="fail fast if this process exits")
+    parser.add_argument(
+        "--brokers", type=int, default=1, help="Kafka: ready once this many brokers registered"
+    )
     args = parser.parse_args(argv)
     # aiokafka logs every refused connection; the final one-line verdict is enough.
     quiet = logging.getLogger("aiokafka")
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "mask":
         print(mask(args.target))
         return 0
-    return wait_ready(args.kind, args.target, args.timeout, args.log, args.pid)
+    return wait_ready(args.kind, args.target, args.timeout, args.log, args.pid, args.brokers)
 
 
 if __name__ == "__main__":

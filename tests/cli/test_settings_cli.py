@@ -50,6 +50,9 @@ def run_with(settings: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
             "PASS_STATUS_KAFKA_SASL_USERNAME",
         ),
         ({"PASS_STATUS_CHECK_LOG_MAX_BYTES": "2000000"}, "PASS_STATUS_CHECK_LOG_MAX_BYTES"),
+        ({"PASS_STATUS_MONGODB_WRITE_CONCERN": "0"}, "PASS_STATUS_MONGODB_WRITE_CONCERN"),
+        ({"PASS_STATUS_BACKOFF_INITIAL_SECONDS": "nan"}, "PASS_STATUS_BACKOFF_INITIAL_SECONDS"),
+        ({"PASS_STATUS_BACKOFF_MAX_SECONDS": "inf"}, "PASS_STATUS_BACKOFF_MAX_SECONDS"),
     ],
     ids=[
         "http_uri",
@@ -60,6 +63,9 @@ def run_with(settings: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
         "negative_fetch_timeout",
         "sasl_without_username",
         "check_log_above_request_size",
+        "unacknowledged_write_concern",
+        "nan_backoff",
+        "infinite_backoff",
     ],
 )
 def test_a_setting_that_cannot_work_exits_2_with_one_line_naming_it(

@@ -4,6 +4,7 @@ writer, dedicated local servers that a test may stop, and the final comparison."
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from consumer.errors import MessageTooLargeError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -128,10 +130,14 @@ class Traffic:
     events: list[Document]
     seconds: float
     tick_every: float = 4.0
+    oversized_fraction: float = 0.0
+    oversized_bytes: int = 200_000
     sent: int = 0
+    oversized_sent: int = 0
     ticks_sent: int = 0
     send_failures: int = 0
     recent_users: deque[int] = field(default_factory=lambda: deque(maxlen=50))
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     async def run(self) -> None:
         settings = self.service.settings
@@ -147,6 +153,7 @@ class Traffic:
                     (settings.topic_ticket_used, str(e["user_id"]).encode(), orjson.dumps(e))
                     for e in batch
                 ]
+                records += self._oversized(batch)
                 now = time.monotonic()
                 if now >= next_tick:
                     records.append(self._tick(settings.topic_tick, "due"))
@@ -177,6 +184,22 @@ class Traffic:
         finally:
             with contextlib.suppress(KafkaError):
                 await producer.stop()
+
+    def _oversized(self, batch: list[Document]) -> list[tuple[str, bytes, bytes]]:
+        """About ``oversized_fraction`` of the batch again as inputs over the service's input
+        limit: valid JSON of a real user, padded (poison: dead-lettered as too large)."""
+        out = []
+        for event in batch:
+            if self._rng.random() < self.oversized_fraction:
+                body = {
+                    **event,
+                    "event_id": str(uuid.uuid4()),
+                    "padding": "x" * self.oversized_bytes,
+                }
+                key = str(event["user_id"]).encode()
+                out.append((self.service.settings.topic_ticket_used, key, orjson.dumps(body)))
+        self.oversized_sent += len(out)
+        return out
 
     @staticmethod
     def _tick(topic: str, mode: str) -> tuple[str, bytes, bytes]:
@@ -368,9 +391,10 @@ async def _wait_for_leaders(admin: Any, names: list[str]) -> None:
 
 @contextlib.asynccontextmanager
 async def deployment(
-    prefix: str, bootstrap: str, mongodb_uri: str, **extra: str
+    prefix: str, bootstrap: str, mongodb_uri: str, *, replication_factor: int = 1, **extra: str
 ) -> AsyncIterator[ServiceEnv]:
-    """Topics (3 partitions each) and a database of one scenario, removed afterwards."""
+    """Topics (3 partitions each; on a cluster, replication factor 3 and min.insync.replicas
+    2 as in production) and a database of one scenario, removed afterwards."""
     # FerretDB on SQLite serialises writes (a few hundred per second at best, a handful on
     # a loaded 2-core machine): few concurrent users keep each operation under its timeout.
     extra = {"user_concurrency": "4", **extra}
@@ -379,8 +403,9 @@ async def deployment(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        configs = {"min.insync.replicas": str(min(2, replication_factor))}
         await admin.create_topics(
-            [NewTopic(t, num_partitions=3, replication_factor=1) for t in topics]
+            [NewTopic(t, 3, replication_factor, topic_configs=configs) for t in topics]
         )
         await _wait_for_leaders(admin, topics)
     finally:
@@ -434,6 +459,10 @@ class Scenario:
     seeded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     consumers: list[ConsumerProcess] = field(default_factory=list)
     traffic: Traffic | None = None
+    # Poison (tests/faults/poison.py): users whose documents the store refuses to write,
+    # and the traffic's share of inputs over the service's input limit.
+    poisoned: set[int] = field(default_factory=set)
+    oversized_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -446,7 +475,12 @@ class Scenario:
         settings = self.service.settings
         try:
             await client[settings.mongodb_database][settings.collection_cache].insert_many(
-                [dict(s) for s in self.seeds]
+                [
+                    {**s, "pass_status_rev": "not a number"}
+                    if s["user_id"] in self.poisoned
+                    else dict(s)
+                    for s in self.seeds
+                ]
             )
         finally:
             await client.close()
@@ -468,7 +502,13 @@ class Scenario:
         return process
 
     def start_traffic(self) -> asyncio.Task[None]:
-        self.traffic = Traffic(self.bootstrap, self.service, self.events, self.traffic_seconds)
+        self.traffic = Traffic(
+            self.bootstrap,
+            self.service,
+            self.events,
+            self.traffic_seconds,
+            oversized_fraction=self.oversized_fraction,
+        )
         return asyncio.create_task(self.traffic.run())
 
     def kill_all(self) -> None:
@@ -499,16 +539,22 @@ class Scenario:
             self.bootstrap, settings.topic_tick, expect=self.traffic.ticks_sent, settle=0.5
         )
         used.sort(key=lambda r: (r.partition, r.offset))
-        return [orjson.loads(r.value) for r in used], [orjson.loads(r.value) for r in ticks]
+        limit = settings.max_message_bytes
+        valid = [orjson.loads(r.value) for r in used if len(r.value) <= limit]
+        # The poisoned users' events are dead-lettered, never applied: outside the model.
+        valid = [e for e in valid if e["user_id"] not in self.poisoned]
+        return valid, [orjson.loads(r.value) for r in ticks]
 
     async def converge(self, wait: float = 300) -> tuple[Expected, Report]:
         """Wait until MongoDB and the output topic match the model (or ``wait`` seconds), then
         return the model and the final comparison."""
         assert self.traffic is not None
         used, ticks = await self._inputs()
-        assert len(used) >= len(self.events), "the input topic lost produced events"
+        planned = [e for e in self.events if e["user_id"] not in self.poisoned]
+        assert len(used) >= len(planned), "the input topic lost produced events"
+        seeds = [s for s in self.seeds if s["user_id"] not in self.poisoned]
         expected = expected_outcome(
-            self.seeds, used, ticks, seeded_at=self.seeded_at, last_event_at=datetime.now(UTC)
+            seeds, used, ticks, seeded_at=self.seeded_at, last_event_at=datetime.now(UTC)
         )
         settings = self.service.settings
         deadline = time.monotonic() + wait
@@ -531,15 +577,28 @@ class Scenario:
                 expected,
                 await self.documents(),
                 [r.value for r in published],
-                await self._dead_letters(),
+                [d for d in await self._dead_letters() if not self.is_poison(d)],
             )
             if report.ok or time.monotonic() > deadline:
                 return expected, report
             await asyncio.sleep(1.0)
 
-    async def _dead_letters(self) -> list[bytes]:
+    def is_poison(self, dead_letter: bytes) -> bool:
+        """A dead letter this scenario's poison should cause (checked by its test)."""
+        body = orjson.loads(dead_letter)
+        user = body.get("key_base64")
+        key = base64.b64decode(user).decode() if user else ""
+        if body["reason"] == "store_rejected":
+            return key.isdigit() and int(key) in self.poisoned
+        return body["reason"] == MessageTooLargeError.reason and self.oversized_fraction > 0
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter (large ones take more than a second to read)."""
+        return [orjson.loads(d) for d in await self._dead_letters(wait=10)]
+
+    async def _dead_letters(self, wait: float = 1) -> list[bytes]:
         records = await read_topic(
-            self.bootstrap, self.service.settings.topic_dead_letter, wait=1, settle=0
+            self.bootstrap, self.service.settings.topic_dead_letter, wait=wait, settle=0
         )
         return [r.value for r in records]
 

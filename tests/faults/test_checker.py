@@ -327,3 +327,21 @@ def test_an_expiring_pass_tells_one_story() -> None:
     assert len(report.lost) == 1
     report = check(expected, docs, [straight if r == expired else r for r in published])
     assert len(report.wrong) == 1
+
+
+def test_the_lag_monitor_finds_a_stall_and_ignores_excluded_windows() -> None:
+    """The poison scenario's stall figure: time with lag and no commit, outside the
+    windows a test excludes (a refusal it caused)."""
+    from tests.faults.poison import LagMonitor  # noqa: PLC0415 - one test uses it
+
+    monitor = LagMonitor("unused", "group", "topic", partitions=1)
+    # (time, committed, end): committed reaches 5 at t=5 and stays there, with lag, to t=40.
+    for at in range(0, 60, 5):
+        committed = 5 if 10 <= at <= 40 else at
+        monitor.samples.append((float(at), {0: committed}, {0: at + 3}))
+    assert monitor.longest_stall() == 35.0
+    monitor.exclude(20.0, 45.0)
+    assert monitor.longest_stall() == 10.0  # t=5 to t=15, before the window
+    caught_up = LagMonitor("unused", "group", "topic", partitions=1)
+    caught_up.samples = [(float(at), {0: 7}, {0: 7}) for at in range(10)]
+    assert caught_up.longest_stall() == 0.0

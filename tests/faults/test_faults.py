@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from consumer.errors import MessageTooLargeError
 
 from tests.faults.checker import Report
+from tests.faults.poison import LagMonitor, refuse_status_topic
 from tests.faults.scenario import (
     ForeignWriter,
     Scenario,
@@ -241,3 +243,61 @@ async def test_foreign_writer_rewrites_passes_during_traffic(scenario: Scenario)
     conflicts = sum(len(p.events("write_conflict")) for p in sc.consumers)
     _finish("foreign_writer", sc, report, foreign_writes=writer.writes, write_conflicts=conflicts)
     assert writer.writes > 100
+
+
+async def test_poison_under_load(scenario: Scenario) -> None:
+    """Good traffic mixed with 1 % inputs over the input limit, 1 % users whose documents
+    the store refuses (a non-numeric ``pass_status_rev``: TypeMismatch, code 14), and a 20 s
+    refusal of the status topic by the broker: every good input applied (lost 0, wrong 0,
+    rewritten 0), each poison input dead-lettered once with its reason, nothing
+    dead-lettered for the refusal, and no partition stalled while it had lag outside it."""
+    sc = scenario
+    sc.traffic_seconds = 40
+    sc.oversized_fraction = 0.01
+    sc.poisoned = set(random.Random(sc.seed).sample(range(1000, 1000 + sc.users), 2))
+    await sc.seed_documents()
+    settings = sc.service.settings
+    sc.consumer("c1").start()
+    stop = asyncio.Event()
+    monitor = LagMonitor(sc.bootstrap, settings.group_id, settings.topic_ticket_used)
+    watching = asyncio.create_task(monitor.run(stop))
+    traffic = sc.start_traffic()
+    await asyncio.sleep(10)
+    start, end = await refuse_status_topic(sc.bootstrap, settings.topic_status_changed, 20)
+    # The refusal, then the time the service needs to see it lifted (its back-off, at most
+    # BACKOFF_MAX_SECONDS, plus the publish timeout of the attempt in flight).
+    monitor.exclude(start, end + settings.backoff_max_seconds + 20)
+    await traffic
+    _expected, report = await sc.converge()
+    stop.set()
+    await watching
+    paused = [e for p in sc.consumers for e in p.events("consumption_paused")]
+    assert paused, "the refusal of the status topic must pause consumption"
+    assert all(e["reason"] == "output_refused" for e in paused)
+
+    assert sc.traffic is not None
+    letters = [d for d in await sc.dead_letters() if d["reason"] != "store_rejected"]
+    too_large = [(d["source_partition"], d["source_offset"]) for d in letters]
+    assert len(too_large) == len(set(too_large)) == sc.traffic.oversized_sent
+    assert {d["reason"] for d in letters} <= {MessageTooLargeError.reason}
+    refused = [d for d in await sc.dead_letters() if d["reason"] == "store_rejected"]
+    refused_at = [(d["source_partition"], d["source_offset"]) for d in refused]
+    assert len(refused_at) == len(set(refused_at)), "a poison input dead-lettered twice"
+    assert {d["error_code"] for d in refused} == {14}
+    planned = sum(1 for e in sc.events if e["user_id"] in sc.poisoned)
+    assert len(refused) == planned
+    stall = monitor.longest_stall()
+    assert len(monitor.samples) > 30, "the monitor must have watched the whole run"
+    _finish(
+        "poison_under_load",
+        sc,
+        report,
+        oversized_inputs=sc.traffic.oversized_sent,
+        store_refused_inputs=len(refused),
+        refusal_seconds=round(end - start, 1),
+        pauses_logged=len(paused),
+        longest_stall_outside_refusal_seconds=stall,
+        lag_samples=len(monitor.samples),
+    )
+    # A wedged partition stalls for ever; a moving one at most a batch plus a back-off.
+    assert stall < 30, f"a partition with lag did not commit for {stall} s"

@@ -84,7 +84,7 @@ TICKET_USED_CORPUS: list[tuple[str, bytes | None, str]] = [
     ),
     ("deep nesting", _nested(5000), "not_json"),
     ("deep nesting in a field", b'{"event_id":' + _nested(200) + b"}", "schema_violation"),
-    ("too large", _with(GOOD_TICKET_USED, pass_uuid="p" * (MAX_BYTES + 10)), "message_too_large"),
+    ("too large", _with(GOOD_TICKET_USED, pass_uuid="p" * (MAX_BYTES + 10)), "too_large"),
 ]
 
 # (label, value, reason) — tick messages

@@ -24,7 +24,7 @@ from tests.fuzz.corpus import (
 REASONS = {
     "not_json",
     "schema_violation",
-    "message_too_large",
+    "too_large",
     "tick_in_future",
     "unreadable_time",
 }

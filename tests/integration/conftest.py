@@ -124,6 +124,24 @@ async def mongo_db(
 
 
 @pytest.fixture
+async def cache_store(mongodb_uri: str, mongo_db: AsyncDatabase[Document]) -> AsyncIterator[Any]:
+    """The service's :class:`MongoCacheStore` on this test's database (default settings)."""
+    from consumer.adapters.metrics import Metrics  # noqa: PLC0415 - only the store tests need it
+    from consumer.adapters.mongo import MongoCacheStore, make_client  # noqa: PLC0415
+    from consumer.settings import Settings  # noqa: PLC0415
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    settings = Settings.from_env(
+        {"PASS_STATUS_MONGODB_URI": mongodb_uri, "PASS_STATUS_MONGODB_DATABASE": mongo_db.name}
+    )
+    client = make_client(settings)
+    try:
+        yield MongoCacheStore(client, settings, Metrics(CollectorRegistry()))
+    finally:
+        await client.close()
+
+
+@pytest.fixture
 async def kafka_admin(kafka_bootstrap: str) -> AsyncIterator[Any]:
     """A started ``AIOKafkaAdminClient``, closed afterwards."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="pass-status-tests")

@@ -163,6 +163,18 @@ class ConsumerProcess:
             self.proc.stderr.close()
 
 
+def run_cli(service: ServiceEnv, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python -m consumer ARGS`` with ``service``'s settings, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        env={**os.environ, **service.env},
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 async def produce(
     bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
 ) -> None:

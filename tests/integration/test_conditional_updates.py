@@ -222,7 +222,7 @@ async def test_a_write_too_large_to_send_is_rejected_for_good_naming_the_user(
         await store.write_user(read, _expiring_plan(read, now), now)
 
     assert caught.value.user_id == 42
-    assert caught.value.reason == "bad_document"
+    assert caught.value.reason == "store_rejected"
     assert not caught.value.retriable
     assert not isinstance(caught.value, TransientError)
     doc = await cache.find_one({"user_id": 42}, {"passes.status": 1})

@@ -133,7 +133,7 @@ async def test_bad_input_is_dead_lettered_and_the_partition_goes_on(
             "unknown_user",
             "unknown_pass",
             "unreadable_time",
-            "message_too_large",
+            "too_large",
             "tick_in_future",
             "schema_violation",
         ]
@@ -169,3 +169,4 @@ async def test_missing_topics_exit_2_with_a_clear_message(service_env: ServiceEn
     assert result.returncode == 2
     last = result.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("pass-status: error: missing Kafka topics: no-such-topic-here")
+    assert "docs/operations.md, Topics" in last  # where the topic spec is

@@ -8,9 +8,6 @@ it (the status change carries the input's ``traceparent``); a second replay chan
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Any
 
@@ -20,21 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.integration.factories import a_pass, a_user, ticket_used
-from tests.integration.harness import REPO, ConsumerProcess, ServiceEnv, read_topic, values
+from tests.integration.harness import ConsumerProcess, ServiceEnv, read_topic, values
+from tests.integration.harness import run_cli as cli
 
 Collection = AsyncCollection[dict[str, Any]]
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa4ba902b7-01"
-
-
-def cli(service: ServiceEnv, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumer", *args],
-        env={**os.environ, **service.env},
-        cwd=REPO,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def produce_with_headers(

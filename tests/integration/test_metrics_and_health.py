@@ -131,6 +131,22 @@ async def test_metrics_move_with_traffic_and_pass_promtool(
     }
     assert lag
     assert all(v == 0 for v in lag.values())
+    # Per-partition alert inputs (issue 21): caught up, so 0 seconds behind; each assigned
+    # partition has a last-commit time; fetches are counted as Kafka attempts.
+    lag_seconds = {
+        labels: v for (name, labels), v in got.items() if name == "pass_status_consumer_lag_seconds"
+    }
+    assert lag_seconds.keys() == lag.keys()
+    assert all(v == 0 for v in lag_seconds.values())
+    commits = {
+        labels: v
+        for (name, labels), v in got.items()
+        if name == "pass_status_last_commit_timestamp_seconds"
+    }
+    assert commits.keys() == lag.keys()
+    assert all(v > 0 for v in commits.values())
+    fetches = ("pass_status_kafka_operation_duration_seconds_count", (("operation", "fetch"),))
+    assert got[fetches] >= 1
     # No user id ever becomes a label.
     assert not any("user" in key for _, labels in got for key, _ in labels)
 

@@ -1,9 +1,13 @@
-"""A status-change event Kafka refuses for good, against the real servers (invariant I6).
+"""A status-change event Kafka refuses, against the real servers (invariant I6 and the
+failure policy).
 
-The status topic accepts records of at most 2,000 bytes; a user's outbox holds an event
-of a pass whose ``pass_uuid`` is 3,000 characters (refused: too large) ahead of an
-ordinary one. The orphan relay must move the refused one, whole, to
-``pass_status_outbox_rejected``, publish the other, and then have nothing left to try.
+- Refused by our own producer (the event is over ``max_request_size``, 1 MiB: a pass whose
+  ``pass_uuid`` is 1.1 million characters): that event's fault. The orphan relay moves it,
+  whole, to ``pass_status_outbox_rejected``, publishes the ordinary one behind it, and then
+  has nothing left to try.
+- Refused by the broker (the topic's ``max.message.bytes`` is 2,000): the topic's limit is
+  below what the service writes. Nothing is set aside: the relay raises a refusal of the
+  topic (the consume loop pauses on it) and every entry stays queued until it is fixed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from consumer.adapters.kafka import KafkaPublisher, make_producer
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.outbox import OUTBOX, OUTBOX_REJECTED, OUTBOX_SINCE
+from consumer.errors import PublishRejectedError
 from consumer.service.outbox import OutboxRelay
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
@@ -56,20 +61,49 @@ async def small_topic(kafka_admin: Any, unique_name: str) -> AsyncIterator[str]:
         await kafka_admin.delete_topics([topic])
 
 
-async def test_an_event_kafka_refuses_moves_aside_and_the_next_one_is_published(
-    kafka_bootstrap: str,
-    mongodb_uri: str,
-    mongo_db: AsyncDatabase[Document],
-    small_topic: str,
-) -> None:
-    settings = Settings.from_env(
+@pytest.fixture
+async def status_topic(kafka_admin: Any, unique_name: str) -> AsyncIterator[str]:
+    topic = f"{unique_name}-status"
+    await kafka_admin.create_topics([NewTopic(topic, 1, 1)])
+    try:
+        yield topic
+    finally:
+        await kafka_admin.delete_topics([topic])
+
+
+def _settings(kafka_bootstrap: str, mongodb_uri: str, database: str) -> Settings:
+    return Settings.from_env(
         {
             "PASS_STATUS_MONGODB_URI": mongodb_uri,
-            "PASS_STATUS_MONGODB_DATABASE": mongo_db.name,
+            "PASS_STATUS_MONGODB_DATABASE": database,
             "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         }
     )
-    refused, ordinary = _entry("r" * 3000), _entry("ordinary")
+
+
+async def _relay_twice(settings: Settings, topic: str) -> tuple[Metrics, int]:
+    metrics = Metrics(CollectorRegistry())
+    client = make_client(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        store = MongoCacheStore(client, settings, metrics)
+        relay = OutboxRelay(store, KafkaPublisher(producer, metrics), metrics, topic)
+        await relay.relay_orphans(NOW, timedelta(seconds=30))
+        return metrics, await relay.relay_orphans(NOW, timedelta(seconds=30))
+    finally:
+        await producer.stop()
+        await client.close()
+
+
+async def test_an_event_our_producer_refuses_moves_aside_and_the_next_one_is_published(
+    kafka_bootstrap: str,
+    mongodb_uri: str,
+    mongo_db: AsyncDatabase[Document],
+    status_topic: str,
+) -> None:
+    settings = _settings(kafka_bootstrap, mongodb_uri, mongo_db.name)
+    refused, ordinary = _entry("r" * 1_100_000), _entry("ordinary")
     cache = mongo_db["bytemark_tickets_cache"]
     await cache.insert_one(
         {
@@ -80,18 +114,7 @@ async def test_an_event_kafka_refuses_moves_aside_and_the_next_one_is_published(
             OUTBOX_SINCE: NOW - timedelta(hours=1),
         }
     )
-    metrics = Metrics(CollectorRegistry())
-    client = make_client(settings)
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        store = MongoCacheStore(client, settings, metrics)
-        relay = OutboxRelay(store, KafkaPublisher(producer, metrics), metrics, small_topic)
-        await relay.relay_orphans(NOW, timedelta(seconds=30))
-        backlog = await relay.relay_orphans(NOW, timedelta(seconds=30))
-    finally:
-        await producer.stop()
-        await client.close()
+    metrics, backlog = await _relay_twice(settings, status_topic)
 
     doc = await cache.find_one({"_id": "d7"})
     assert doc is not None
@@ -101,7 +124,31 @@ async def test_an_event_kafka_refuses_moves_aside_and_the_next_one_is_published(
     assert backlog == 0
     published = [
         orjson.loads(r.value)
-        for r in await read_topic(kafka_bootstrap, small_topic, expect=1, wait=10)
+        for r in await read_topic(kafka_bootstrap, status_topic, expect=1, wait=10)
     ]
     assert {e["event_id"] for e in published} == {ordinary["event_id"]}
     assert metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
+
+
+async def test_a_topic_whose_size_limit_refuses_events_keeps_them_queued_and_raises(
+    kafka_bootstrap: str,
+    mongodb_uri: str,
+    mongo_db: AsyncDatabase[Document],
+    small_topic: str,
+) -> None:
+    """A misconfigured topic used to drain every event into the rejected list."""
+    settings = _settings(kafka_bootstrap, mongodb_uri, mongo_db.name)
+    big, ordinary = _entry("r" * 3000), _entry("ordinary")
+    cache = mongo_db["bytemark_tickets_cache"]
+    since = NOW - timedelta(hours=1)
+    await cache.insert_one(
+        {"_id": "d7", "user_id": 7, "passes": [], OUTBOX: [big, ordinary], OUTBOX_SINCE: since}
+    )
+    with pytest.raises(PublishRejectedError) as refused:
+        await _relay_twice(settings, small_topic)
+    assert refused.value.topic == small_topic
+
+    doc = await cache.find_one({"_id": "d7"})
+    assert doc is not None
+    assert doc[OUTBOX] == [big, ordinary]  # nothing set aside, nothing lost
+    assert OUTBOX_REJECTED not in doc

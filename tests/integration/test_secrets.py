@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
+from tests.integration import own_kafka
 from tests.integration.factories import a_pass, a_user, ticket_used
 from tests.integration.harness import (
     REPO,
@@ -174,51 +174,14 @@ SASL_USER = "pass-status"
 WRONG_PASSWORD = "Wr0ng-Pw-n0t-th3-0ne"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture(scope="module")
 def sasl_kafka(
     mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """``plaintext`` (admin, test producers) and ``sasl`` bootstrap addresses of one broker."""
-    port, controller, sasl = _free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k != "PASS_STATUS_KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(
-        PASS_STATUS_STATE=str(tmp_path_factory.mktemp("sasl-services")),
-        PASS_STATUS_LOCAL_KAFKA_PORT=str(port),
-        PASS_STATUS_LOCAL_KAFKA_CONTROLLER_PORT=str(controller),
-        PASS_STATUS_LOCAL_KAFKA_SASL_PORT=str(sasl),
-        PASS_STATUS_MONGODB_URI=mongodb_uri,  # only Kafka is started
-        PASS_STATUS_LOCAL_KAFKA_HEAP="256m",
-        PASS_STATUS_LOCAL_KAFKA_SASL_USERNAME=SASL_USER,
-        PASS_STATUS_LOCAL_KAFKA_SASL_PASSWORD=SASL_PASSWORD,
-    )
-    services = str(REPO / "scripts" / "services")
-    try:
-        up = subprocess.run(
-            [services, "up", "--sasl"],
-            check=False,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if up.returncode != 0:
-            pytest.fail(f"scripts/services up --sasl failed:\n{up.stderr}", pytrace=False)
-        yield {"plaintext": f"127.0.0.1:{port}", "sasl": f"127.0.0.1:{sasl}"}
-    finally:
-        subprocess.run(
-            [services, "down", "--wipe"], check=False, env=env, capture_output=True, timeout=120
-        )
+    state = tmp_path_factory.mktemp("sasl-services")
+    with own_kafka.sasl_kafka(state, mongodb_uri, SASL_USER, SASL_PASSWORD) as addresses:
+        yield addresses
 
 
 @pytest.fixture

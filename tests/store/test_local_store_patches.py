@@ -160,10 +160,13 @@ async def test_update_and_delete_commands_of_1000_statements_complete(
 # ------------------------------------------------ 0004 pushdown of the service's query shapes
 
 
-async def _users(db: AsyncDatabase[Document], n: int) -> AsyncCollection[Document]:
-    """n user documents shaped like the service's cache, with its four indexes."""
+async def _users(
+    db: AsyncDatabase[Document], n: int, *, unique: bool = False
+) -> AsyncCollection[Document]:
+    """n user documents shaped like the service's cache, with its four indexes (the
+    ``user_id`` one unique if asked: 0008 reads it through a plain index beside it)."""
     coll = db["users"]
-    await coll.create_index([("user_id", ASCENDING)], name="user_id_1")
+    await coll.create_index([("user_id", ASCENDING)], name="user_id_1", unique=unique)
     await coll.create_index([("next_check_at", ASCENDING)], name="next_check_at_1")
     await coll.create_index([("pass_status_outbox_since", ASCENDING)], name="outbox_since_1")
     await coll.create_index([("pass_status_checked_at", ASCENDING)], name="checked_at_1")
@@ -219,11 +222,19 @@ QUERY_SHAPES: dict[str, tuple[Callable[[Document], Document], str]] = {
 }
 
 
+# 0008: a unique index on one field is read through the plain index beside it
+LOOKUP = "(_lookup)?"
+
+
+@pytest.mark.parametrize("unique", [False, True], ids=["plain", "unique user_id"])
 @pytest.mark.parametrize("shape", QUERY_SHAPES)
-async def test_query_plan_uses_the_index(db: AsyncDatabase[Document], shape: str) -> None:
-    """SQLite searches the collection's index for each query shape the service sends."""
+async def test_query_plan_uses_the_index(
+    db: AsyncDatabase[Document], shape: str, unique: bool
+) -> None:
+    """SQLite searches the collection's index for each query shape the service sends,
+    whether the ``user_id`` index is unique or not."""
     await _require_ferretdb(db)
-    coll = await _users(db, 200)
+    coll = await _users(db, 200, unique=unique)
     doc = await coll.find_one({"user_id": 7})
     assert doc is not None
     make_filter, index = QUERY_SHAPES[shape]
@@ -232,7 +243,7 @@ async def test_query_plan_uses_the_index(db: AsyncDatabase[Document], shape: str
     )
     plan = " | ".join(explained["queryPlanner"]["Plan"])
     assert explained["filterPushdown"] is True, plan
-    assert re.search(rf"SEARCH \S+ USING INDEX \S+_{re.escape(index)} ", plan), plan
+    assert re.search(rf"SEARCH \S+ USING INDEX \S+_{re.escape(index)}{LOOKUP} ", plan), plan
     assert " SCAN " not in f" {plan} ", plan
 
 
@@ -414,27 +425,28 @@ async def test_sorted_finds_keep_mongodb_order_on_mixed_types(
     [{}, {"user_id": {"$gt": 150}}],
     ids=["all users", "page after a user_id"],
 )
+@pytest.mark.parametrize("unique", [False, True], ids=["plain", "unique user_id"])
 async def test_query_plan_of_a_sorted_find_uses_the_index(
-    db: AsyncDatabase[Document], query: Document, direction: int
+    db: AsyncDatabase[Document], query: Document, direction: int, unique: bool
 ) -> None:
     """A find sorted by user_id reads rows in index order: no full scan, no SQL sort; a
-    page after a user_id is one index range."""
+    page after a user_id is one index range (also when the index is unique)."""
     await _require_ferretdb(db)
-    coll = await _users(db, 200)
+    coll = await _users(db, 200, unique=unique)
     explained: Document = await db.command(
         "explain",
         {"find": coll.name, "filter": query, "sort": {"user_id": direction}, "limit": 100},
     )
     plan = " | ".join(explained["queryPlanner"]["Plan"])
     assert explained["sortPushdown"] is True, plan
-    assert re.search(r"(SEARCH|SCAN) \S+ USING INDEX \S+_user_id_1\b", plan), plan
+    assert re.search(rf"(SEARCH|SCAN) \S+ USING INDEX \S+_user_id_1{LOOKUP}\b", plan), plan
     assert "TEMP B-TREE" not in plan, plan
     if query:
-        assert re.search(r"SEARCH \S+ USING INDEX \S+_user_id_1 \(", plan), plan
+        assert re.search(rf"SEARCH \S+ USING INDEX \S+_user_id_1{LOOKUP} \(", plan), plan
     # the few rows read first: arrays (an index range) ascending, rare types descending
     first = " | ".join(explained["queryPlanner"]["FirstPlan"])
     if direction > 0:
-        assert re.search(r"SEARCH \S+ USING INDEX \S+_user_id_1 \(", first), first
+        assert re.search(rf"SEARCH \S+ USING INDEX \S+_user_id_1{LOOKUP} \(", first), first
     else:
         assert re.search(r"USING INDEX \S+_user_id_1_rare_types\b", first), first
     got = [d["user_id"] async for d in coll.find(query).sort("user_id", direction).limit(100)]

@@ -17,9 +17,10 @@ it. ``fail_next`` makes the next calls raise.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_sweeps import SweepChunk, SweepProgress, due_query
 from consumer.adapters.store_ports import OutboxScan
+from consumer.bootstrap import build_parts, build_runner
 from consumer.domain.outbox import (
     OUTBOX,
     OUTBOX_SINCE,
@@ -35,6 +37,7 @@ from consumer.domain.outbox import (
     clearing_steps,
     rejecting_steps,
 )
+from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
     NEVER_DUE,
@@ -43,14 +46,8 @@ from consumer.domain.user_update import (
     write_change,
 )
 from consumer.errors import PublishRejectedError, RecordRejectedError
-from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
-from consumer.service.outbox import OutboxRelay
 from consumer.service.runner import Runner
-from consumer.service.sweeps import Sweeper
-from consumer.service.ticket_used import TicketUsedHandler
-from consumer.service.ticks import TickHandler
-from consumer.service.writer import UserWriter
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 
@@ -170,8 +167,8 @@ class FakeCacheStore(_Interleavings):
         await self.enter("find_users")
         found: dict[int, Document] = {}
         for doc in self.cache.find({"user_id": {"$in": list(user_ids)}}):
-            user_id = doc.get("user_id")
-            if isinstance(user_id, int) and user_id not in found:
+            user_id = read_int(doc.get("user_id"))
+            if user_id is not None and user_id not in found:
                 found[user_id] = doc
         if found:
             yield found
@@ -375,7 +372,8 @@ class FakePublisher(_Interleavings):
         self.records.extend(r for r in records if not self._refuse(r))
         if refused:
             self.refused.extend(refused)
-            raise self._refusal(f"Kafka refused {len(refused)} record(s)")
+            message = f"Kafka refused {len(refused)} record(s)"
+            raise self._refusal(message, topic=refused[0].topic)
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(r.value) for r in self.records if r.topic == topic]
@@ -388,29 +386,35 @@ class FakeService:
     DEAD_LETTER_TOPIC = "dead"
     CHECK_LOG_TOPIC = "check-log"
 
-    def __init__(self, store: FakeCacheStore, publisher: FakePublisher | None = None) -> None:
+    SETTINGS = Settings(
+        topic_status_changed=STATUS_TOPIC,
+        topic_dead_letter=DEAD_LETTER_TOPIC,
+        topic_check_log=CHECK_LOG_TOPIC,
+        group_id="g",
+        max_message_bytes=65536,
+        user_concurrency=4,
+        conflict_retries=3,
+        check_log_max_bytes=900_000,
+    )
+
+    def __init__(
+        self,
+        store: FakeCacheStore,
+        publisher: FakePublisher | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.store = store
         self.publisher = publisher or FakePublisher()
         self.metrics = Metrics(CollectorRegistry())
-        self.relay = OutboxRelay(store, self.publisher, self.metrics, self.STATUS_TOPIC)
-        self.writer = UserWriter(store, self.metrics, conflict_retries=3)
-        self.summary = IntervalSummary()
-        self.sink = CheckLogSink(store, self.publisher, self.metrics, self.CHECK_LOG_TOPIC, 900_000)
-        self.sweeper = Sweeper(
-            store, self.writer, self.relay, self.sink, self.summary, self.metrics, 4
-        )
-        self.ticket_used = TicketUsedHandler(
-            store,
-            self.writer,
-            self.relay,
-            self.publisher,
-            self.summary,
-            self.metrics,
-            group_id="g",
-            dead_letter_topic=self.DEAD_LETTER_TOPIC,
-            max_message_bytes=65536,
-            concurrency=4,
-        )
+        self.settings = settings or self.SETTINGS
+        # The same wiring as the service's (consumer.bootstrap), over the fakes.
+        self.parts = build_parts(self.settings, store, self.publisher, self.metrics)
+        self.relay = self.parts.relay
+        self.writer = self.parts.writer
+        self.summary = self.parts.summary
+        self.sink = self.parts.sink
+        self.sweeper = self.parts.sweeper
+        self.ticket_used = self.parts.ticket_used
 
     def status_events(self) -> list[dict[str, Any]]:
         return self.publisher.values(self.STATUS_TOPIC)
@@ -431,6 +435,17 @@ class FakeMessage:
     timestamp: int | None = None
 
 
+def ticket_used_message(user_id: int, offset: int, used_at: datetime) -> FakeMessage:
+    """A ticket-used record on partition ("used", 0) for the user's pass ``p<user_id>``."""
+    body = {
+        "event_id": f"e{offset}",
+        "user_id": user_id,
+        "pass_uuid": f"p{user_id}",
+        "used_at": used_at.isoformat(),
+    }
+    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+
+
 class FakeConsumer:
     """The part of ``AIOKafkaConsumer`` the runner drives, recording what it was told."""
 
@@ -439,6 +454,30 @@ class FakeConsumer:
         self.commits: list[dict[Any, int]] = []
         self.seeks: list[tuple[Any, int]] = []
         self.paused: set[Any] = set()
+        self.log: dict[Any, list[FakeMessage]] = {tp: [] for tp in self.partitions}
+        self.positions: dict[Any, int] = dict.fromkeys(self.partitions, 0)
+
+    def append(self, *messages: FakeMessage) -> None:
+        """Records arrive on their partitions (offsets as given, in order)."""
+        for message in messages:
+            self.log[TopicPartition(message.topic, message.partition)].append(message)
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        """The records after each unpaused partition's position, as aiokafka returns them;
+        an empty batch after a short wait when there are none."""
+        batch: dict[Any, list[Any]] = {}
+        for tp in sorted(self.partitions - self.paused):
+            after = [m for m in self.log[tp] if m.offset >= self.positions[tp]][:max_records]
+            if after:
+                batch[tp] = after
+                self.positions[tp] = after[-1].offset + 1
+        if not batch:
+            await asyncio.sleep(min(timeout_ms, 20) / 1000)
+        return batch
+
+    def committed_offset(self, tp: Any) -> int | None:
+        offsets = [c[tp] for c in self.commits if tp in c]
+        return max(offsets) if offsets else None
 
     def assignment(self) -> set[Any]:
         return set(self.partitions)
@@ -451,38 +490,32 @@ class FakeConsumer:
 
     def seek(self, partition: Any, offset: int) -> None:
         self.seeks.append((partition, offset))
+        self.positions[partition] = offset
 
     async def commit(self, offsets: dict[Any, int]) -> None:
         self.commits.append(dict(offsets))
 
 
 def a_runner(service: FakeService, consumer: FakeConsumer, settings: Settings) -> Runner:
-    """The real runner over fakes; its plan knows the consumer's partitions."""
-    ticks = TickHandler(
-        service.sweeper,
-        service.publisher,
-        service.metrics,
-        group_id="g",
-        dead_letter_topic=settings.topic_dead_letter,
-        max_message_bytes=65536,
-        max_future=timedelta(seconds=300),
+    """The real runner over fakes, wired by consumer.bootstrap as the service is; its plan
+    knows the consumer's partitions."""
+    merged = dataclasses.replace(
+        settings,
+        topic_status_changed=service.settings.topic_status_changed,
+        topic_check_log=service.settings.topic_check_log,
+        group_id=service.settings.group_id,
+        max_message_bytes=service.settings.max_message_bytes,
+        user_concurrency=service.settings.user_concurrency,
+        conflict_retries=service.settings.conflict_retries,
+        check_log_max_bytes=service.settings.check_log_max_bytes,
     )
+    # The service's own handlers (one relay, one summary), with the runner's settings.
+    parts = dataclasses.replace(service.parts, settings=merged)
 
     async def probes() -> tuple[bool, bool]:
         return True, True
 
-    return Runner(
-        settings,
-        consumer,
-        service.ticket_used,
-        ticks,
-        service.relay,
-        service.sink,
-        service.summary,
-        Health(),
-        service.metrics,
-        probes,
-    )
+    return build_runner(parts, consumer, Health(), probes)
 
 
 _ABSENT = object()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import TopicPartition
 from bson.errors import InvalidDocument
@@ -19,7 +18,14 @@ from consumer.schemas import DEAD_LETTER, validator
 from consumer.settings import Settings
 from pymongo.errors import DocumentTooLarge
 
-from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeMessage, FakeService, a_runner
+from tests.unit.fakes import (
+    FakeCacheStore,
+    FakeConsumer,
+    FakeMessage,
+    FakeService,
+    a_runner,
+    ticket_used_message,
+)
 
 NOW = datetime.now(UTC)
 SETTINGS = Settings(
@@ -42,26 +48,20 @@ def a_user(user_id: int) -> dict[str, Any]:
 
 
 def used(user_id: int, offset: int) -> FakeMessage:
-    body = {
-        "event_id": f"e{offset}",
-        "user_id": user_id,
-        "pass_uuid": f"p{user_id}",
-        "used_at": NOW.isoformat(),
-    }
-    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+    return ticket_used_message(user_id, offset, NOW)
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "reason"),
     [
-        InvalidDocument("cannot encode object"),
-        DocumentTooLarge("BSON document too large (16793600 bytes)"),
-        BadDocumentError("user 8: document too large to write"),
+        (InvalidDocument("cannot encode object"), "store_rejected"),
+        (DocumentTooLarge("BSON document too large (16793600 bytes)"), "store_rejected"),
+        (BadDocumentError("user 8: document too large to write"), "bad_document"),
     ],
     ids=["invalid_document", "document_too_large", "bad_document_error"],
 )
 async def test_a_user_that_cannot_be_written_is_dead_lettered_and_the_batch_goes_on(
-    error: Exception,
+    error: Exception, reason: str
 ) -> None:
     store = FakeCacheStore(a_user(7), a_user(8))
     store.fail_writes_of(8, error)
@@ -77,7 +77,7 @@ async def test_a_user_that_cannot_be_written_is_dead_lettered_and_the_batch_goes
     assert consumer.commits == [{TopicPartition("used", 0): 13}]
     assert consumer.seeks == []
     dead = service.dead_letters()
-    assert [(d["source_offset"], d["reason"]) for d in dead] == [(11, "bad_document")]
+    assert [(d["source_offset"], d["reason"]) for d in dead] == [(11, reason)]
     validator(DEAD_LETTER)(dead[0])
     assert store.doc("d7")["passes"][0]["status"] == "USING"
     assert [e["user_id"] for e in service.status_events()] == [7]
@@ -99,7 +99,7 @@ async def test_an_unexpected_batch_error_isolates_the_record_at_fault() -> None:
     assert fault is None
     assert consumer.commits == [{TopicPartition("used", 0): 12}]
     assert [(d["source_offset"], d["reason"]) for d in service.dead_letters()] == [
-        (11, "bad_document")
+        (11, "internal_error")
     ]
     assert store.doc("d7")["passes"][0]["status"] == "USING"
 

@@ -34,9 +34,13 @@ TESTS_DIR = ROOT / "helm" / "tests"
 ALERTS_FILE = CHART / "files" / "alerts.yaml"
 DASHBOARD_FILE = CHART / "files" / "dashboard.json"
 K8S_VERSION = "1.31.0"
-CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"})
+CRD_KINDS = frozenset(
+    {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
+)
 SECRET_ENV = frozenset({"PASS_STATUS_MONGODB_URI", "PASS_STATUS_KAFKA_SASL_PASSWORD"})
 VALUE_SETS = ("default", "values-all.yaml", "values-hpa.yaml")
+
+pytestmark = pytest.mark.tools  # helm and promtool (scripts/run_tests builds them meanwhile)
 
 Doc = dict[str, Any]
 
@@ -189,6 +193,8 @@ def test_all_options_render_every_object() -> None:
         "CronJob",
         "CronJob",
         "Deployment",
+        "NetworkPolicy",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "PrometheusRule",
         "ScaledObject",
@@ -197,7 +203,7 @@ def test_all_options_render_every_object() -> None:
         "ServiceMonitor",
         "TriggerAuthentication",
     ]
-    assert "HorizontalPodAutoscaler" in kinds(render("values-hpa.yaml"))
+    assert {"HorizontalPodAutoscaler", "PodMonitor"} <= set(kinds(render("values-hpa.yaml")))
 
 
 def test_names_fit_kubernetes_limits() -> None:
@@ -290,6 +296,7 @@ def test_replicas_are_left_to_the_autoscaler() -> None:
 def test_env_is_read_by_the_settings(values_file: str) -> None:
     """Every variable the chart sets is a setting, and together they pass validation."""
     known = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    known |= {PREFIX + f.name.upper() + "_FILE" for f in dataclasses.fields(Settings)}
     extra = (
         set(yaml.safe_load((TESTS_DIR / values_file).read_text()).get("env", {}))
         if values_file != "default"
@@ -298,13 +305,18 @@ def test_env_is_read_by_the_settings(values_file: str) -> None:
     for spec in pod_specs(render(values_file)):
         env = env_of(spec["containers"][0])
         assert set(env) - extra <= known, sorted(set(env) - extra - known)
-        plain = {k: v["value"] for k, v in env.items() if "value" in v and k not in extra}
+        plain = {
+            k: v["value"]
+            for k, v in env.items()
+            if "value" in v and k not in extra and not k.endswith("_FILE")
+        }
+        plain |= {k.removesuffix("_FILE"): "from-file" for k in env if k.endswith("_FILE")}
         plain |= {
             k: "from-secret"
             for k, v in env.items()
             if "secretKeyRef" in v.get("valueFrom", {})  # extraEnv may use other sources
         }
-        if "valueFrom" in env.get("PASS_STATUS_MONGODB_URI", {}):
+        if "PASS_STATUS_MONGODB_URI" in plain:
             plain["PASS_STATUS_MONGODB_URI"] = "mongodb://from-secret"  # settings check URIs
         Settings.from_env(plain)
 
@@ -330,14 +342,19 @@ def test_tick_jobs_get_no_mongodb_credentials(values_file: str) -> None:
     """Least privilege: the tick jobs only publish to Kafka."""
     docs = render(values_file)
     consumer, *ticks = pod_specs(docs)
-    assert (
-        "secretKeyRef" in env_of(consumer["containers"][0])["PASS_STATUS_MONGODB_URI"]["valueFrom"]
+    consumer_env = env_of(consumer["containers"][0])
+    uri = (
+        consumer_env.get("PASS_STATUS_MONGODB_URI") or consumer_env["PASS_STATUS_MONGODB_URI_FILE"]
     )
+    assert "secretKeyRef" in uri.get("valueFrom", {}) or "_FILE" in uri["name"]
     assert ticks
     for spec in ticks:
         env = env_of(spec["containers"][0])
         assert not [name for name in env if "MONGODB" in name]
         assert "mongodb-ca" not in {v["name"] for v in spec["volumes"]}
+        for volume in spec["volumes"]:
+            items = volume.get("secret", {}).get("items", [])
+            assert "mongodb-uri" not in {i["key"] for i in items}
 
 
 # --- values.schema.json --------------------------------------------------------------------------
@@ -348,6 +365,10 @@ SCHEMA_FAILURES = [
     ("kafka.topics.tickUsed=x", "additional properties 'tickUsed' not allowed"),
     ("probes.liveness.periodSeconds=-1", "minimum"),
     ("consumer.logLevel=LOUD", "/consumer/logLevel"),
+    # A typo in resources (limit for limits) used to pass: issue 21.
+    ("resources.limit.memory=1Gi", "additional properties 'limit' not allowed"),
+    ("resources.requests.cpu=lots", "/resources/requests/cpu"),
+    ("cronJobs.resources.limits.gpu=1", "additional properties 'gpu' not allowed"),
 ]
 
 
@@ -444,7 +465,8 @@ def test_pdb_lets_unready_pods_be_evicted() -> None:
 
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert chart["kubeVersion"].startswith(">=1.27")
+    # Checked by the templates instead: see test_helm_template_renders_without_flags.
+    assert "kubeVersion" not in chart
     assert chart["home"].startswith("https://")
     assert chart["sources"]
     assert chart["maintainers"][0]["name"]
@@ -479,6 +501,221 @@ def test_sasl_settings_from_values_and_secret() -> None:
     plain = env_of(one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert "PASS_STATUS_KAFKA_SASL_PASSWORD" not in plain
     assert plain["PASS_STATUS_MONGODB_URI"]["valueFrom"]["secretKeyRef"]["name"] == "pass-status"
+
+
+# --- issue 21: a chart an SRE can tune and lock down ---------------------------------------
+
+
+def test_helm_template_renders_without_flags_and_refuses_old_clusters() -> None:
+    """A new user's first command: no --kube-version (helm assumes 1.20 offline)."""
+    args = [_tool("helm"), "template", "pass-status", str(CHART)]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "kind: Deployment" in done.stdout
+    old = subprocess.run(
+        [*args, "--kube-version", "1.26.0"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert old.returncode != 0
+    assert "needs Kubernetes 1.27 or later, not v1.26.0" in old.stderr
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_pods_get_no_service_links(values_file: str) -> None:
+    """Kubernetes' Service variables looked like settings (unknown_settings_ignored)."""
+    for spec in pod_specs(render(values_file)):
+        assert spec["enableServiceLinks"] is False
+
+
+def test_network_policies_allow_kafka_mongodb_dns_out_and_metrics_in() -> None:
+    assert "NetworkPolicy" not in kinds(render())
+    docs = render("values-all.yaml")
+    consumer = one(docs, "NetworkPolicy", "pass-status")["spec"]
+    tick = one(docs, "NetworkPolicy", "-tick")["spec"]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert consumer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert consumer["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = consumer["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": "http"}]
+    assert ingress["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+
+    def egress_ports(spec: Doc) -> list[tuple[int, str, str]]:
+        return sorted(
+            (p["port"], p["protocol"], json.dumps(rule.get("to"), sort_keys=True))
+            for rule in spec["egress"]
+            for p in rule["ports"]
+        )
+
+    kafka = json.dumps(
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}],
+        sort_keys=True,
+    )
+    dns = json.dumps(
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+        sort_keys=True,
+    )
+    mongodb = json.dumps([{"ipBlock": {"cidr": "10.20.0.0/16"}}], sort_keys=True)
+    assert egress_ports(consumer) == [
+        (53, "TCP", dns),
+        (53, "UDP", dns),
+        (9093, "TCP", kafka),
+        (27017, "TCP", mongodb),
+    ]
+    # The tick jobs publish to Kafka only, and nothing connects to them.
+    assert tick["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in tick
+    assert egress_ports(tick) == [(53, "TCP", dns), (53, "UDP", dns), (9093, "TCP", kafka)]
+    tick_labels = one(docs, "CronJob", "-tick-due")["spec"]["jobTemplate"]["spec"]["template"][
+        "metadata"
+    ]["labels"]
+    selector = tick["podSelector"]
+    assert selector["matchLabels"].items() <= tick_labels.items()
+    (expression,) = selector["matchExpressions"]
+    assert tick_labels[expression["key"]] in expression["values"]
+    assert pod_labels[expression["key"]] not in expression["values"]
+
+
+def test_keda_falls_back_and_scales_up_in_steps() -> None:
+    spec = one(render("values-all.yaml"), "ScaledObject")["spec"]
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": spec["maxReplicaCount"]}
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 4, "periodSeconds": 60}]
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    tuned = one(
+        render(
+            "default",
+            "autoscaling.mode=keda",
+            "autoscaling.keda.fallback.replicas=5",
+            "autoscaling.scaleUp.pods=2",
+        ),
+        "ScaledObject",
+    )["spec"]
+    assert tuned["fallback"]["replicas"] == 5
+    up = tuned["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]
+    assert up["policies"][0]["value"] == 2
+    hpa = one(render("values-hpa.yaml"), "HorizontalPodAutoscaler")["spec"]
+    assert hpa["behavior"] == behavior
+    # cooldownPeriod only scales to zero, which the chart never does: said so, not otherwise.
+    values_text = (CHART / "values.yaml").read_text()
+    cooldown_comment = values_text.split("cooldownPeriod:")[0].rsplit("pollingInterval:", 1)[1]
+    assert "scales to zero" in cooldown_comment
+    assert "scaling back to minReplicas" not in values_text
+
+
+def test_cpu_request_and_hpa_target_match_docs_scaling() -> None:
+    """docs/scaling.md: a replica runs at 0.6 core; the smallest row asks 0.65 core each."""
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    assert "a replica is one event loop: one core, run at 60 %" in re.sub(r"\s+", " ", scaling)
+    per_replica = re.search(
+        r"^\| 1M \| 1k \|.*\| ([0-9.]+) core, \d+ MiB \|$", scaling, re.MULTILINE
+    )
+    assert per_replica is not None
+    request_cores = float(per_replica.group(1))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["resources"]["requests"]["cpu"] == f"{round(request_cores * 1000)}m"
+    target = values["autoscaling"]["hpa"]["targetCPUUtilizationPercentage"]
+    assert target == round(0.6 / request_cores * 100)
+    hpa = one(render("values-hpa.yaml"), "HorizontalPodAutoscaler")["spec"]
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == target
+
+
+def test_pdb_follows_the_replica_count() -> None:
+    assert one(render(), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert "PodDisruptionBudget" not in kinds(render("default", "replicaCount=1"))
+    assert "PodDisruptionBudget" not in kinds(
+        render("default", "autoscaling.mode=hpa", "autoscaling.minReplicas=1")
+    )
+    assert "PodDisruptionBudget" in kinds(render("default", "replicaCount=3"))
+    with pytest.raises(
+        RenderError, match=re.escape("maxUnavailable (2) must be fewer than the replicas (2)")
+    ):
+        render("default", "podDisruptionBudget.maxUnavailable=2")
+
+
+def test_pod_monitor_scrapes_the_pods_with_the_alerts_job_label() -> None:
+    docs = render("values-hpa.yaml")
+    assert "ServiceMonitor" not in kinds(docs)
+    monitor = one(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+    (relabel,) = endpoint["relabelings"]
+    service_name = one(docs, "Service")["metadata"]["name"]
+    assert relabel == {"action": "replace", "targetLabel": "job", "replacement": service_name}
+    with pytest.raises(RenderError, match="enable one"):
+        render("default", "monitoring.enabled=true", "monitoring.podMonitor.enabled=true")
+
+
+@pytest.mark.parametrize("values_file", VALUE_SETS)
+def test_every_probe_has_a_timeout(values_file: str) -> None:
+    container = one(render(values_file), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["timeoutSeconds"] >= 1, probe
+    tuned = one(render("default", "probes.startup.timeoutSeconds=7"), "Deployment")
+    assert tuned["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["timeoutSeconds"] == 7
+
+
+def test_tick_pods_get_the_consumers_scheduling_knobs() -> None:
+    docs = render("values-all.yaml")
+    consumer, *ticks = pod_specs(docs)
+    consumer_meta = one(docs, "Deployment")["spec"]["template"]["metadata"]
+    assert ticks
+    for cron in [d for d in docs if d["kind"] == "CronJob"]:
+        template = cron["spec"]["jobTemplate"]["spec"]["template"]
+        spec = template["spec"]
+        for knob in ("affinity", "nodeSelector", "tolerations", "priorityClassName"):
+            assert spec[knob] == consumer[knob], knob
+        assert template["metadata"]["annotations"] == consumer_meta["annotations"]
+        assert template["metadata"]["labels"]["tier"] == consumer_meta["labels"]["tier"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PASS_STATUS_MONGODB_URI",
+        "PASS_STATUS_KAFKA_SASL_PASSWORD",
+        "PASS_STATUS_KAFKA_SASL_USERNAME",
+    ],
+)
+def test_extra_env_refuses_a_secret_setting_as_a_literal(name: str) -> None:
+    with pytest.raises(
+        RenderError, match=f"extraEnv {name} is a secret setting given as a literal"
+    ):
+        render("default", f"extraEnv[0].name={name}", "extraEnv[0].value=hunter2")
+    by_reference = render(
+        "default",
+        f"extraEnv[0].name={name}",
+        "extraEnv[0].valueFrom.secretKeyRef.name=other",
+        "extraEnv[0].valueFrom.secretKeyRef.key=k",
+    )
+    assert "hunter2" not in _render_text("default", (f"extraEnv[0].name={name}",))
+    assert one(by_reference, "Deployment")
+
+
+def test_secrets_can_be_mounted_as_files() -> None:
+    docs = render("values-hpa.yaml")
+    consumer, *ticks = pod_specs(docs)
+    container = consumer["containers"][0]
+    env = env_of(container)
+    mount = _mounts(container)["secrets"]
+    assert mount["readOnly"] is True
+    assert env["PASS_STATUS_MONGODB_URI_FILE"]["value"] == mount["mountPath"] + "/mongodb-uri"
+    password = env["PASS_STATUS_KAFKA_SASL_PASSWORD_FILE"]["value"]
+    assert password == mount["mountPath"] + "/kafka-sasl-password"
+    assert "PASS_STATUS_MONGODB_URI" not in env
+    assert "PASS_STATUS_KAFKA_SASL_PASSWORD" not in env
+    volume = {v["name"]: v for v in consumer["volumes"]}["secrets"]["secret"]
+    assert volume["secretName"] == "pass-status-credentials"
+    assert volume["defaultMode"] == 0o400
+    assert {i["key"] for i in volume["items"]} == {"mongodb-uri", "kafka-sasl-password"}
+    for spec in ticks:  # the tick jobs get the Kafka password only
+        tick_volume = {v["name"]: v for v in spec["volumes"]}["secrets"]["secret"]
+        assert {i["key"] for i in tick_volume["items"]} == {"kafka-sasl-password"}
+        assert "PASS_STATUS_KAFKA_SASL_PASSWORD_FILE" in env_of(spec["containers"][0])
 
 
 # --- CronJobs --------------------------------------------------------------------------------
@@ -538,11 +775,17 @@ def test_prometheus_rule_embeds_the_alerts_file(tmp_path: Path) -> None:
     groups = rule["spec"]["groups"]
     source = yaml.safe_load(ALERTS_FILE.read_text())["groups"]
     assert [g["name"] for g in groups] == [g["name"] for g in source]
+    tuned = yaml.safe_load((TESTS_DIR / "values-all.yaml").read_text())["monitoring"]["alerts"]
     for got_group, want_group in zip(groups, source, strict=True):
-        for got, want in zip(got_group["rules"], want_group["rules"], strict=True):
-            assert got["expr"] == want["expr"]
-            assert got.get("for") == want.get("for")
-            assert got["labels"] == want["labels"] | {"team": "transit"}
+        wanted = [r for r in want_group["rules"] if tuned.get(r["alert"], {}).get("enabled", True)]
+        for got, want in zip(got_group["rules"], wanted, strict=True):
+            tune = tuned.get(want["alert"], {})
+            threshold = threshold_of(want["expr"])
+            value = tune.get("threshold", threshold)
+            assert got["expr"] == want["expr"].replace(f"{threshold} # threshold", f"{value}")
+            assert got.get("for") == tune.get("for", want.get("for"))
+            labels = want["labels"] | {"team": "transit"}
+            assert got["labels"] == labels | {"severity": tune.get("severity", labels["severity"])}
             anchor = want["alert"].lower()
             assert got["annotations"]["runbook_url"].endswith(f"/docs/operations.md#{anchor}")
             assert got["annotations"]["summary"] == want["annotations"]["summary"]
@@ -563,6 +806,68 @@ def test_prometheus_rule_embeds_the_alerts_file(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def threshold_of(expr: str) -> str | None:
+    """The number before the "# threshold" comment of an alert's expression, if any."""
+    found = re.findall(r"(-?[0-9][0-9.]*(?:e[-+]?[0-9]+)?) # threshold", expr)
+    assert len(found) <= 1, expr
+    return found[0] if found else None
+
+
+def rendered_alerts(*sets: str, values_file: str = "default") -> dict[str, Doc]:
+    docs = render(values_file, "monitoring.enabled=true", *sets)
+    rule = one(docs, "PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_alert_defaults_in_values_are_those_of_the_alerts_file() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["alerts"]
+    rules = {r["alert"]: r for r in alert_rules()}
+    assert set(values) == set(rules)
+    for name, rule in rules.items():
+        tune = values[name]
+        assert tune["enabled"] is True, name
+        assert tune["for"] == rule["for"], name
+        assert tune["severity"] == rule["labels"]["severity"], name
+        threshold = threshold_of(rule["expr"])
+        if threshold is None:
+            assert "threshold" not in tune, name
+        else:
+            assert float(tune["threshold"]) == float(threshold), name
+
+
+def test_alert_threshold_for_severity_and_enablement_come_from_values() -> None:
+    base = "monitoring.alerts.PassStatusConsumerLagGrowing"
+    alerts = rendered_alerts(
+        f"{base}.threshold=5000",
+        f"{base}.for=20m",
+        f"{base}.severity=critical",
+        "monitoring.alerts.PassStatusKafkaErrors.enabled=false",
+    )
+    lag = alerts["PassStatusConsumerLagGrowing"]
+    assert "(pass_status_consumer_lag_messages) > 5000\n" in lag["expr"]
+    assert "# threshold" not in lag["expr"]
+    assert lag["for"] == "20m"
+    assert lag["labels"]["severity"] == "critical"
+    assert "PassStatusKafkaErrors" not in alerts
+    assert "PassStatusMongoDBErrors" in alerts
+    with pytest.raises(RenderError, match="additional properties 'threshold' not allowed"):
+        render(
+            "default",
+            "monitoring.enabled=true",
+            "monitoring.alerts.PassStatusConsumerDown.threshold=1",
+        )
+    with pytest.raises(RenderError, match="/monitoring/alerts/PassStatusOutboxBacklog/for"):
+        render("default", "monitoring.alerts.PassStatusOutboxBacklog.for=soon")
+
+
+def test_due_sweep_alerts_render_only_with_the_due_cronjob() -> None:
+    with_due = rendered_alerts()
+    assert {"PassStatusDueSweepStale", "PassStatusDueSweepMissing"} <= set(with_due)
+    without = rendered_alerts("cronJobs.due.enabled=false")
+    assert not {"PassStatusDueSweepStale", "PassStatusDueSweepMissing"} & set(without)
+    assert set(with_due) - set(without) == {"PassStatusDueSweepStale", "PassStatusDueSweepMissing"}
 
 
 def test_monitoring_objects_follow_their_switches() -> None:
@@ -761,9 +1066,12 @@ def test_ci_rehearses_the_dockerfile_install_commands() -> None:
 def test_dockerfile() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage build"
+    # One base for every stage, pinned by digest with its tag (docs/release.md).
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert base, "the base image is one ARG before the first FROM"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base[1]), base[1]
     for stage in stages:
-        image = stage[0].split()[1]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+        assert stage[0].split()[1] == "${BASE_IMAGE}", stage[0]
     builder = " ".join(stages[0])
     assert 'pip install "uv==0.13.9"' in builder
     assert "COPY consumer/ consumer/" in builder

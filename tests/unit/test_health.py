@@ -28,7 +28,7 @@ def test_not_ready_while_waiting_for_a_store_or_backing_off_or_stopping() -> Non
     assert Health().ready() is False  # waiting for dependencies at start
     assert _ready_health(mongodb_ok=False).ready() is False
     assert _ready_health(kafka_ok=False).ready() is False
-    assert _ready_health(backing_off=True).ready() is False
+    assert _ready_health(faults={"consume": "retry: unavailable"}).ready() is False
     assert _ready_health(stopping=True).ready() is False
     assert _ready_health(joined_group=False).ready() is False
 

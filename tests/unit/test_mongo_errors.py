@@ -68,7 +68,8 @@ async def test_a_result_over_16_mb_is_rejected_for_good(store: MongoCacheStore, 
         await _write(store, error)
 
     assert caught.value.user_id == 77
-    assert caught.value.reason == "bad_document"
+    assert caught.value.reason == "store_rejected"
+    assert caught.value.code == code
     assert caught.value.retriable is False
 
 

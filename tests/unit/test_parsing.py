@@ -10,6 +10,7 @@ from consumer.adapters.metrics import DEAD_LETTER_REASONS
 from consumer.domain.events import TickMode
 from consumer.errors import InputError
 from consumer.parsing import parse_tick, parse_ticket_used
+from consumer.replay import LEGACY_REASONS
 from consumer.schemas import DEAD_LETTER, load_schema
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -50,7 +51,7 @@ def test_a_valid_ticket_used_event_parses() -> None:
         (orjson.dumps({**GOOD, "extra": 1}), "schema_violation", "must not contain"),
         (orjson.dumps({**GOOD, "pass_uuid": ""}), "schema_violation", "pass_uuid"),
         (orjson.dumps({**GOOD, "used_at": "yesterday"}), "unreadable_time", "'yesterday'"),
-        (b'{"event_id": "' + b"x" * 70000 + b'"}', "message_too_large", "limit 65536"),
+        (b'{"event_id": "' + b"x" * 70000 + b'"}', "too_large", "limit 65536"),
     ],
 )
 def test_bad_ticket_used_values_raise_with_their_reason(
@@ -117,4 +118,4 @@ def test_bad_ticks_raise_with_their_reason(body: dict[str, object], reason: str)
 
 def test_dead_letter_schema_lists_exactly_the_reason_codes_of_the_error_tree() -> None:
     schema_reasons = load_schema(DEAD_LETTER)["properties"]["reason"]["enum"]
-    assert sorted(schema_reasons) == sorted(DEAD_LETTER_REASONS)
+    assert sorted(schema_reasons) == sorted([*DEAD_LETTER_REASONS, *LEGACY_REASONS])

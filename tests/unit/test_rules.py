@@ -367,3 +367,24 @@ def test_a_decimal128_expiration_as_pymongo_decodes_it_is_read() -> None:
     passes = [{"pass_uuid": "a", "status": "USABLE", "payload": {"expiration": Decimal128("1")}}]
     evaluation = evaluate_user({"user_id": 1, "passes": passes}, NOW)
     assert [t.status_log for t in evaluation.transitions] == ["USABLE -> EXPIRED"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (42.0, 42),
+        (-7.0, -7),
+        ({"$numberDouble": "42.0"}, 42),
+        (42.5, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        ({"$numberDouble": "Infinity"}, None),
+    ],
+    ids=str,
+)
+def test_integral_double_user_id_reads_as_the_integer_it_is(
+    value: object, expected: int | None
+) -> None:
+    # The Node.js refresher stores every number as a double: 42.0 is user 42 wherever a
+    # user_id is read (the rules, the sweeps' log entries), not only in evaluate_user.
+    assert read_int(value) == expected

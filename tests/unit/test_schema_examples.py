@@ -14,7 +14,7 @@ from consumer import schemas
 from consumer.adapters.metrics import DEAD_LETTER_REASONS
 from consumer.domain.checklog import UserLog
 from consumer.parsing import parse_tick, parse_ticket_used
-from consumer.replay import parse_dead_letter
+from consumer.replay import LEGACY_REASONS, parse_dead_letter
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 NAMES = sorted(p.stem for p in SCHEMA_DIR.glob("*.json"))
@@ -85,7 +85,8 @@ def test_dead_letter_examples_pass_the_replay_parser() -> None:
 
 def test_dead_letter_reasons_match_the_error_tree() -> None:
     schema = schemas.load_schema(schemas.DEAD_LETTER)
-    assert sorted(schema["properties"]["reason"]["enum"]) == sorted(DEAD_LETTER_REASONS)
+    reasons = [*DEAD_LETTER_REASONS, *LEGACY_REASONS]
+    assert sorted(schema["properties"]["reason"]["enum"]) == sorted(reasons)
 
 
 def test_status_changed_examples_match_what_the_service_builds() -> None:
@@ -128,3 +129,9 @@ def test_check_log_examples_match_what_the_service_builds() -> None:
     ]
     (built,) = check_log_documents(check_time, None, example["editMode"], logs, 900000)
     assert built == example  # _id included: Unix ms of check_time
+
+
+def test_dead_letters_written_as_message_too_large_read_as_too_large() -> None:
+    (example, *_) = _examples(schemas.DEAD_LETTER)
+    letter = parse_dead_letter(orjson.dumps({**example, "reason": "message_too_large"}))
+    assert letter.reason == "too_large"

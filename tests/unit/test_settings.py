@@ -50,6 +50,16 @@ def test_values_are_read_and_converted_from_prefixed_variables() -> None:
         ),
         ("PASS_STATUS_USER_CONCURRENCY", "0", "PASS_STATUS_USER_CONCURRENCY must be at least 1"),
         ("PASS_STATUS_LOG_LEVEL", "LOUD", "PASS_STATUS_LOG_LEVEL must be"),
+        (
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES",
+            "1048577",
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at most 1048576",
+        ),
+        (
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES",
+            "16383",
+            "PASS_STATUS_DEAD_LETTER_MAX_BYTES must be at least 16384",
+        ),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_variable(
@@ -132,3 +142,117 @@ def test_start_warns_once_about_unknown_variables_without_their_values(
     assert line["variables"] == [
         "PASS_STATUS_KAFKA_SASL_PASWORD (PASS_STATUS_KAFKA_SASL_PASSWORD?)"
     ]
+
+
+# --- secrets from files (PASS_STATUS_<SECRET>_FILE) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("PASS_STATUS_MONGODB_URI", "mongodb://app:s3cret@db:27017/?tls=true", "mongodb_uri"),
+        ("PASS_STATUS_KAFKA_SASL_PASSWORD", "s3cret", "kafka_sasl_password"),
+    ],
+)
+def test_every_secret_setting_is_read_from_the_file_its_file_variable_names(
+    tmp_path: Path, variable: str, value: str, field: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(value + "\n")  # as `kubectl create secret --from-file` of an echo
+    settings = Settings.from_env({variable + "_FILE": str(secret)})
+    assert getattr(settings, field) == value
+    assert "s3cret" in settings.secrets()
+
+
+def test_every_secret_setting_has_a_file_variable() -> None:
+    import dataclasses  # noqa: PLC0415
+
+    from consumer.settings import unknown_variables  # noqa: PLC0415
+
+    secret_fields = [f.name for f in dataclasses.fields(Settings) if f.metadata["secret"]]
+    assert secret_fields
+    documented = {name for name, _default, _help in describe()}
+    for name in secret_fields:
+        variable = f"PASS_STATUS_{name.upper()}_FILE"
+        assert variable in documented
+        assert unknown_variables({variable: "/run/secrets/x"}) == []
+
+
+def test_a_secret_and_its_file_variable_together_are_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-file")
+    with pytest.raises(
+        ConfigError,
+        match="set PASS_STATUS_KAFKA_SASL_PASSWORD or PASS_STATUS_KAFKA_SASL_PASSWORD_FILE, not "
+        "both",
+    ):
+        Settings.from_env(
+            {
+                "PASS_STATUS_KAFKA_SASL_PASSWORD": "literal",
+                "PASS_STATUS_KAFKA_SASL_PASSWORD_FILE": str(secret),
+            }
+        )
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot read"), ("\n", "is empty")])
+def test_an_unreadable_or_empty_secret_file_is_a_config_error_without_content(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    secret = tmp_path / "uri"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env({"PASS_STATUS_MONGODB_URI_FILE": str(secret)})
+    assert str(caught.value).startswith("PASS_STATUS_MONGODB_URI_FILE: ")
+    assert str(secret) in str(caught.value)
+
+
+def test_an_unreadable_secret_file_exits_2_with_one_line_for_run(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "run"],
+        env={"PASS_STATUS_KAFKA_SASL_PASSWORD_FILE": str(missing), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    variable = "PASS_STATUS_KAFKA_SASL_PASSWORD_FILE"
+    line = f"pass-status: error: {variable}: cannot read {missing}: No such file or directory"
+    assert result.stderr.decode().splitlines() == [line]
+
+
+@pytest.mark.parametrize("value", ["0", "00"])
+def test_write_concern_zero_is_refused_as_conditional_writes_need_acknowledgement(
+    value: str,
+) -> None:
+    # w:0 returns no matched_count: a conditional write could not tell a lost race from
+    # an applied change.
+    with pytest.raises(ConfigError, match=r"PASS_STATUS_MONGODB_WRITE_CONCERN.*acknowledged"):
+        Settings.from_env({"PASS_STATUS_MONGODB_WRITE_CONCERN": value})
+
+
+def test_write_concern_of_one_or_more_members_is_accepted() -> None:
+    assert Settings.from_env({"PASS_STATUS_MONGODB_WRITE_CONCERN": "1"}).mongodb_write_concern == (
+        "1"
+    )
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "PASS_STATUS_BACKOFF_INITIAL_SECONDS",
+        "PASS_STATUS_BACKOFF_MAX_SECONDS",
+        "PASS_STATUS_CHECK_LOG_INTERVAL_SECONDS",
+        "PASS_STATUS_SHUTDOWN_GRACE_SECONDS",
+        "PASS_STATUS_LIVENESS_MAX_STALL_SECONDS",
+    ],
+)
+def test_non_finite_numeric_settings_are_refused_naming_the_variable(
+    variable: str, value: str
+) -> None:
+    # A NaN back-off compares false with every bound, so it passed the minimums and spun.
+    with pytest.raises(ConfigError, match=f"{variable} must be a finite number"):
+        Settings.from_env({variable: value})

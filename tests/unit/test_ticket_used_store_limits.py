@@ -1,7 +1,7 @@
 """The ticket-used handler against the store's limits (issue 12, item 3): it applies a
 batch's users one read round at a time (so it never holds more than the read budget of
 documents), and a user whose write MongoDB refuses for good is dead-lettered as
-``bad_document`` while the rest of the batch is applied and the batch completes.
+``store_rejected`` while the rest of the batch is applied and the batch completes.
 
 The store here is a small in-memory stand-in for :class:`consumer.adapters.mongo.CacheStore`
 (no server can be made to refuse a 16 MB update on demand); the adapter's own side is
@@ -30,6 +30,7 @@ from consumer.service.writer import UserWriter
 from prometheus_client import CollectorRegistry
 
 from tests.integration.factories import a_pass, a_user, ticket_used
+from tests.unit.fakes import FakeCacheStore
 
 ROUND = 2  # users per read round of the stand-in store
 
@@ -176,7 +177,22 @@ async def test_a_refused_user_is_dead_lettered_and_the_batch_goes_on() -> None:
 
     assert sorted(store.written) == [1, 3]
     dead = [orjson.loads(r.value) for r in publisher.records if r.topic == "dead"]
-    assert [(d["reason"], d["source_offset"]) for d in dead] == [("bad_document", 1)]
+    assert [(d["reason"], d["source_offset"]) for d in dead] == [("store_rejected", 1)]
     assert "user 2" in dead[0]["message"]
     changes = [orjson.loads(r.value) for r in publisher.records if r.topic == "status"]
     assert sorted(c["user_id"] for c in changes) == [1, 3]
+
+
+async def test_integral_double_user_id_gets_its_ticket_used_applied_not_unknown_user() -> None:
+    docs, passes = _world([42])
+    store = FakeCacheStore(*[{**d, "user_id": 42.0} for d in docs])
+    publisher = Published()
+
+    await _handler(store, publisher).handle(_batch([42], passes))  # type: ignore[arg-type]
+
+    dead = [orjson.loads(r.value) for r in publisher.records if r.topic == "dead"]
+    assert dead == []
+    (doc,) = store.cache.find({"user_id": 42})
+    assert doc["passes"][0]["payload"]["first_use"]
+    changes = [orjson.loads(r.value) for r in publisher.records if r.topic == "status"]
+    assert [(c["user_id"], c["status_log"]) for c in changes] == [(42, "USABLE -> USING")]

@@ -146,16 +146,28 @@ CronJobs only publish to Kafka: they get no MongoDB setting and no MongoDB crede
 {{- end }}
 {{- $_ := set $env $k $v }}
 {{- end }}
+{{- range $V.extraEnv }}
+{{- if and (has .name $secretNames) (hasKey . "value") }}
+{{- fail (printf "extraEnv %s is a secret setting given as a literal value: use valueFrom.secretKeyRef (or existingSecret), never a value in values" .name) }}
+{{- end }}
+{{- end }}
+{{- $files := $V.existingSecret.mountAsFiles }}
 {{- range $k, $v := $env }}
 - name: {{ $k }}
   value: {{ toString $v | quote }}
 {{- end }}
 {{- if $consumer }}
+{{- $key := required "existingSecret.mongodbUriKey is required" $V.existingSecret.mongodbUriKey }}
+{{- if $files }}
+- name: PASS_STATUS_MONGODB_URI_FILE
+  value: {{ printf "/etc/pass-status/secrets/%s" $key | quote }}
+{{- else }}
 - name: PASS_STATUS_MONGODB_URI
   valueFrom:
     secretKeyRef:
       name: {{ include "pass-status.secretName" $root }}
-      key: {{ required "existingSecret.mongodbUriKey is required" $V.existingSecret.mongodbUriKey }}
+      key: {{ $key }}
+{{- end }}
 {{- end }}
 {{- if $sasl }}
 {{- with $V.existingSecret.kafkaSaslUsernameKey }}
@@ -165,11 +177,17 @@ CronJobs only publish to Kafka: they get no MongoDB setting and no MongoDB crede
       name: {{ include "pass-status.secretName" $root }}
       key: {{ . }}
 {{- end }}
+{{- $key := required "existingSecret.kafkaSaslPasswordKey is required with SASL" $V.existingSecret.kafkaSaslPasswordKey }}
+{{- if $files }}
+- name: PASS_STATUS_KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "/etc/pass-status/secrets/%s" $key | quote }}
+{{- else }}
 - name: PASS_STATUS_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "pass-status.secretName" $root }}
-      key: {{ required "existingSecret.kafkaSaslPasswordKey is required with SASL" $V.existingSecret.kafkaSaslPasswordKey }}
+      key: {{ $key }}
+{{- end }}
 {{- end }}
 {{- if $consumer }}
 {{- with $V.extraEnv }}
@@ -222,6 +240,18 @@ certificate (tick jobs: no MongoDB CA), and for the consumer the extraVolumes.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $secretKeys := include "pass-status.secretFileKeys" (dict "root" .root "component" .component) | fromJsonArray }}
+{{- if $secretKeys }}
+- name: secrets
+  secret:
+    secretName: {{ include "pass-status.secretName" .root }}
+    defaultMode: 0400
+    items:
+      {{- range $secretKeys }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
 {{- if include "pass-status.kafkaClientCert" .root }}
 - name: kafka-client-cert
   secret:
@@ -256,6 +286,11 @@ certificate (tick jobs: no MongoDB CA), and for the consumer the extraVolumes.
   readOnly: true
 {{- end }}
 {{- end }}
+{{- if include "pass-status.secretFileKeys" (dict "root" .root "component" .component) | fromJsonArray }}
+- name: secrets
+  mountPath: /etc/pass-status/secrets
+  readOnly: true
+{{- end }}
 {{- if include "pass-status.kafkaClientCert" .root }}
 - name: kafka-client-cert
   mountPath: /etc/pass-status/kafka-client-cert
@@ -270,12 +305,79 @@ certificate (tick jobs: no MongoDB CA), and for the consumer the extraVolumes.
 
 {{/* Pod-spec fields common to the consumer and the CronJobs. */}}
 {{- define "pass-status.podCommon" -}}
+{{- include "pass-status.checkKubeVersion" . }}
 serviceAccountName: {{ include "pass-status.serviceAccountName" . }}
 automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+# No Service environment variables: Kubernetes would inject PASS_STATUS_* look-alikes for a
+# Service named pass-status, which the service reports as unknown settings.
+enableServiceLinks: false
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/*
+Keys of the existing Secret mounted as files (existingSecret.mountAsFiles), as a JSON list:
+the MongoDB URI for the consumer, the SASL password with a SASL protocol.
+*/}}
+{{- define "pass-status.secretFileKeys" -}}
+{{- $V := .root.Values }}
+{{- $keys := list }}
+{{- if $V.existingSecret.mountAsFiles }}
+{{- if eq .component "consumer" }}
+{{- $keys = append $keys $V.existingSecret.mongodbUriKey }}
+{{- end }}
+{{- if include "pass-status.kafkaSasl" .root }}
+{{- $keys = append $keys $V.existingSecret.kafkaSaslPasswordKey }}
+{{- end }}
+{{- end }}
+{{- toJson $keys }}
+{{- end }}
+
+{{/*
+Fails below Kubernetes 1.27. Without a cluster (helm template without --kube-version) helm
+reports its built-in v1.20.0: defaultKubeVersion stands in for it, so the chart renders
+without flags. (Chart.yaml has no kubeVersion for that reason: helm would refuse first.)
+*/}}
+{{- define "pass-status.kubeVersion" -}}
+{{- $v := .Capabilities.KubeVersion.Version }}
+{{- if eq $v "v1.20.0" }}{{ $v = .Values.defaultKubeVersion }}{{ end }}
+{{- $v }}
+{{- end }}
+
+{{- define "pass-status.checkKubeVersion" -}}
+{{- $v := include "pass-status.kubeVersion" . }}
+{{- if semverCompare "<1.27.0-0" $v }}
+{{- fail (printf "pass-status needs Kubernetes 1.27 or later, not %s" $v) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Replicas the consumer runs at least: replicaCount, or autoscaling.minReplicas with an
+autoscaler (HPA or KEDA).
+*/}}
+{{- define "pass-status.minReplicas" -}}
+{{- if eq .Values.autoscaling.mode "none" }}{{ .Values.replicaCount }}{{ else }}{{ .Values.autoscaling.minReplicas }}{{ end }}
+{{- end }}
+
+{{/* Scheduling of every pod (consumer and tick jobs): the same knobs for both. */}}
+{{- define "pass-status.podScheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
