@@ -122,6 +122,7 @@ class MongoCacheStore:
         self._batch_size = settings.sweep_batch_size
         self._read_budget = settings.read_batch_max_bytes
         self._index_timeout_s = settings.mongodb_index_timeout_ms / 1000
+        self._timers: dict[str, Any] = {}
 
     @contextmanager
     def _op(self, operation: str, user_id: int | None = None) -> Iterator[None]:
@@ -134,7 +135,10 @@ class MongoCacheStore:
             self._metrics.mongodb_errors.labels(operation).inc()
             raise store_error(operation, user_id, exc) from exc
         finally:
-            self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
+            timer = self._timers.get(operation)
+            if timer is None:  # a child per operation, looked up once (a batch read: per document)
+                timer = self._timers[operation] = self._metrics.mongodb_duration.labels(operation)
+            timer.observe(time.perf_counter() - started)
 
     async def ping(self) -> None:
         with self._op("ping"):

@@ -109,10 +109,9 @@ class TicketUsedHandler:
             timestamps.update(user_timestamps)
         await self._relay.relay(pending)
         published = time.time()
+        latency = self._metrics.end_to_end_latency.labels("ticket_used")  # once, not per event
         for ts_ms in timestamps.values():
-            self._metrics.end_to_end_latency.labels("ticket_used").observe(
-                max(0.0, published - ts_ms / 1000)
-            )
+            latency.observe(max(0.0, published - ts_ms / 1000))
         await self._publisher.publish(dead)
         for record in records:
             self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
