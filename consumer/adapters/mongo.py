@@ -4,20 +4,9 @@ Concurrency control: a write applies only if the user's ``passes`` array is exac
 was read: ``update_one({_id, passes: <as read>}, change)``, which the server matches and
 applies atomically. A concurrent change by another replica or by the refresher makes the
 write match nothing; the caller then re-reads and re-evaluates. ``tests/store`` states
-every server behaviour relied on here. Fields this service adds to a user document:
-
-- ``next_check_at`` (date): earliest instant a pass changes by time alone, or
-  ``NEVER_DUE`` (9999-12-31) when none does (a null from an earlier version reads the
-  same); absent (the refresher unsets it when it writes ``passes``) means due;
-- ``pass_status_checked_at`` (date): when this service last evaluated the document (also
-  set on a document it cannot read, so that it stops being "never evaluated"); absent
-  means never evaluated: due, found through its own index;
-- ``pass_status_rev`` (int): incremented by every write of this service (diagnostics);
-- ``pass_status_outbox`` (array): status-change events written with their transition and
-  not yet confirmed published; ``pass_status_outbox_since`` (date or null): when the
-  oldest of them was written, indexed so orphans are found without a scan;
-- ``pass_status_sweep_log`` (array): the transitions each of the last few full sweeps
-  made, written with them (``consumer.domain.sweep_log``), so a resumed sweep lists them.
+every server behaviour relied on here. A batch's writes go in one unordered bulk
+(:mod:`consumer.adapters.mongo_bulk`). The fields this service adds to a user document
+are listed in docs/architecture.md ("Fields this service adds to a user document").
 """
 
 from __future__ import annotations
@@ -38,6 +27,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo_bulk import write_users
 from consumer.adapters.mongo_commands import CommandCounter
 from consumer.adapters.mongo_indexes import CACHE_INDEXES, ensure_indexes
 from consumer.adapters.mongo_sweeps import (
@@ -132,6 +122,7 @@ class MongoCacheStore:
         self._batch_size = settings.sweep_batch_size
         self._read_budget = settings.read_batch_max_bytes
         self._index_timeout_s = settings.mongodb_index_timeout_ms / 1000
+        self._timers: dict[str, Any] = {}
 
     @contextmanager
     def _op(self, operation: str, user_id: int | None = None) -> Iterator[None]:
@@ -144,7 +135,10 @@ class MongoCacheStore:
             self._metrics.mongodb_errors.labels(operation).inc()
             raise store_error(operation, user_id, exc) from exc
         finally:
-            self._metrics.mongodb_duration.labels(operation).observe(time.perf_counter() - started)
+            timer = self._timers.get(operation)
+            if timer is None:  # a child per operation, looked up once (a batch read: per document)
+                timer = self._timers[operation] = self._metrics.mongodb_duration.labels(operation)
+            timer.observe(time.perf_counter() - started)
 
     async def ping(self) -> None:
         with self._op("ping"):
@@ -213,6 +207,12 @@ class MongoCacheStore:
                 {"_id": write.doc_id, **write.condition}, write.change
             )
         return result.matched_count == 1
+
+    async def write_users(
+        self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
+    ) -> list[bool | Exception]:
+        """Each update in one unordered bulk: :func:`consumer.adapters.mongo_bulk.write_users`."""
+        return await write_users(self._cache, self._op, writes, now, self.write_user, store_error)
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         """Remove published entries from each document's outbox.

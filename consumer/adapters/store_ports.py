@@ -35,6 +35,9 @@ class UserStore(Protocol):
     async def write_user(
         self, read: Mapping[str, Any], update: UserUpdate, now: datetime
     ) -> bool: ...
+    async def write_users(
+        self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
+    ) -> list[bool | Exception]: ...
 
 
 class OutboxStore(Protocol):

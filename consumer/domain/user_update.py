@@ -31,6 +31,9 @@ from consumer.errors import InputError
 
 NEXT_CHECK_AT = "next_check_at"
 CHECKED_AT = "pass_status_checked_at"
+# The token of the bulk write that last wrote the document: when fewer documents matched
+# than a bulk sent, one read of its ``_id``s by this token tells which were written.
+WRITE_STAMP = "pass_status_write"
 # Stored as ``next_check_at`` when no pass changes by time alone (every pass terminal),
 # rather than null: an index keeps null and missing under one key, so with nulls a due
 # sweep's "next_check_at missing" branch (the refresher's contract) would examine every
@@ -46,6 +49,7 @@ __all__ = [
     "OUTBOX",
     "OUTBOX_SINCE",
     "REVISION",
+    "WRITE_STAMP",
     "RejectedEvent",
     "UserUpdate",
     "pending_outbox",
@@ -157,12 +161,17 @@ def stored_next_check_at(next_check_at: datetime | None) -> datetime:
     return NEVER_DUE if next_check_at is None else next_check_at
 
 
-def write_change(read: Mapping[str, Any], update: UserUpdate, now: datetime) -> ConditionalChange:
-    """The conditional update that applies ``update`` to the document read as ``read``."""
+def write_change(
+    read: Mapping[str, Any], update: UserUpdate, now: datetime, stamp: str | None = None
+) -> ConditionalChange:
+    """The conditional update that applies ``update`` to the document read as ``read``;
+    a bulk's writes carry its ``stamp`` (:data:`WRITE_STAMP`)."""
     sets: dict[str, Any] = {
         NEXT_CHECK_AT: stored_next_check_at(update.next_check_at),
         CHECKED_AT: now,
     }
+    if stamp is not None:
+        sets[WRITE_STAMP] = stamp
     for first_use in update.first_use_sets:
         sets[f"passes.{first_use.index}.payload.first_use"] = first_use.first_use
     for transition in update.evaluation.transitions:

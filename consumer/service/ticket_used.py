@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections import defaultdict
@@ -23,6 +22,7 @@ from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import gather_or_first_error
+from consumer.service.write_batch import WriteBatch
 from consumer.service.writer import UserWriter
 from consumer.settings import DEAD_LETTER_MAX_BYTES
 
@@ -61,7 +61,7 @@ class TicketUsedHandler:
         self._dlq_topic = dead_letter_topic
         self._max_bytes = max_message_bytes
         self._dead_letter_max_bytes = dead_letter_max_bytes
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
 
     async def handle(self, records: list[InputRecord]) -> None:
         """Apply a batch; returns once its effects are durable and its events published.
@@ -91,11 +91,15 @@ class TicketUsedHandler:
         results = []
         if by_user:
             async for docs in self._store.find_users(list(by_user)):
+                # The round's writes go in one bulk (consumer.service.write_batch).
+                batch = WriteBatch(self._store, len(docs), self._concurrency)
                 results += await gather_or_first_error(
-                    self._one_user(uid, doc, by_user.pop(uid), now) for uid, doc in docs.items()
+                    self._one_user(uid, doc, by_user.pop(uid), now, batch)
+                    for uid, doc in docs.items()
                 )
+        batch = WriteBatch(self._store, len(by_user), self._concurrency)
         results += await gather_or_first_error(
-            self._one_user(uid, None, work, now) for uid, work in by_user.items()
+            self._one_user(uid, None, work, now, batch) for uid, work in by_user.items()
         )
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
@@ -105,18 +109,22 @@ class TicketUsedHandler:
             timestamps.update(user_timestamps)
         await self._relay.relay(pending)
         published = time.time()
+        latency = self._metrics.end_to_end_latency.labels("ticket_used")  # once, not per event
         for ts_ms in timestamps.values():
-            self._metrics.end_to_end_latency.labels("ticket_used").observe(
-                max(0.0, published - ts_ms / 1000)
-            )
+            latency.observe(max(0.0, published - ts_ms / 1000))
         await self._publisher.publish(dead)
         for record in records:
             self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     async def _one_user(
-        self, user_id: int, doc: dict[str, Any] | None, work: _UserWork, now: datetime
+        self,
+        user_id: int,
+        doc: dict[str, Any] | None,
+        work: _UserWork,
+        now: datetime,
+        batch: WriteBatch,
     ) -> tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]:
-        async with self._semaphore:
+        async with batch.member():
             if doc is None:
                 unknown = UnknownUserError(f"no cache document for user_id {user_id}")
                 return [self._dead(r, unknown, now) for r in work.records], [], {}
@@ -126,7 +134,9 @@ class TicketUsedHandler:
             try:
                 # The partition owner relays the user's whole pending outbox in order, so a
                 # later transition is never published before an earlier one left pending.
-                result = await self._writer.update(doc, work.events, now, cause, relay_pending=True)
+                result = await self._writer.update(
+                    doc, work.events, now, cause, relay_pending=True, batch=batch
+                )
             except Exception as exc:
                 # One user's failure: dead-lettered if the policy says it is this user's
                 # (a document the store refuses for good), else raised for the whole batch.

@@ -18,6 +18,7 @@ from consumer.domain.outbox import relay_after_write
 from consumer.domain.user_update import UserUpdate, plan_user_update
 from consumer.errors import DocumentError, WriteConflictError
 from consumer.logs import get_logger
+from consumer.service.write_batch import WriteBatch
 
 log = get_logger(__name__)
 
@@ -49,9 +50,11 @@ class UserWriter:
         apply: bool = True,
         relay_pending: bool = False,
         sweep_id: str | None = None,
+        batch: WriteBatch | None = None,
     ) -> UserResult:
         """Plan against ``first_read``; write it (when ``apply``); re-read on conflict.
-        A full sweep gives its ``sweep_id`` (``consumer.domain.sweep_log``).
+        A full sweep gives its ``sweep_id`` (``consumer.domain.sweep_log``). With a
+        ``batch``, the write goes in its bulk (a retry after a conflict, alone).
 
         Raises :class:`DocumentError` for a document without a usable ``user_id`` and
         :class:`WriteConflictError` after ``conflict_retries`` lost races in a row.
@@ -66,7 +69,12 @@ class UserWriter:
             if not update.writes_document:
                 relay = relay_after_write(doc, (), written=False, relay_pending=relay_pending)
                 return UserResult(doc["_id"], update, False, relay)
-            if await self._store.write_user(doc, update, now):
+            written = (
+                await batch.write(doc, update, now)
+                if batch is not None
+                else await self._store.write_user(doc, update, now)
+            )
+            if written:
                 relay = relay_after_write(
                     doc, update.outbox, written=True, relay_pending=relay_pending
                 )

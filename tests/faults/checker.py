@@ -62,6 +62,7 @@ SERVICE_FIELDS = frozenset(
         "next_check_at",
         "pass_status_checked_at",
         "pass_status_rev",
+        "pass_status_write",
         "pass_status_outbox",
         "pass_status_outbox_since",
         "pass_status_outbox_rejected",

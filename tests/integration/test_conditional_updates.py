@@ -254,3 +254,55 @@ async def test_a_value_bson_cannot_hold_is_rejected_for_good_naming_the_user(
         await store.write_user(read, unencodable, now)
 
     assert caught.value.user_id == 5
+
+
+async def test_a_bulk_of_writes_tells_each_written_from_each_conflicted(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    now = datetime.now(UTC)
+    cache = mongo_db["bytemark_tickets_cache"]
+    for user_id in (1, 2, 3):
+        await cache.insert_one(a_user(user_id, [a_pass(expires_in=timedelta(hours=-1), now=now)]))
+    store: MongoCacheStore = store_for()
+    reads = [await store.find_user(u) for u in (1, 2, 3)]
+    assert all(r is not None for r in reads)
+    await cache.update_one({"user_id": 2}, {"$set": {"passes.0.status": "USING"}})
+
+    outcomes = await store.write_users([(r, _expiring_plan(r, now)) for r in reads if r], now)
+
+    assert outcomes == [True, False, True]
+    statuses = {d["user_id"]: d["passes"][0]["status"] async for d in cache.find({})}
+    assert statuses == {1: "EXPIRED", 2: "USING", 3: "EXPIRED"}
+
+
+async def test_a_bulk_with_a_value_bson_cannot_hold_fails_that_user_alone(
+    mongo_db: AsyncDatabase[Document], store_for: Any
+) -> None:
+    now = datetime.now(UTC)
+    cache = mongo_db["bytemark_tickets_cache"]
+    for user_id in (1, 2):
+        await cache.insert_one(a_user(user_id, [a_pass(expires_in=timedelta(hours=-1), now=now)]))
+    store: MongoCacheStore = store_for()
+    first, second = await store.find_user(1), await store.find_user(2)
+    assert first is not None
+    assert second is not None
+    plan = _expiring_plan(second, now)
+    unencodable = UserUpdate(
+        user_id=plan.user_id,
+        first_use_sets=plan.first_use_sets,
+        evaluation=plan.evaluation,
+        outbox=({**plan.outbox[0], "extra": {1, 2}},),
+        rejected=plan.rejected,
+        next_check_at=plan.next_check_at,
+        writes_document=True,
+    )
+
+    outcomes = await store.write_users(
+        [(first, _expiring_plan(first, now)), (second, unencodable)], now
+    )
+
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], DocumentRejectedError)
+    assert outcomes[1].user_id == 2
+    statuses = {d["user_id"]: d["passes"][0]["status"] async for d in cache.find({})}
+    assert statuses == {1: "EXPIRED", 2: "USABLE"}

@@ -33,6 +33,7 @@ def _strip_service_fields(doc: dict[str, Any]) -> dict[str, Any]:
         "next_check_at",
         "pass_status_checked_at",
         "pass_status_rev",
+        "pass_status_write",
         "pass_status_outbox",
         "pass_status_outbox_since",
     ):

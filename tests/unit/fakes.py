@@ -143,6 +143,7 @@ class FakeCacheStore(_Interleavings):
         self.sweep_chunks: dict[str, list[SweepChunk]] = {}
         self.finished_sweeps: set[str] = set()
         self._writes_by_user: dict[int, int] = {}
+        self.bulk_sizes: list[int] = []  # writes per write_users call
 
     def fail_writes_of(self, user_id: int, error: BaseException) -> None:
         """Every write of ``user_id`` raises ``error`` (a document too large, say)."""
@@ -181,6 +182,35 @@ class FakeCacheStore(_Interleavings):
         if written and self._after_write_errors.get(update.user_id):
             raise self._after_write_errors[update.user_id].pop(0)
         return written
+
+    async def write_users(
+        self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
+    ) -> list[bool | Exception]:
+        """MongoDB's unordered bulk: every write is tried, in order; one refused
+        (``fail_writes_of``) fails alone and the others are applied. Hooks, gates and
+        injected failures of ``write_user`` apply to each write, a failure to the whole
+        bulk (as a lost connection would); ``fail_after_write_of`` raises once all are
+        applied (the reply is lost)."""
+        await self.enter("write_users")
+        self.bulk_sizes.append(len(writes))
+        outcomes: list[bool | Exception] = []
+        lost_reply: BaseException | None = None
+        for read, update in writes:
+            await self.enter("write_user")
+            self._writes_by_user[update.user_id] = self._writes_by_user.get(update.user_id, 0) + 1
+            if update.user_id in self._write_errors:
+                error = self._write_errors[update.user_id]
+                if not isinstance(error, Exception):
+                    raise error
+                outcomes.append(error)
+                continue
+            written = self.cache.apply(write_change(read, update, now))
+            if written and self._after_write_errors.get(update.user_id):
+                lost_reply = self._after_write_errors[update.user_id].pop(0)
+            outcomes.append(written)
+        if lost_reply is not None:
+            raise lost_reply
+        return outcomes
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
         await self.enter("clear_outbox")

@@ -70,6 +70,18 @@ class RoundsStore:
         self.written.append(user_id)
         return True
 
+    async def write_users(
+        self, writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], now: datetime
+    ) -> list[bool | Exception]:
+        """An unordered bulk: a refused user fails alone."""
+        outcomes: list[bool | Exception] = []
+        for read, update in writes:
+            try:
+                outcomes.append(await self.write_user(read, update, now))
+            except DocumentRejectedError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:  # noqa: ARG002
         return None
 
