@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -433,6 +433,29 @@ class FakeMessage:
     key: bytes | None
     value: bytes | None
     timestamp: int | None = None
+
+
+RUNNER_SETTINGS = Settings(
+    topic_ticket_used="used",
+    topic_tick="tick",
+    topic_dead_letter=FakeService.DEAD_LETTER_TOPIC,
+    topic_status_changed=FakeService.STATUS_TOPIC,
+)
+"""Settings of a runner over the fakes: ticket-used on "used", ticks on "tick"."""
+
+
+def a_user_doc(user_id: int, now: datetime, *, expired: bool = False) -> Document:
+    """User ``user_id`` (``_id`` ``d<user_id>``) holding one pass ``p<user_id>``: USABLE
+    expiring a day after ``now``, or USING expired a day before it."""
+    expiration = (now + timedelta(days=-1 if expired else 1)).isoformat()
+    status = "USING" if expired else "USABLE"
+    return {
+        "_id": f"d{user_id}",
+        "user_id": user_id,
+        "passes": [
+            {"pass_uuid": f"p{user_id}", "status": status, "payload": {"expiration": expiration}}
+        ],
+    }
 
 
 def ticket_used_message(user_id: int, offset: int, used_at: datetime) -> FakeMessage:

@@ -7,7 +7,7 @@ encode, any non-retriable error, a bug) is dead-lettered with its error's reason
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,36 +15,25 @@ from aiokafka import TopicPartition
 from bson.errors import InvalidDocument
 from consumer.errors import BadDocumentError
 from consumer.schemas import DEAD_LETTER, validator
-from consumer.settings import Settings
 from pymongo.errors import DocumentTooLarge
 
 from tests.unit.fakes import (
+    RUNNER_SETTINGS,
     FakeCacheStore,
     FakeConsumer,
     FakeMessage,
     FakeService,
     a_runner,
+    a_user_doc,
     ticket_used_message,
 )
 
 NOW = datetime.now(UTC)
-SETTINGS = Settings(
-    topic_ticket_used="used",
-    topic_tick="tick",
-    topic_dead_letter=FakeService.DEAD_LETTER_TOPIC,
-    topic_status_changed=FakeService.STATUS_TOPIC,
-)
+SETTINGS = RUNNER_SETTINGS
 
 
 def a_user(user_id: int) -> dict[str, Any]:
-    expiration = (NOW + timedelta(days=1)).isoformat()
-    return {
-        "_id": f"d{user_id}",
-        "user_id": user_id,
-        "passes": [
-            {"pass_uuid": f"p{user_id}", "status": "USABLE", "payload": {"expiration": expiration}}
-        ],
-    }
+    return a_user_doc(user_id, NOW)
 
 
 def used(user_id: int, offset: int) -> FakeMessage:

@@ -9,50 +9,39 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aiokafka import TopicPartition
 from consumer.adapters.mongo import store_error
 from consumer.adapters.mongo_bulk import write_users
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.user_update import plan_user_update
 from consumer.errors import DocumentRejectedError, StoreUnavailableError
-from consumer.settings import Settings
 from pymongo.errors import BulkWriteError
 
-from tests.unit.fakes import FakeCacheStore, FakeConsumer, FakeMessage, FakeService, a_runner
+from tests.unit.fakes import (
+    RUNNER_SETTINGS,
+    FakeCacheStore,
+    FakeConsumer,
+    FakeMessage,
+    FakeService,
+    a_runner,
+    a_user_doc,
+    ticket_used_message,
+)
 
 NOW = datetime.now(UTC)
-SETTINGS = Settings(
-    topic_ticket_used="used",
-    topic_tick="tick",
-    topic_dead_letter=FakeService.DEAD_LETTER_TOPIC,
-    topic_status_changed=FakeService.STATUS_TOPIC,
-)
+SETTINGS = RUNNER_SETTINGS
 PARTITION = TopicPartition("used", 0)
 
 
 def a_user(user_id: int) -> dict[str, Any]:
-    expiration = (NOW + timedelta(days=1)).isoformat()
-    return {
-        "_id": f"d{user_id}",
-        "user_id": user_id,
-        "passes": [
-            {"pass_uuid": f"p{user_id}", "status": "USABLE", "payload": {"expiration": expiration}}
-        ],
-    }
+    return a_user_doc(user_id, NOW)
 
 
 def used(user_id: int, offset: int) -> FakeMessage:
-    body = {
-        "event_id": f"e{offset}",
-        "user_id": user_id,
-        "pass_uuid": f"p{user_id}",
-        "used_at": NOW.isoformat(),
-    }
-    return FakeMessage("used", 0, offset, str(user_id).encode(), orjson.dumps(body))
+    return ticket_used_message(user_id, offset, NOW)
 
 
 async def _consume(store: FakeCacheStore, users: list[int]) -> tuple[FakeService, FakeConsumer]:

@@ -4,7 +4,8 @@ document stops or drains a partition."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,41 +13,29 @@ import pytest
 from aiokafka import TopicPartition
 from consumer.errors import PublishRejectedError, StoreUnavailableError
 from consumer.service.runner import Runner
-from consumer.settings import Settings
 from pymongo.errors import OperationFailure, WriteError
 
 from tests.unit.fakes import (
+    RUNNER_SETTINGS,
     FakeCacheStore,
     FakeConsumer,
     FakeMessage,
     FakeService,
     a_runner,
+    a_user_doc,
     ticket_used_message,
 )
 
 NOW = datetime.now(UTC)
-SETTINGS = Settings(
-    topic_ticket_used="used",
-    topic_tick="tick",
-    topic_dead_letter=FakeService.DEAD_LETTER_TOPIC,
-    topic_status_changed=FakeService.STATUS_TOPIC,
-    backoff_initial_seconds=0.01,
-    backoff_max_seconds=0.02,
+SETTINGS = dataclasses.replace(
+    RUNNER_SETTINGS, backoff_initial_seconds=0.01, backoff_max_seconds=0.02
 )
 USED_0 = TopicPartition("used", 0)
 TICK_0 = TopicPartition("tick", 0)
 
 
 def a_user(user_id: int, *, expired: bool = False) -> dict[str, Any]:
-    expiration = (NOW + timedelta(days=-1 if expired else 1)).isoformat()
-    status = "USING" if expired else "USABLE"
-    return {
-        "_id": f"d{user_id}",
-        "user_id": user_id,
-        "passes": [
-            {"pass_uuid": f"p{user_id}", "status": status, "payload": {"expiration": expiration}}
-        ],
-    }
+    return a_user_doc(user_id, NOW, expired=expired)
 
 
 def used(user_id: int, offset: int) -> FakeMessage:
