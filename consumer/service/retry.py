@@ -80,6 +80,15 @@ class Retrier:
             log.warning(self._event or ("transient_fault" if first else "retrying"), **fields)
         return await self._sleep(delay)
 
+    def abandon(self) -> None:
+        """The part stops without recovering (cancelled, stopping): drop its fault and
+        gauges, which would otherwise keep the service not ready for ever."""
+        self._health.cleared(self.source)
+        for topic in self._refused_topics:
+            self._metrics.output_refused.labels(topic).set(0)
+        self._refused_topics.clear()
+        self._backoff.reset()
+
     def succeeded(self) -> None:
         """The part works again: clear its fault, reset its back-off."""
         had_fault = self._health.cleared(self.source)

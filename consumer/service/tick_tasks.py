@@ -88,21 +88,27 @@ class TickTasks:
         next tick covers the same users.
         """
         retrier = self._retrier(f"tick:{tp.topic}-{tp.partition}")
-        while True:
-            try:
-                await self._ticks.handle(record)
-                break
-            except Exception as exc:
-                decision = decide(exc, Path.INPUT)
-                if decision.action in (Action.RETRY, Action.PAUSE):
-                    context = {"topic": tp.topic, "partition": tp.partition}
-                    if await retrier.wait("tick", decision, exc, offset=record.offset, **context):
-                        return False
-                    continue
-                self._metrics.events_consumed.labels(tp.topic, "failed").inc()
-                log.exception(
-                    "tick_failed", topic=tp.topic, partition=tp.partition, offset=record.offset
-                )
-                break
+        try:
+            while True:
+                try:
+                    await self._ticks.handle(record)
+                    break
+                except Exception as exc:
+                    decision = decide(exc, Path.INPUT)
+                    if decision.action in (Action.RETRY, Action.PAUSE):
+                        where = {"topic": tp.topic, "partition": tp.partition}
+                        if await retrier.wait("tick", decision, exc, offset=record.offset, **where):
+                            retrier.abandon()  # stopping: the tick runs again elsewhere
+                            return False
+                        continue
+                    self._metrics.events_consumed.labels(tp.topic, "failed").inc()
+                    log.exception(
+                        "tick_failed", topic=tp.topic, partition=tp.partition, offset=record.offset
+                    )
+                    break
+        except BaseException:
+            # Cancelled (the partition was revoked): its fault is no longer this replica's.
+            retrier.abandon()
+            raise
         retrier.succeeded()
         return True

@@ -208,3 +208,24 @@ async def test_a_finished_tick_resets_the_runners_back_off_and_readiness() -> No
     assert consumer.committed_offset(TICK_0) == 1
     assert "consume" in runner._health.faults  # the tick's success is not the loop's
     assert not runner._health.ready()
+
+
+async def test_a_revoked_tick_partition_left_its_fault_and_kept_the_replica_not_ready() -> None:
+    import asyncio  # noqa: PLC0415
+
+    service = FakeService(FakeCacheStore())
+    service.publisher.refuse(
+        lambda r: r.topic == FakeService.DEAD_LETTER_TOPIC, PublishRejectedError
+    )
+    consumer = FakeConsumer(("tick", 0))
+    consumer.append(a_tick(0, b"not json"))
+    runner = await started(service, consumer)
+    await poll(runner, 1)
+    await asyncio.sleep(0.1)  # the tick task waits through the refused dead letter
+    assert "tick:tick-0" in runner._health.faults
+
+    consumer.partitions.clear()
+    await runner.on_revoked({TICK_0})
+
+    assert runner._health.faults == {}
+    assert runner._health.ready()
