@@ -463,6 +463,10 @@ class Scenario:
     # and the traffic's share of inputs over the service's input limit.
     poisoned: set[int] = field(default_factory=set)
     oversized_fraction: float = 0.0
+    # Where the poison landed on the input topic, read back from it (a retried send may land
+    # a record twice, so the producer's count is not the truth): (partition, offset) pairs.
+    oversized_at: set[tuple[int, int]] = field(default_factory=set)
+    poisoned_at: set[tuple[int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -532,17 +536,22 @@ class Scenario:
     async def _inputs(self) -> tuple[list[Document], list[Document]]:
         settings = self.service.settings
         assert self.traffic is not None
-        used = await read_topic(
-            self.bootstrap, settings.topic_ticket_used, expect=self.traffic.sent, settle=0.5
-        )
+        # Every record sent, the oversized ones too: stopping at the good ones' count could
+        # leave a partition's last fetch of large records unread.
+        sent = self.traffic.sent + self.traffic.oversized_sent
+        used = await read_topic(self.bootstrap, settings.topic_ticket_used, expect=sent, settle=0.5)
         ticks = await read_topic(
             self.bootstrap, settings.topic_tick, expect=self.traffic.ticks_sent, settle=0.5
         )
         used.sort(key=lambda r: (r.partition, r.offset))
         limit = settings.max_message_bytes
-        valid = [orjson.loads(r.value) for r in used if len(r.value) <= limit]
+        self.oversized_at = {(r.partition, r.offset) for r in used if len(r.value) > limit}
+        within = [(r, orjson.loads(r.value)) for r in used if len(r.value) <= limit]
         # The poisoned users' events are dead-lettered, never applied: outside the model.
-        valid = [e for e in valid if e["user_id"] not in self.poisoned]
+        self.poisoned_at = {
+            (r.partition, r.offset) for r, e in within if e["user_id"] in self.poisoned
+        }
+        valid = [e for _r, e in within if e["user_id"] not in self.poisoned]
         return valid, [orjson.loads(r.value) for r in ticks]
 
     async def converge(self, wait: float = 300) -> tuple[Expected, Report]:
