@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +28,29 @@ from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
 
+# A user's part of a batch: its dead letters, its outbox to relay, its events' timestamps.
+_UserOutcome = tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]
+
 
 @dataclass(slots=True)
 class _UserWork:
     records: list[InputRecord] = field(default_factory=list)
     events: list[TicketUsed] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A batch's counts, added to the metrics once per label set when the batch ends (also
+    when it fails: what was written stays written), not once per user."""
+
+    consumed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add_to(self, metrics: Metrics) -> None:
+        for (topic, outcome), n in self.consumed.items():
+            metrics.events_consumed.labels(topic, outcome).inc(n)
+        for (from_status, to_status), n in self.transitions.items():
+            metrics.transitions.labels(from_status, to_status, "ticket_used").inc(n)
 
 
 class TicketUsedHandler:
@@ -86,21 +104,11 @@ class TicketUsedHandler:
             work.records.append(record)
             work.events.append(event)
 
-        # One query reads every user of the batch (conflicts re-read one by one), in rounds
-        # within the read budget: a round is applied before the next is read.
-        results = []
-        if by_user:
-            async for docs in self._store.find_users(list(by_user)):
-                # The round's writes go in one bulk (consumer.service.write_batch).
-                batch = WriteBatch(self._store, len(docs), self._concurrency)
-                results += await gather_or_first_error(
-                    self._one_user(uid, doc, by_user.pop(uid), now, batch)
-                    for uid, doc in docs.items()
-                )
-        batch = WriteBatch(self._store, len(by_user), self._concurrency)
-        results += await gather_or_first_error(
-            self._one_user(uid, None, work, now, batch) for uid, work in by_user.items()
-        )
+        tally = _Tally()
+        try:
+            results = await self._users(by_user, now, tally)
+        finally:
+            tally.add_to(self._metrics)
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
         for user_dead, user_pending, user_timestamps in results:
@@ -116,6 +124,26 @@ class TicketUsedHandler:
         for record in records:
             self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
+    async def _users(
+        self, by_user: dict[int, _UserWork], now: datetime, tally: _Tally
+    ) -> list[_UserOutcome]:
+        """Every user's read-modify-write. One query reads every user of the batch
+        (conflicts re-read one by one), in rounds within the read budget: a round is
+        applied before the next is read, and its writes go in one bulk (WriteBatch)."""
+        results: list[_UserOutcome] = []
+        if by_user:
+            async for docs in self._store.find_users(list(by_user)):
+                batch = WriteBatch(self._store, len(docs), self._concurrency)
+                results += await gather_or_first_error(
+                    self._one_user(uid, doc, by_user.pop(uid), now, batch, tally)
+                    for uid, doc in docs.items()
+                )
+        batch = WriteBatch(self._store, len(by_user), self._concurrency)
+        results += await gather_or_first_error(
+            self._one_user(uid, None, work, now, batch, tally) for uid, work in by_user.items()
+        )
+        return results
+
     async def _one_user(
         self,
         user_id: int,
@@ -123,7 +151,8 @@ class TicketUsedHandler:
         work: _UserWork,
         now: datetime,
         batch: WriteBatch,
-    ) -> tuple[list[OutRecord], list[tuple[Any, tuple[dict[str, Any], ...]]], dict[str, int]]:
+        tally: _Tally,
+    ) -> _UserOutcome:
         async with batch.member():
             if doc is None:
                 unknown = UnknownUserError(f"no cache document for user_id {user_id}")
@@ -163,12 +192,11 @@ class TicketUsedHandler:
         ]
         topic = work.records[0].topic
         applied = sum(1 for e in work.events if id(e) not in rejected_ids)
-        outcome = "applied" if result.written else "no_change"
-        self._metrics.events_consumed.labels(topic, outcome).inc(applied)
+        tally.consumed[topic, "applied" if result.written else "no_change"] += applied
         timestamps: dict[str, int] = {}
         if result.written:
             for t in update.evaluation.transitions:
-                self._metrics.transitions.labels(t.from_status, t.to_status, "ticket_used").inc()
+                tally.transitions[t.from_status, t.to_status] += 1
             self._summary.add(user_log(update.evaluation))
             stamp = {
                 e.pass_uuid: r.timestamp_ms for r, e in zip(work.records, work.events, strict=True)

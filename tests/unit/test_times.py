@@ -8,6 +8,8 @@ from decimal import Decimal
 import pytest
 from bson.decimal128 import Decimal128
 from consumer.domain.times import (
+    _parse_general,
+    _parse_string,
     format_instant,
     parse_instant,
     quote,
@@ -15,6 +17,8 @@ from consumer.domain.times import (
     unix_milliseconds,
 )
 from consumer.errors import UnreadableTimeError
+from hypothesis import given
+from hypothesis import strategies as st
 
 NOON = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 NOON_MS = 1709294400000
@@ -182,3 +186,40 @@ def test_a_bson_decimal_reads_like_its_extended_json_form(value: object) -> None
 def test_a_bson_decimal_nan_is_unreadable() -> None:
     with pytest.raises(UnreadableTimeError, match="NaN"):
         parse_instant(Decimal128("NaN"))
+
+
+@given(
+    instant=st.datetimes(
+        min_value=datetime(1000, 1, 2),  # noqa: DTZ001 - naive bounds; strftime pads no year < 1000
+        max_value=datetime(9999, 12, 30),  # noqa: DTZ001 - as above
+        timezones=st.just(UTC),
+    ),
+    offset_minutes=st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+    separator=st.sampled_from("T "),
+    digits=st.integers(min_value=0, max_value=6),
+    zulu=st.booleans(),
+)
+def test_the_fast_reading_of_rfc_3339_gives_the_general_readings_instant(
+    instant: datetime, offset_minutes: int, separator: str, digits: int, zulu: bool
+) -> None:
+    """``_parse_string`` reads the common form with ``fromisoformat``; it must mean exactly
+    what the general pattern reads (``_parse_general``), zone and fraction included."""
+    zone = timezone(timedelta(minutes=0 if zulu else offset_minutes))
+    try:
+        local = instant.astimezone(zone)
+    except OverflowError:
+        return  # past year 9999 or before year 1 in that zone: not writable
+    text = local.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    if digits:
+        text += "." + f"{local.microsecond:06d}"[:digits]
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    text += "Z" if zulu else f"{sign}{hours:02d}:{minutes:02d}"
+    fast = _parse_string(text, text)
+    assert fast == _parse_general(text, text)
+    assert fast.tzinfo is UTC
+
+
+def test_an_out_of_range_rfc_3339_date_is_worded_by_the_general_reading() -> None:
+    with pytest.raises(UnreadableTimeError, match="2026-02-30T14:00:00Z"):
+        parse_instant("2026-02-30T14:00:00Z")
