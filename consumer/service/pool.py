@@ -51,6 +51,23 @@ async def for_each_bounded(
             await aclose()
 
 
+async def in_groups(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter); closing it closes ``items``."""
+    group: list[T] = []
+    try:
+        async for item in items:
+            group.append(item)
+            if len(group) >= size:
+                yield group
+                group = []
+        if group:
+            yield group
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def gather_or_first_error(coroutines: Iterable[Coroutine[object, object, R]]) -> list[R]:
     """Run all; if one fails, cancel the others and raise its error (not a group).
 

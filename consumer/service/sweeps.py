@@ -1,7 +1,8 @@
 """Tick sweeps: ``due`` (only the users whose next change is due) and ``full`` (the old job).
 
-Memory does not grow with the number of users: documents are streamed with bounded
-concurrency, and check-log entries go to a sorted spill (due dry-runs, one-user checks)
+Memory does not grow with the number of users: documents are streamed in groups of the
+sweep's concurrency, each group's writes sent in one bulk (``service/write_batch``), and
+check-log entries go to a sorted spill (due dry-runs, one-user checks)
 or, for a full sweep of all users, to checkpoints in MongoDB.
 
 A full sweep of all users resumes (see ``adapters/mongo_sweeps``): it reads users in
@@ -40,8 +41,9 @@ from consumer.offline.logspill import EncodedEntry, SortedLogSpill, encode
 from consumer.policy import Action, Path, Verdict, decide
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.outbox import OutboxRelay
-from consumer.service.pool import for_each_bounded
+from consumer.service.pool import for_each_bounded, gather_or_first_error, in_groups
 from consumer.service.sweep_progress import SweepProgressTracker
+from consumer.service.write_batch import WriteBatch
 from consumer.service.writer import UserWriter
 
 log = get_logger(__name__)
@@ -190,19 +192,28 @@ class _SweepRun:
                 if aclose is not None:
                     await aclose()  # the cursor now, not when collected
 
-        async def one(item: tuple[int, Mapping[str, Any]]) -> None:
-            index, doc = item
-            entry = await self._one(doc)
-            if self.tracker is None:
-                if entry is not None and self._spill is not None:
-                    self._spill.add(entry)
-                return
-            self.tracker.finished(index, None if entry is None else encode(entry))
-            if self.tracker.checkpoint_due():
-                await self.checkpoint()
+        async def group(users: list[tuple[int, Mapping[str, Any]]]) -> None:
+            # Each user in its own task: a WriteBatch tells its members by their task.
+            batch = WriteBatch(self._s.store, len(users), self._s.concurrency)
+            await gather_or_first_error(self._user(index, doc, batch) for index, doc in users)
 
-        await for_each_bounded(numbered(), one, self._s.concurrency)
+        # One group of ``concurrency`` users at a time, their writes in one bulk: as many
+        # users in flight as before (the setting bounds them, and memory), one write
+        # command per group instead of one per changed user. A group waits for its
+        # slowest user (a conflicted one's retry), the next group's documents read ahead.
+        size = self._s.concurrency
+        await for_each_bounded(in_groups(numbered(), size), group, 1)
         await self._flush()
+
+    async def _user(self, index: int, doc: Mapping[str, Any], batch: WriteBatch) -> None:
+        entry = await self._one(doc, batch)
+        if self.tracker is None:
+            if entry is not None and self._spill is not None:
+                self._spill.add(entry)
+            return
+        self.tracker.finished(index, None if entry is None else encode(entry))
+        if self.tracker.checkpoint_due():
+            await self.checkpoint()
 
     async def checkpoint(self, *, final: bool = False) -> None:
         """Save the entries and the last user of the users done in order so far."""
@@ -242,18 +253,26 @@ class _SweepRun:
                 documents_read=self.read,
             )
 
-    async def _one(self, doc: Mapping[str, Any]) -> UserLog | None:
-        """Evaluate (and write) one user; its check-log entry, if any."""
+    async def _one(self, doc: Mapping[str, Any], batch: WriteBatch) -> UserLog | None:
+        """Evaluate (and write, in its group's bulk) one user; its check-log entry, if any."""
         self.read += 1
         self._s.metrics.sweep_documents_read.labels(self._mode).inc()
         user_id = doc.get("user_id")
         try:
-            result = await self._s.writer.update(
-                doc, (), self._now, self._cause, apply=self._apply, sweep_id=self._sweep_id
-            )
+            async with batch.member():
+                result = await self._s.writer.update(
+                    doc,
+                    (),
+                    self._now,
+                    self._cause,
+                    apply=self._apply,
+                    sweep_id=self._sweep_id,
+                    batch=batch,
+                )
         except Exception as exc:
             # The writer already re-read and retried conflicts; the policy says whether this
-            # user is skipped (reported, counted) or the whole sweep waits and resumes.
+            # user is skipped (reported, counted) or the whole sweep waits and resumes (a
+            # fault of the group's whole bulk is raised here too: the sweep stops).
             decision = decide(exc, Path.SWEEP_USER)
             if decision.action is not Action.SKIP_USER:
                 raise

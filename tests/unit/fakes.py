@@ -144,6 +144,7 @@ class FakeCacheStore(_Interleavings):
         self.finished_sweeps: set[str] = set()
         self._writes_by_user: dict[int, int] = {}
         self.bulk_sizes: list[int] = []  # writes per write_users call
+        self.single_writes: list[int] = []  # the users of write_user calls, in order
 
     def fail_writes_of(self, user_id: int, error: BaseException) -> None:
         """Every write of ``user_id`` raises ``error`` (a document too large, say)."""
@@ -175,6 +176,7 @@ class FakeCacheStore(_Interleavings):
 
     async def write_user(self, read: Mapping[str, Any], update: UserUpdate, now: datetime) -> bool:
         await self.enter("write_user")
+        self.single_writes.append(update.user_id)
         self._writes_by_user[update.user_id] = self._writes_by_user.get(update.user_id, 0) + 1
         if update.user_id in self._write_errors:
             raise self._write_errors[update.user_id]
