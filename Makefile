@@ -63,7 +63,8 @@ format: install
 demo:
 	scripts/run_demo
 
-# `make bench`: the issue's sizes (100,000 users, 200,000 events, 500/1,000/2,000 events/s,
+# `make bench`: the issue's sizes (100,000 users, 200,000 events, latency at 25/50/80 % of the
+# service's sustained rate and at 1,000 events/s,
 # sweeps at 10,000/100,000/1,000,000 users; about 40 minutes on a quiet 2-core machine). Against the store
 # named by PASS_STATUS_MONGODB_URI. Pass options through BENCH_ARGS, e.g.
 #   make bench BENCH_ARGS="--only sweeps --resume"     # one stage; keep what is done

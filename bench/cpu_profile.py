@@ -44,7 +44,8 @@ from bench.common import (
     server_pids,
     unique_prefix,
 )
-from bench.ticket_used import DATA_COMMANDS, _event, draw_users
+from bench.drain import DATA_COMMANDS, event
+from bench.ticket_used import draw_users
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -69,7 +70,7 @@ async def measure(ep: Endpoints, users: int, events: int, rate: int) -> dict[str
     topic = f"{unique_prefix('in')}.ticket-used"
     await create_topics(ep.bootstrap, [topic], 6)
     drawn = draw_users("uniform", users, events, rng, 1.1)
-    secs = await produce_all(ep.bootstrap, topic, (_event(u, 0) for u in drawn))
+    secs = await produce_all(ep.bootstrap, topic, (event(u, 0) for u in drawn))
     print(f"produced {events} events in {secs:.1f}s", file=sys.stderr)
     database = unique_prefix("db_cpu")
     names = Names.of(unique_prefix("cpu"), ticket_used=topic)

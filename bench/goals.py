@@ -1,4 +1,4 @@
-"""The goals of issue 14, each measured against its figure in a results file.
+"""The goals of issues 14 and 20, each measured against its figure in a results file.
 
 Pure functions of the results dictionary (``bench/results/latest.json``), so that the
 verdicts can be recomputed from any saved run. Where a goal is missed, :func:`goals` says
@@ -42,15 +42,17 @@ def _drains(results: dict[str, Any], pipeline: str) -> list[dict[str, Any]]:
     return [d for d in tu.get("throughput", []) if d["pipeline"] == pipeline]
 
 
-def cpu_bound(drain: dict[str, Any], nproc: int) -> str:
-    """What held a drain back, from the CPU (% of one core) each process used during it."""
+def cpu_bound(drain: dict[str, Any], nproc: int, during: str | None = None) -> str:
+    """What held a drain (or a latency point, ``during``) back, from the CPU (% of one
+    core) each process used during it."""
     cpu = drain.get("cpu_percent", {})
     pipeline, store, kafka = (cpu.get(k, 0.0) for k in ("pipeline", "store", "kafka"))
     machine = cpu.get("machine")
     used = pipeline + store + kafka
     share = f"{100 * store / used:.0f} %" if used else "n/a"
     detail = (
-        f"CPU during the {drain['distribution']} drain: {drain['pipeline']} {pipeline:.0f} %, "
+        f"CPU during {during or 'the ' + drain['distribution'] + ' drain'}: "
+        f"{drain['pipeline']} {pipeline:.0f} %, "
         f"store {store:.0f} %, Kafka {kafka:.0f} % of a core; store share {share} of the three"
     )
     if machine is not None:
@@ -134,7 +136,12 @@ def _throughput(results: dict[str, Any], nproc: int) -> list[Goal]:
 
 def _latency(results: dict[str, Any], nproc: int) -> Goal:
     tu = results.get("ticket_used") or {}
-    rows = [r for r in tu.get("latency", []) if r["pipeline"] == "service"]
+    # the fixed rates: the saturation point (older results: every row was a fixed rate)
+    rows = [
+        r
+        for r in tu.get("latency", [])
+        if r["pipeline"] == "service" and r.get("kind", "saturation") == "saturation"
+    ]
     at = [r for r in rows if r["offered_rate"] == 1000]
     name, goal = "p99 latency, event to status change, at 1,000 events/s", "≤ 100 ms"
     if not at:
@@ -357,12 +364,16 @@ def _rss(results: dict[str, Any]) -> Goal:
 
 
 def goals(results: dict[str, Any]) -> list[Goal]:
+    """Issue 14's goals, then issue 20's (:mod:`bench.goals_cost`)."""
+    from bench import goals_cost  # noqa: PLC0415 - it builds on this module
+
     nproc = int((results.get("machine") or {}).get("nproc") or 1)
     return [
         *_throughput(results, nproc),
         _latency(results, nproc),
         *_sweeps(results),
         _rss(results),
+        *goals_cost.goals(results, nproc),
     ]
 
 

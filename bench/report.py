@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,8 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import goals, store_ops
-
-
-def _fmt(value: Any, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+from bench import goals, report_ticket_used, store_ops
+from bench.report_ticket_used import fmt as _fmt
 
 
 def plot_throughput(results: dict[str, Any], path: Path) -> None:
@@ -49,7 +41,9 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     names = sorted({r["pipeline"] for r in rows})
     colors = {p: f"C{i}" for i, p in enumerate(names)}
     for pipeline, color in colors.items():
-        mine = [r for r in rows if r["pipeline"] == pipeline]
+        mine = sorted(
+            (r for r in rows if r["pipeline"] == pipeline), key=lambda r: r["offered_rate"]
+        )
         if not mine:
             continue
         for key, style in styles.items():
@@ -57,7 +51,8 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
             ys = [r[key] for r in mine]
             ax.plot(xs, ys, style, marker="o", color=color, label=f"{pipeline} {key[:3]}")
     ax.set_yscale("log")
-    ax.axhline(100, color="grey", linewidth=0.8)
+    for goal_ms in (50, 250, 1000):  # issue 20's p50 and p99 goals at 50 % and 80 %
+        ax.axhline(goal_ms, color="grey", linewidth=0.6)
     ax.set_xlabel("offered rate (events/s)")
     ax.set_ylabel("input → status-change latency (ms)")
     ax.set_title("Latency percentiles against offered rate")
@@ -172,7 +167,7 @@ def tables(results: dict[str, Any]) -> str:
     """Markdown tables of every figure in ``results``, the goals first."""
     store = results.get("store") or {}
     out: list[str] = [
-        "### Goals of issue 14, as measured",
+        "### Goals of issues 14 and 20, as measured",
         "",
         f"Store: {store.get('server', 'unknown')} at `{store.get('uri', '?')}`.",
         "",
@@ -183,48 +178,7 @@ def tables(results: dict[str, Any]) -> str:
     ]
     tu = results.get("ticket_used")
     if tu:
-        out += [
-            "### Throughput (drain of pre-produced events)",
-            "",
-            (
-                "| round | distribution | pipeline | events | processed | seconds | events/s "
-                "| store ops/event | peak RSS MB | CPU % of a core (pipeline / store / kafka "
-                "/ machine) |"
-            ),
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for d in tu["throughput"]:
-            cpu = d["cpu_percent"]
-            capped = " (capped)" if d["capped"] else ""
-            out.append(
-                f"| {d['round']} | {d['distribution']} | {d['pipeline']} | {_fmt(d['events'])} "
-                f"| {_fmt(d['processed'])}{capped} | {_fmt(d['seconds'], 1)} "
-                f"| {_fmt(d['events_per_second'])} | {_fmt(d.get('store_ops_per_event'), 2)} "
-                f"| {_fmt(d['peak_rss_mb'])} "
-                f"| {_fmt(cpu.get('pipeline'))} / {_fmt(cpu.get('store', cpu.get('ferretdb')))} "
-                f"/ {_fmt(cpu.get('kafka'))} / {_fmt(cpu.get('machine'))} |"
-            )
-        out += ["", "| distribution | ratio | value |", "|---|---|---:|"]
-        for dist, ratios in tu["summary"]["ratios"].items():
-            out.extend(f"| {dist} | {k} | {_fmt(v, 3)} |" for k, v in ratios.items())
-        out += [
-            "",
-            "### Latency at fixed offered rates (output - input Kafka timestamps)",
-            "",
-            (
-                "| pipeline | offered/s | achieved/s | sent | received | drained | p50 ms | p95 ms "
-                "| p99 ms | max ms |"
-            ),
-            "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
-        ]
-        for r in tu["latency"]:
-            out.append(
-                f"| {r['pipeline']} | {_fmt(r['offered_rate'])} | {_fmt(r['achieved_rate'])} "
-                f"| {_fmt(r['sent'])} | {_fmt(r['received'])} | {'yes' if r['drained'] else 'no'} "
-                f"| {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} "
-                f"| {_fmt(r['max_ms'])} |"
-            )
-        out.append("")
+        out += report_ticket_used.tables(tu)
     out += _profile(results)
     sweeps = results.get("sweeps")
     if sweeps:

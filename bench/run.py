@@ -41,6 +41,13 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x.replace("_", "")) for x in text.split(",") if x)
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    values = tuple(float(x) for x in text.split(",") if x)
+    if not values or any(not 0 < v <= 2 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions in (0, 2] expected, not {text!r}")
+    return values
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -69,7 +76,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "users": 2_000,
         "events": 2_000,
-        "rates": (50, 100),
+        "saturation_rate": 100,
         "rate_seconds": 3.0,
         "max_drain_seconds": 60.0,
         "sizes": (1_000, 3_000),
@@ -78,7 +85,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "medium": {
         "users": 10_000,
         "events": 20_000,
-        "rates": (500, 1000, 2000),
         "rate_seconds": 2.0,
         "max_drain_seconds": 120.0,
         "sizes": (1_000, 10_000),
@@ -98,8 +104,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="service,naive,passthrough",
         help="also service-cN: the consumer with PASS_STATUS_USER_CONCURRENCY=N",
     )
-    p.add_argument("--rates", type=_ints, default=(500, 1000, 2000))
-    p.add_argument("--rate-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--latency-fractions",
+        type=_fractions,
+        default=ticket_used.FRACTIONS,
+        help="offered rates, as fractions of the service's sustained (uniform drain) events/s",
+    )
+    p.add_argument(
+        "--saturation-rate",
+        type=int,
+        default=1000,
+        help="a fixed offered rate (events/s), reported with lag growth and peak RSS",
+    )
+    p.add_argument("--rate-seconds", type=float, default=10.0, help="seconds each rate is offered")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--max-drain-seconds", type=float, default=180.0)
@@ -149,7 +166,8 @@ def config_of(args: argparse.Namespace) -> ticket_used.Config:
         events=args.events,
         distributions=tuple(d for d in args.distributions.split(",") if d),
         pipelines=tuple(p for p in args.pipelines.split(",") if p),
-        rates=tuple(args.rates),
+        latency_fractions=tuple(args.latency_fractions),
+        saturation_rate=args.saturation_rate,
         rate_seconds=args.rate_seconds,
         rounds=args.rounds,
         partitions=args.partitions,

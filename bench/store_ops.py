@@ -27,15 +27,20 @@ from typing import Any
 
 import orjson
 from consumer.app import core
+from consumer.domain.user_update import CHECKED_AT
 from consumer.errors import StoreUnavailableError
+from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from bench.common import (
     COLLECTION,
+    Endpoints,
+    cpu_seconds,
     drop_database,
     endpoints_from_env,
     mongo_client,
     seed_users,
+    server_pids,
     service_settings,
 )
 
@@ -119,6 +124,50 @@ async def measure(uri: str, size: int, repeat: int) -> dict[str, Any]:
         "seed_seconds": round(seeded.seconds, 2),
         "median_ms": timings,
     }
+
+
+async def per_document(
+    ep: Endpoints, database: str, user_ids: Sequence[int], batch: int = IN_BATCH
+) -> dict[str, Any]:
+    """What the store spends per document on the least a batch of users needs: one read of
+    ``batch`` users by ``$in`` and one unordered bulk of their conditional writes (by
+    ``_id`` and the ``passes`` read, as the service writes), ``batch`` at a time, over
+    ``user_ids`` of ``database`` (the documents a drain just wrote). Wall milliseconds and,
+    when the store runs on this machine, its CPU milliseconds (``/proc``) per document."""
+    client = mongo_client(ep.mongodb_uri)
+    cache = client[database][COLLECTION]
+    store = server_pids(ep).get("store")
+    spent = {"read": [0.0, 0.0], "write": [0.0, 0.0]}  # [wall s, store CPU s]
+    documents = 0
+
+    async def timed(kind: str, op: Awaitable[Any]) -> Any:
+        cpu, wall = cpu_seconds(store or 0), time.perf_counter()
+        result = await op
+        spent[kind][0] += time.perf_counter() - wall
+        spent[kind][1] += cpu_seconds(store or 0) - cpu
+        return result
+
+    try:
+        for first in range(0, len(user_ids), batch):
+            ids = list(user_ids[first : first + batch])
+            docs = await timed("read", cache.find({"user_id": {"$in": ids}}).to_list())
+            now = datetime.now(UTC)
+            writes = [
+                UpdateOne({"_id": d["_id"], "passes": d["passes"]}, {"$set": {CHECKED_AT: now}})
+                for d in docs
+            ]
+            if writes:
+                await timed("write", cache.bulk_write(writes, ordered=False))
+            documents += len(docs)
+    finally:
+        await client.close()
+    out: dict[str, Any] = {"documents": documents, "batch": batch}
+    for kind, (wall, cpu) in spent.items():
+        out[f"{kind}_ms_per_document"] = round(1000 * wall / max(1, documents), 3)
+        out[f"{kind}_store_cpu_ms_per_document"] = (
+            round(1000 * cpu / max(1, documents), 3) if store else None
+        )
+    return out
 
 
 async def run(

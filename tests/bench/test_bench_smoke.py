@@ -29,11 +29,11 @@ def endpoints(kafka_bootstrap: str, mongodb_uri: str) -> Endpoints:
 
 async def test_ticket_used_benchmark_runs(endpoints: Endpoints) -> None:
     cfg = ticket_used.Config(
-        users=60,
+        users=400,
         events=100,
         distributions=("uniform",),
-        rates=(10,),
-        rate_seconds=2,
+        saturation_rate=20,
+        rate_seconds=1,
         partitions=2,
         max_drain_seconds=60,
         latency_drain_seconds=30,
@@ -48,12 +48,49 @@ async def test_ticket_used_benchmark_runs(endpoints: Endpoints) -> None:
         assert d["events_per_second"] > 0, d
         assert d["peak_rss_mb"] > 0, d
         assert {"pipeline", "machine"} <= set(d["cpu_percent"]), d
-    for lat in results["latency"]:
+        assert d["pipeline_cpu_ms_per_event"] >= 0, d  # /proc ticks: 0 for a short drain
+    (service,) = [d for d in drains if d["pipeline"] == "service"]
+    # every uniform event uses pass 0 of its user: each is applied; a user's events of one
+    # batch share its document's write, then its outbox is cleared
+    assert service["applied_events"] == 100, service
+    assert 0 < service["user_writes_per_applied_event"] <= 1, service
+    assert service["rewrites_per_applied_event"] >= service["user_writes_per_applied_event"]
+    assert service["batches"] >= 1, service
+    assert service["store_commands_per_batch"] > 0, service
+    assert service["conflicts_per_batch"] >= 0, service
+    (per_doc,) = results["per_document"]
+    assert per_doc["documents"] > 0, per_doc
+    assert per_doc["read_ms_per_document"] > 0, per_doc
+    assert per_doc["write_ms_per_document"] > 0, per_doc
+
+    # latency: fractions of the service's measured drain rate, the same rates for the
+    # passthrough, then the saturation point; naive has none
+    (sustained,) = results["sustained"]
+    assert sustained["events_per_second"] == service["events_per_second"]
+    rows = results["latency"]
+    assert {r["pipeline"] for r in rows} == {"service", "passthrough"}
+    for pipeline in ("service", "passthrough"):
+        mine = [r for r in rows if r["pipeline"] == pipeline]
+        fractions = [r["fraction"] for r in mine if r["kind"] == "fraction"]
+        assert fractions == list(ticket_used.FRACTIONS), mine
+        for r in mine:
+            if r["kind"] == "fraction":
+                exact = r["fraction"] * sustained["events_per_second"]
+                assert abs(r["offered_rate"] - exact) <= 0.5 or r["offered_rate"] == 1, r
+                assert r["sustained_rate"] == sustained["events_per_second"], r
+            else:
+                assert r["offered_rate"] == cfg.saturation_rate, r
+        assert [r["kind"] for r in mine].count("saturation") == 1
+    for lat in rows:
         assert lat["drained"], lat
-        assert lat["received"] == lat["sent"] == 20, lat
+        assert lat["received"] == lat["sent"] > 0, lat
         assert 0 <= lat["p50_ms"] <= lat["p99_ms"] < 60_000, lat
+        assert lat["peak_rss_mb"] > 0, lat
+        assert lat["lag_growth_per_second"] is not None, lat
+        assert {"pipeline", "machine"} <= set(lat["cpu_percent"]), lat
+    assert set(results["latency_peak_rss_mb"]) == {"service", "passthrough"}
     assert [s["pipeline"] for s in results["seeding"]] == ["service", "naive"]
-    assert all(s["users"] == 60 and s["seconds"] > 0 for s in results["seeding"])
+    assert all(s["users"] == 400 and s["seconds"] > 0 for s in results["seeding"])
     rates = results["summary"]["events_per_second"]["uniform"]
     assert all(rate > 0 for rate in rates.values()), rates
     assert "service/naive" in results["summary"]["ratios"]["uniform"]

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from bench.common import Endpoints
 
-from bench import capacity, goals, run, sweeps
+from bench import capacity, goals, latency, report_ticket_used, run, sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -313,3 +313,181 @@ def test_latency_goal_is_missed_when_the_service_saturates_below_1000_per_second
     assert latency.met is False
     assert "saturated at 500/s" in latency.measured
     assert "drains at most 1,200 events/s" in latency.bound
+
+
+# -- issue 20: latency against capacity and the cost of one event -------------------------
+
+
+def _point(pipeline: str, fraction: float, p50: float, p99: float, **over: Any) -> dict[str, Any]:
+    return {
+        "round": 1,
+        "pipeline": pipeline,
+        "offered_rate": latency.offered_rate(fraction, 1200.0),
+        "achieved_rate": fraction * 1200.0,
+        "sent": 100,
+        "received": 100,
+        "drained": True,
+        "p50_ms": p50,
+        "p95_ms": p99,
+        "p99_ms": p99,
+        "max_ms": p99,
+        "kind": "fraction",
+        "fraction": fraction,
+        "sustained_rate": 1200.0,
+        "lag_growth_per_second": 0.0,
+        "peak_rss_mb": 60.0,
+        "cpu_percent": {"pipeline": 20.0, "store": 95.0, "kafka": 5.0, "machine": 130.0},
+        **over,
+    }
+
+
+def _costly() -> dict[str, Any]:
+    """A run whose service drain measured every per-event figure (issue 20)."""
+    results = _results()
+    results["ticket_used"]["throughput"][0].update(
+        {
+            "pipeline_cpu_ms_per_event": 0.31,
+            "store_cpu_ms_per_event": 4.8,
+            "applied_events": 1000,
+            "store_cpu_ms_per_applied_event": 4.8,
+            "rewrites_per_applied_event": 2.0,
+            "user_writes_per_applied_event": 1.0,
+            "batches": 2,
+            "events_per_batch": 500.0,
+            "store_commands_per_batch": 7.0,
+            "store_commands": {"find": 2, "getMore": 8, "update": 4},
+            "conflicts_per_batch": 0.0,
+        }
+    )
+    results["ticket_used"]["per_document"] = [
+        {
+            "round": 1,
+            "documents": 2000,
+            "read_store_cpu_ms_per_document": 1.0,
+            "write_store_cpu_ms_per_document": 2.0,
+            "read_ms_per_document": 0.4,
+            "write_ms_per_document": 2.1,
+        }
+    ]
+    return results
+
+
+def test_cost_goals_are_judged_and_name_what_bounds_them() -> None:
+    got = _by_figure(_costly())
+
+    consumer = got["consumer CPU per event (uniform drain)"]
+    assert consumer.met is False
+    assert "0.310 ms" in consumer.measured
+    store = got["store CPU per applied event (uniform)"]
+    assert store.met is False  # 4.8 ms against 1.25 x (1 + 2) ms
+    assert "1.60x of 3.00 ms" in store.measured
+    assert "1.00 beyond the user's write" in store.bound
+    rewrites = got["document rewrites per applied event (uniform)"]
+    assert rewrites.met is False
+    assert "the outbox clear" in rewrites.bound
+    commands = got["store commands per batch (uniform)"]
+    assert commands.met is False  # 7 against 4 + 0 conflicts
+    assert "getMore round trips: 4.0 per batch" in commands.bound
+
+
+def test_cost_goals_met() -> None:
+    results = _costly()
+    drain = results["ticket_used"]["throughput"][0]
+    drain.update(
+        {
+            "pipeline_cpu_ms_per_event": 0.2,
+            "store_cpu_ms_per_applied_event": 3.5,
+            "rewrites_per_applied_event": 1.05,
+            "user_writes_per_applied_event": 1.0,
+            "store_commands_per_batch": 4.5,
+            "conflicts_per_batch": 0.5,
+        }
+    )
+    got = _by_figure(results)
+
+    for figure in (
+        "consumer CPU per event (uniform drain)",
+        "store CPU per applied event (uniform)",
+        "document rewrites per applied event (uniform)",
+        "store commands per batch (uniform)",
+    ):
+        assert got[figure].met is True, got[figure]
+
+
+def test_latency_at_fractions_of_capacity() -> None:
+    results = _results()
+    results["ticket_used"]["latency"] = [
+        _point("service", 0.25, 20.0, 80.0),
+        _point("service", 0.5, 30.0, 400.0),
+        _point("passthrough", 0.5, 10.0, 30.0),
+        _point("service", 0.8, 5000.0, 9000.0, drained=False, lag_growth_per_second=150.0),
+    ]
+    got = _by_figure(results)
+
+    half = got["latency at 50 % of the sustained throughput"]
+    assert half.met is False  # p99 400 ms > 250
+    assert "600/s (50 % of 1,200 ev/s" in half.measured
+    assert "passthrough p99 30 ms" in half.measured
+    assert "CPU during the 50 % point" in half.bound
+    most = got["latency at 80 % of the sustained throughput"]
+    assert most.met is False
+    assert "saturated at 80 %" in most.bound
+    assert "the store's CPU" in most.bound
+
+
+def test_latency_at_80_percent_not_offered_after_50_percent_saturated() -> None:
+    results = _results()
+    results["ticket_used"]["latency"] = [
+        _point("service", 0.5, 3000.0, 9000.0, drained=False),
+    ]
+    most = _by_figure(results)["latency at 80 % of the sustained throughput"]
+
+    assert most.met is False
+    assert "did not drain 50 %" in most.measured
+
+
+def test_latency_plan_derives_rates_from_the_sustained_throughput() -> None:
+    fractions, saturation = latency.plan(333.0, (0.8, 0.25, 0.5), 1000, 10.0, range(1, 100_001))
+
+    assert [p.rate for p in fractions] == [83, 166, 266]  # round(f x 333), lowest first
+    assert [p.fraction for p in fractions] == [0.25, 0.5, 0.8]
+    assert [len(p.user_ids) for p in fractions] == [830, 1660, 2660]
+    assert saturation[0].rate == 1000
+    assert saturation[0].kind == "saturation"
+    every = [u for p in (*fractions, *saturation) for u in p.user_ids]
+    assert len(every) == len(set(every))  # each event a distinct user
+
+
+def test_latency_plan_offers_for_less_time_when_users_are_short() -> None:
+    fractions, saturation = latency.plan(100.0, (0.5,), 100, 10.0, range(1, 751))
+
+    assert [p.rate for p in (*fractions, *saturation)] == [50, 100]
+    assert fractions[0].seconds == saturation[0].seconds == 5.0  # 1,500 needed, 750 seeded
+    assert sum(len(p.user_ids) for p in (*fractions, *saturation)) == 750
+
+
+def test_a_results_file_without_the_new_figures_still_renders() -> None:
+    old = _results()
+    old["ticket_used"]["latency"] = [
+        {
+            "round": 1,
+            "pipeline": "service",
+            "offered_rate": 500,
+            "achieved_rate": 498.0,
+            "sent": 5000,
+            "received": 5000,
+            "drained": True,
+            "p50_ms": 10.0,
+            "p95_ms": 20.0,
+            "p99_ms": 22.0,
+            "max_ms": 23.0,
+        }
+    ]
+    text = "\n".join(report_ticket_used.tables(old["ticket_used"]))
+    verdicts = _by_figure(old)
+
+    assert "| service | fixed rate | 500 |" in text
+    assert "| uniform | service | not measured |" in text
+    assert "Store cost per document" in text
+    assert verdicts["consumer CPU per event (uniform drain)"].measured == "not measured"
+    assert verdicts["latency at 50 % of the sustained throughput"].met is None
