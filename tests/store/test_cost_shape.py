@@ -6,7 +6,8 @@ the service creates (``MongoCacheStore.ensure_indexes``):
 
 - ``find_one({user_id})`` (``find_user``: every conflict re-read, ticks for one user);
 - ``find({user_id: {$in: 500 ids}})`` (``find_users``: one ticket-used batch);
-- ``update_one({_id, passes: <as read>})`` (``write_user``: every write);
+- ``update_one({_id, passes: <as read>})`` (the conditional write: one statement of
+  ``write_users``' bulk per batch or sweep group, or ``write_user`` for a conflict's retry);
 - the due query the service sends (``due_query``: ``next_check_at <= t``, or missing, or
   never evaluated), with a fixed number due among users half of whom hold only terminal
   passes, stored as the service stores them (``due_users``: every due tick);
