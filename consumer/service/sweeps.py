@@ -1,9 +1,9 @@
 """Tick sweeps: ``due`` (only the users whose next change is due) and ``full`` (the old job).
 
 Memory does not grow with the number of users: documents are streamed in groups of the
-sweep's concurrency, each group's writes sent in one bulk (``service/write_batch``), and
-check-log entries go to a sorted spill (due dry-runs, one-user checks)
-or, for a full sweep of all users, to checkpoints in MongoDB.
+sweep's concurrency, each group planned together and written in one bulk
+(``UserWriter.update_round``), and check-log entries go to a sorted spill (due dry-runs,
+one-user checks) or, for a full sweep of all users, to checkpoints in MongoDB.
 
 A full sweep of all users resumes (see ``adapters/mongo_sweeps``): it reads users in
 ``user_id`` order and, every ``checkpoint_users`` users, saves the entries of the users
@@ -41,10 +41,9 @@ from consumer.offline.logspill import EncodedEntry, SortedLogSpill, encode
 from consumer.policy import Action, Path, Verdict, decide
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.outbox import OutboxRelay
-from consumer.service.pool import for_each_bounded, gather_or_first_error, in_groups
+from consumer.service.pool import for_each_bounded, in_groups
 from consumer.service.sweep_progress import SweepProgressTracker
-from consumer.service.write_batch import WriteBatch
-from consumer.service.writer import UserWriter
+from consumer.service.writer import RoundOutcome, UserToWrite, UserWriter, WriteOptions
 
 log = get_logger(__name__)
 
@@ -168,6 +167,7 @@ class _SweepRun:
         self._sweep_id = sweep_id
         self._now = now
         self._apply = apply
+        self._options = WriteOptions(sweeper.concurrency, apply=apply, sweep_id=sweep_id)
         self._cause = cause
         self._mode = mode
         self._spill = spill
@@ -193,20 +193,23 @@ class _SweepRun:
                     await aclose()  # the cursor now, not when collected
 
         async def group(users: list[tuple[int, Mapping[str, Any]]]) -> None:
-            # Each user in its own task: a WriteBatch tells its members by their task.
-            batch = WriteBatch(self._s.store, len(users), self._s.concurrency)
-            await gather_or_first_error(self._user(index, doc, batch) for index, doc in users)
+            self.read += len(users)
+            self._s.metrics.sweep_documents_read.labels(self._mode).inc(len(users))
+            outcomes = await self._s.writer.update_round(
+                [UserToWrite(doc, (), self._cause) for _, doc in users], self._now, self._options
+            )
+            for (index, doc), outcome in zip(users, outcomes, strict=True):
+                await self._user(index, await self._one(doc, outcome))
 
-        # One group of ``concurrency`` users at a time, their writes in one bulk: as many
-        # users in flight as before (the setting bounds them, and memory), one write
-        # command per group instead of one per changed user. A group waits for its
-        # slowest user (a conflicted one's retry), the next group's documents read ahead.
+        # One group of ``concurrency`` users at a time, planned together and written in
+        # one bulk (UserWriter.update_round): as many users in hand as before (the setting
+        # bounds them, and memory), one write command per group instead of one per changed
+        # user; the next group's documents are read ahead.
         size = self._s.concurrency
         await for_each_bounded(in_groups(numbered(), size), group, 1)
         await self._flush()
 
-    async def _user(self, index: int, doc: Mapping[str, Any], batch: WriteBatch) -> None:
-        entry = await self._one(doc, batch)
+    async def _user(self, index: int, entry: UserLog | None) -> None:
         if self.tracker is None:
             if entry is not None and self._spill is not None:
                 self._spill.add(entry)
@@ -253,32 +256,19 @@ class _SweepRun:
                 documents_read=self.read,
             )
 
-    async def _one(self, doc: Mapping[str, Any], batch: WriteBatch) -> UserLog | None:
-        """Evaluate (and write, in its group's bulk) one user; its check-log entry, if any."""
-        self.read += 1
-        self._s.metrics.sweep_documents_read.labels(self._mode).inc()
-        user_id = doc.get("user_id")
-        try:
-            async with batch.member():
-                result = await self._s.writer.update(
-                    doc,
-                    (),
-                    self._now,
-                    self._cause,
-                    apply=self._apply,
-                    sweep_id=self._sweep_id,
-                    batch=batch,
-                )
-        except Exception as exc:
+    async def _one(self, doc: Mapping[str, Any], outcome: RoundOutcome) -> UserLog | None:
+        """Settle one user of a written group; its check-log entry, if any."""
+        if isinstance(outcome, Exception):
             # The writer already re-read and retried conflicts; the policy says whether this
             # user is skipped (reported, counted) or the whole sweep waits and resumes (a
-            # fault of the group's whole bulk is raised here too: the sweep stops).
-            decision = decide(exc, Path.SWEEP_USER)
+            # fault of the group's whole bulk is raised by the writer: the sweep stops).
+            decision = decide(outcome, Path.SWEEP_USER)
             if decision.action is not Action.SKIP_USER:
-                raise
-            if isinstance(exc, DocumentError):
-                return await self._unreadable(doc, exc)
-            return self._skipped(user_id, decision.verdict, exc)
+                raise outcome
+            if isinstance(outcome, DocumentError):
+                return await self._unreadable(doc, outcome)
+            return self._skipped(doc.get("user_id"), decision.verdict, outcome)
+        result = outcome
         # With the transitions this sweep made before it was interrupted, if any.
         entry = sweep_entry(result.update.evaluation, result.update.sweep)
         if result.written:

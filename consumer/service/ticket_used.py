@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,16 +15,19 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import UserStore
 from consumer.domain.checklog import user_log
 from consumer.domain.events import Cause, CauseType, TicketUsed
-from consumer.errors import BadDocumentError, DocumentError, InputError, UnknownUserError
+from consumer.errors import (
+    BadDocumentError,
+    DocumentError,
+    InputError,
+    UnknownUserError,
+)
 from consumer.logs import get_logger
 from consumer.parsing import parse_ticket_used
 from consumer.policy import Action, Fault, Path, decide
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
-from consumer.service.pool import gather_or_first_error
-from consumer.service.write_batch import WriteBatch
-from consumer.service.writer import UserWriter
+from consumer.service.writer import RoundOutcome, UserToWrite, UserWriter, WriteOptions
 from consumer.settings import DEAD_LETTER_MAX_BYTES
 
 log = get_logger(__name__)
@@ -127,61 +131,63 @@ class TicketUsedHandler:
     async def _users(
         self, by_user: dict[int, _UserWork], now: datetime, tally: _Tally
     ) -> list[_UserOutcome]:
-        """Every user's read-modify-write. One query reads every user of the batch
-        (conflicts re-read one by one), in rounds within the read budget: a round is
-        applied before the next is read, and its writes go in one bulk (WriteBatch)."""
+        """Every user's read-modify-write. One query reads every user of the batch, in
+        rounds within the read budget; a round is planned, written in one bulk and settled
+        (``UserWriter.update_round``: conflicts re-read one by one) before the next is read."""
         results: list[_UserOutcome] = []
+        options = WriteOptions(self._concurrency, relay_pending=True)
         if by_user:
             async for docs in self._store.find_users(list(by_user)):
-                batch = WriteBatch(self._store, len(docs), self._concurrency)
-                results += await gather_or_first_error(
-                    self._one_user(uid, doc, by_user.pop(uid), now, batch, tally)
-                    for uid, doc in docs.items()
+                round_users = [(uid, by_user.pop(uid)) for uid in docs]
+                outcomes = await self._writer.update_round(
+                    [
+                        # The partition owner relays the user's whole pending outbox in
+                        # order, so a later transition never goes out before an earlier one.
+                        UserToWrite(docs[uid], work.events, _cause(work))
+                        for uid, work in round_users
+                    ],
+                    now,
+                    options,
                 )
-        batch = WriteBatch(self._store, len(by_user), self._concurrency)
-        results += await gather_or_first_error(
-            self._one_user(uid, None, work, now, batch, tally) for uid, work in by_user.items()
-        )
+                results += [
+                    self._settle(uid, work, outcome, now, tally)
+                    for (uid, work), outcome in zip(round_users, outcomes, strict=True)
+                ]
+        for uid, work in by_user.items():
+            unknown = UnknownUserError(f"no cache document for user_id {uid}")
+            results.append(([self._dead(r, unknown, now) for r in work.records], [], {}))
         return results
 
-    async def _one_user(
+    def _settle(
         self,
         user_id: int,
-        doc: dict[str, Any] | None,
         work: _UserWork,
+        outcome: RoundOutcome,
         now: datetime,
-        batch: WriteBatch,
         tally: _Tally,
     ) -> _UserOutcome:
-        async with batch.member():
-            if doc is None:
-                unknown = UnknownUserError(f"no cache document for user_id {user_id}")
-                return [self._dead(r, unknown, now) for r in work.records], [], {}
-            cause = Cause(
-                CauseType.TICKET_USED, work.events[-1].event_id, work.events[-1].traceparent
-            )
-            try:
-                # The partition owner relays the user's whole pending outbox in order, so a
-                # later transition is never published before an earlier one left pending.
-                result = await self._writer.update(
-                    doc, work.events, now, cause, relay_pending=True, batch=batch
+        if isinstance(outcome, Exception):
+            # One user's failure: dead-lettered if the policy says it is this user's (a
+            # document the store refuses for good), else raised for the whole batch.
+            decision = decide(outcome, Path.INPUT)
+            if decision.action is not Action.DEAD_LETTER:
+                raise outcome
+            if decision.verdict.fault is Fault.BUG:
+                log.error(
+                    "user_failed",
+                    user_id=user_id,
+                    topic=work.records[-1].topic,
+                    partition=work.records[-1].partition,
+                    offset=work.records[-1].offset,
+                    error_type=type(outcome).__name__,
+                    error=str(outcome)[:300],
+                    stack="".join(traceback.format_exception(outcome))[-4000:],
                 )
-            except Exception as exc:
-                # One user's failure: dead-lettered if the policy says it is this user's
-                # (a document the store refuses for good), else raised for the whole batch.
-                decision = decide(exc, Path.INPUT)
-                if decision.action is not Action.DEAD_LETTER:
-                    raise
-                if decision.verdict.fault is Fault.BUG:
-                    log.exception(
-                        "user_failed",
-                        user_id=user_id,
-                        topic=work.records[-1].topic,
-                        partition=work.records[-1].partition,
-                        offset=work.records[-1].offset,
-                    )
-                error = BadDocumentError(f"user {user_id}: {exc}") if _unusable(exc) else exc
-                return [self._dead(r, error, now) for r in work.records], [], {}
+            error = (
+                BadDocumentError(f"user {user_id}: {outcome}") if _unusable(outcome) else outcome
+            )
+            return [self._dead(r, error, now) for r in work.records], [], {}
+        result = outcome
         update = result.update
         rejected_ids = {id(r.event) for r in update.rejected}
         dead = [
@@ -261,6 +267,11 @@ class TicketUsedHandler:
             self._dlq_topic,
             max_bytes=self._dead_letter_max_bytes,
         )
+
+
+def _cause(work: _UserWork) -> Cause:
+    """The cause of a user's transitions not named by one of its events: its last event."""
+    return Cause(CauseType.TICKET_USED, work.events[-1].event_id, work.events[-1].traceparent)
 
 
 def _unusable(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.ids import status_changed_event_id
 from consumer.domain.times import format_instant
-from consumer.service.writer import UserWriter
+from consumer.service.writer import UserResult, UserToWrite, UserWriter, WriteOptions
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -57,12 +57,14 @@ async def test_a_concurrent_change_between_read_and_write_is_not_lost(
         from consumer.parsing import parse_ticket_used  # noqa: PLC0415 - the edge parser, as the consumer uses it
 
         parsed = parse_ticket_used(orjson.dumps(event), 65536)
-        result = await writer.update(
-            stale, [parsed], now, Cause(CauseType.TICKET_USED, event["event_id"])
+        cause = Cause(CauseType.TICKET_USED, event["event_id"])
+        (result,) = await writer.update_round(
+            [UserToWrite(stale, [parsed], cause)], now, WriteOptions(concurrency=4)
         )
     finally:
         await client.close()
 
+    assert isinstance(result, UserResult)
     assert result.written
     assert metrics.write_conflicts._value.get() == 1
     doc = await cache.find_one({"user_id": 55})

@@ -7,6 +7,7 @@ encode, any non-retriable error, a bug) is dead-lettered with its error's reason
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +74,10 @@ async def test_a_user_that_cannot_be_written_is_dead_lettered_and_the_batch_goes
     assert store.write_calls_of(8) == 1  # skipped, not retried
 
 
-async def test_an_unexpected_batch_error_isolates_the_record_at_fault() -> None:
+async def test_an_unexpected_batch_error_isolates_the_record_at_fault(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
     store = FakeCacheStore(a_user(7), a_user(8))
     store.fail_next("find_users", RuntimeError("a bug"))  # the whole batch fails once
     store.fail_writes_of(8, RuntimeError("another bug"))
@@ -91,6 +95,12 @@ async def test_an_unexpected_batch_error_isolates_the_record_at_fault() -> None:
         (11, "internal_error")
     ]
     assert store.doc("d7")["passes"][0]["status"] == "USING"
+    # A defect is logged with what it hit and where it was raised, for the person paged.
+    (failed,) = [
+        getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "user_failed"
+    ]
+    assert (failed["user_id"], failed["offset"], failed["error_type"]) == (8, 11, "RuntimeError")
+    assert "another bug" in failed["stack"]
 
 
 async def test_a_transient_fault_still_seeks_back_and_commits_nothing() -> None:

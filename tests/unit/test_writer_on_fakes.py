@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from consumer.domain.events import Cause, CauseType
 from consumer.errors import WriteConflictError
+from consumer.service.writer import UserResult, UserToWrite, WriteOptions
 
 from tests.unit.fakes import FakeCacheStore, FakeService
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TICK = Cause(CauseType.TICK, "tick-1")
+OPTIONS = WriteOptions(concurrency=4)
 
 
 def a_pass(uuid: str, status: str, expires_in: timedelta) -> dict[str, Any]:
@@ -32,8 +33,9 @@ async def test_a_refresher_write_between_read_and_write_is_kept_and_the_user_re_
 
     store.before("write_user", refresher)
     read = store.doc("d7")
-    result = await service.writer.update(read, (), NOW, TICK)
+    (result,) = await service.writer.update_round([UserToWrite(read, (), TICK)], NOW, OPTIONS)
 
+    assert isinstance(result, UserResult)
     assert result.written
     assert [(p["pass_uuid"], p["status"]) for p in store.doc("d7")["passes"]] == [
         ("a", "EXPIRED"),
@@ -54,8 +56,11 @@ async def test_a_document_that_keeps_changing_is_a_transient_error_and_nothing_i
 
     for _ in range(4):
         store.before("write_user", refresher)
-    with pytest.raises(WriteConflictError):
-        await service.writer.update(store.doc("d7"), (), NOW, TICK)
+    (outcome,) = await service.writer.update_round(
+        [UserToWrite(store.doc("d7"), (), TICK)], NOW, OPTIONS
+    )
+    assert isinstance(outcome, WriteConflictError)  # that user's outcome, for the policy
+    assert store.write_calls_of(7) == 4  # in the bulk, then three times alone
     doc = store.doc("d7")
     assert doc["passes"][0]["status"] == "USABLE"
     assert doc["passes"][0]["payload"]["n"] == 4
