@@ -7,8 +7,6 @@ for a consumer process to join its group.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -284,27 +282,27 @@ async def test_a_full_sweep_stopped_by_a_transient_error_resumes_where_it_was(
     now = datetime.now(UTC)
     await cache.insert_many(_expiring_users(300, now))
     core.sweeper.checkpoint_users = 50
-    update = core.writer.update
-    user_201_written = asyncio.Event()
+    update_round = core.writer.update_round
+    written: list[int] = []
 
-    async def down_at_user_200(doc: Any, *args: Any, **kwargs: Any) -> Any:
-        if doc["user_id"] == 200:
-            # Users after 200 are written meanwhile (201 surely): past the last
-            # checkpoint, which cannot pass user 200.
-            with contextlib.suppress(TimeoutError):  # then the check of user 201 fails
-                await asyncio.wait_for(user_201_written.wait(), timeout=30)
+    async def down_at_user_200(users: Any, *args: Any, **kwargs: Any) -> Any:
+        ids = [u.read["user_id"] for u in users]
+        if 200 in ids:  # the group of user 200: its bulk fails, as when MongoDB goes down
             raise StoreUnavailableError("injected: MongoDB down")
-        result = await update(doc, *args, **kwargs)
-        if doc["user_id"] == 201:
-            user_201_written.set()
-        return result
+        outcomes = await update_round(users, *args, **kwargs)
+        written.extend(ids)
+        return outcomes
 
-    monkeypatch.setattr(core.writer, "update", down_at_user_200)
+    monkeypatch.setattr(core.writer, "update_round", down_at_user_200)
     cause = Cause(CauseType.TICK, "tick-1")
     with pytest.raises(StoreUnavailableError):
         await core.sweeper.full(None, True, now, cause)
-    assert (await cache.find_one({"user_id": 201}) or {})["passes"][0]["status"] == "EXPIRED"
-    monkeypatch.setattr(core.writer, "update", update)
+    # Users after the last checkpoint (at most user 200, at least 150) were written before
+    # the failure: the resumed sweep reads them again with nothing left to change.
+    last = max(written)
+    assert 150 < last < 200
+    assert (await cache.find_one({"user_id": last}) or {})["passes"][0]["status"] == "EXPIRED"
+    monkeypatch.setattr(core.writer, "update_round", update_round)
     result = await core.sweeper.full(None, True, now, cause)
     # Resumed after the last checkpoint before user 200 (users are read 16 at a time).
     assert 300 - 200 < result.documents_read <= 300 - 150 + core.settings.user_concurrency
@@ -392,16 +390,22 @@ async def test_a_user_that_keeps_failing_is_reported_and_the_sweep_goes_on(
 ) -> None:
     now = datetime.now(UTC)
     await cache.insert_many(_expiring_users(20, now))
-    update = core.writer.update
+    update_round = core.writer.update_round
     attempts: list[int] = []
 
-    async def user_7_conflicts(doc: Any, *args: Any, **kwargs: Any) -> Any:
-        if doc["user_id"] == 7:
-            attempts.append(7)
-            raise WriteConflictError("user 7: document kept changing")
-        return await update(doc, *args, **kwargs)
+    async def user_7_conflicts(users: Any, *args: Any, **kwargs: Any) -> Any:
+        # The writer's outcome for user 7: its conflicts never settled; the others written.
+        others = [u for u in users if u.read["user_id"] != 7]
+        outcomes = iter(await update_round(others, *args, **kwargs))
+        attempts.extend(7 for u in users if u.read["user_id"] == 7)
+        return [
+            WriteConflictError("user 7: document kept changing")
+            if u.read["user_id"] == 7
+            else next(outcomes)
+            for u in users
+        ]
 
-    monkeypatch.setattr(core.writer, "update", user_7_conflicts)
+    monkeypatch.setattr(core.writer, "update_round", user_7_conflicts)
     result = await core.sweeper.full(None, True, now, Cause(CauseType.TICK, "tick-2"))
     assert result.documents_read == 20
     assert len(attempts) == 1  # the writer re-reads conflicts itself; the sweep does not again
