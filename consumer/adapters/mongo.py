@@ -171,7 +171,10 @@ class MongoCacheStore:
         seen: set[int] = set()
         batch: dict[int, Document] = {}
         size = 0
-        cursor = self._raw_cache.find({"user_id": {"$in": list(user_ids)}})
+        ids = list(user_ids)
+        # The first reply holds them all (up to the server's 16 MB), not the driver's
+        # default 101 and a getMore round trip per further batch.
+        cursor = self._raw_cache.find({"user_id": {"$in": ids}}, batch_size=len(ids) + 1)
         try:
             while True:
                 with self._op("find_users"):
