@@ -16,6 +16,7 @@ import re
 import sys
 import traceback
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TextIO
 
 import orjson
@@ -23,6 +24,7 @@ import orjson
 from consumer.kafka_log_events import KafkaClientEvents
 from consumer.redact import scrub
 
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _secrets: tuple[str, ...] = ()
 _PLACEHOLDER = re.compile(r"%(\([^)]*\))?[-#0 +]*\d*(\.\d+)?[sdrifxXeEgGa%]|\{[^}]*\}")
 _EVENT_WORDS = 4
@@ -71,7 +73,9 @@ class EventLogger:
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
 
-    def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
+    def _log(
+        self, level: int, event: str, exc_info: bool | _ExcInfo, fields: dict[str, Any]
+    ) -> None:
         logger = self._logger
         if logger.isEnabledFor(level):
             # Made and handed on directly: Logger.log would walk the stack for the caller's
@@ -83,7 +87,7 @@ class EventLogger:
                 0,
                 event,
                 (),
-                sys.exc_info() if exc_info else None,
+                sys.exc_info() if exc_info is True else exc_info or None,
                 extra={"fields": fields},
             )
             logger.handle(record)
@@ -102,6 +106,11 @@ class EventLogger:
 
     def exception(self, event: str, **fields: Any) -> None:
         self._log(logging.ERROR, event, True, fields)
+
+    def failure(self, event: str, error: BaseException, **fields: Any) -> None:
+        """An error line for ``error`` caught earlier (not the one being handled now), with
+        its type, message and stack as :meth:`exception` writes them."""
+        self._log(logging.ERROR, event, (type(error), error, error.__traceback__), fields)
 
 
 def get_logger(name: str) -> EventLogger:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,15 +172,13 @@ class TicketUsedHandler:
             if decision.action is not Action.DEAD_LETTER:
                 raise outcome
             if decision.verdict.fault is Fault.BUG:
-                log.error(
+                log.failure(
                     "user_failed",
+                    outcome,
                     user_id=user_id,
                     topic=work.records[-1].topic,
                     partition=work.records[-1].partition,
                     offset=work.records[-1].offset,
-                    error_type=type(outcome).__name__,
-                    error=str(outcome)[:300],
-                    stack="".join(traceback.format_exception(outcome))[-4000:],
                 )
             error = (
                 BadDocumentError(f"user {user_id}: {outcome}") if _unusable(outcome) else outcome

@@ -11,10 +11,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 from bson.errors import InvalidDocument
 from consumer.errors import BadDocumentError
+from consumer.logs import JsonFormatter
 from consumer.schemas import DEAD_LETTER, validator
 from pymongo.errors import DocumentTooLarge
 
@@ -97,7 +99,9 @@ async def test_an_unexpected_batch_error_isolates_the_record_at_fault(
     assert store.doc("d7")["passes"][0]["status"] == "USING"
     # A defect is logged with what it hit and where it was raised, for the person paged.
     (failed,) = [
-        getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "user_failed"
+        orjson.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.getMessage() == "user_failed"
     ]
     assert (failed["user_id"], failed["offset"], failed["error_type"]) == (8, 11, "RuntimeError")
     assert "another bug" in failed["stack"]
