@@ -37,7 +37,7 @@ from consumer.adapters.mongo import Document, MongoCacheStore, make_client
 from consumer.bootstrap import Parts, build_parts, build_runner
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.times import format_instant
-from consumer.errors import TransientError
+from consumer.errors import PassStatusError, TransientError
 from consumer.logs import get_logger
 from consumer.policy import Action, Path, decide
 from consumer.redact import redact_uri
@@ -110,6 +110,9 @@ async def core(
     try:
         yield Core(settings, metrics, client, store, publisher, parts)
     finally:
+        # The source's last watermark: done if every relay was published.
+        with contextlib.suppress(PassStatusError):
+            await parts.relay.keep_watermark(datetime.now(UTC), final=True)
         with contextlib.suppress(KafkaError):
             await publisher.producer.stop()
         await client.close()

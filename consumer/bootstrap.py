@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +21,7 @@ from consumer.adapters.store_ports import CacheStore
 from consumer.service.checklog import CheckLogSink, IntervalSummary
 from consumer.service.health import Health
 from consumer.service.outbox import OutboxRelay
+from consumer.service.relay_ledger import RelayLedger
 from consumer.service.runner import Runner
 from consumer.service.sweeps import Sweeper
 from consumer.service.ticket_used import TicketUsedHandler
@@ -50,12 +53,16 @@ class Parts:
 def build_parts(
     settings: Settings, store: CacheStore, publisher: Publisher, metrics: Metrics
 ) -> Parts:
-    relay = OutboxRelay(store, publisher, metrics, settings.topic_status_changed)
+    # This process is one relay source: a fresh id at each start (consumer.domain.watermarks).
+    ledger = RelayLedger(secrets.token_hex(8))
+    relay = OutboxRelay(
+        store, publisher, metrics, settings.topic_status_changed, ledger, socket.gethostname()
+    )
     sink = CheckLogSink(
         store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes
     )
     summary = IntervalSummary(settings.check_log_max_pending_intervals, metrics)
-    writer = UserWriter(store, metrics, settings.conflict_retries)
+    writer = UserWriter(store, metrics, settings.conflict_retries, ledger)
     sweeper = Sweeper(
         store,
         writer,

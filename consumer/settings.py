@@ -111,6 +111,11 @@ class Settings:
     outbox_relay_interval_seconds: float = _setting(
         10.0, "How often orphaned outbox entries are looked for."
     )
+    outbox_watermark_interval_seconds: float = _setting(
+        1.0,
+        "How often this replica saves which of its relays Kafka acknowledged (one small"
+        " write), and reads the other replicas'.",
+    )
     outbox_orphan_age_seconds: float = _setting(
         30.0, "Outbox entries older than this are re-published by any replica."
     )
@@ -330,6 +335,7 @@ _MINIMUMS: dict[str, float] = {
     "check_log_max_pending_intervals": 1,
     "outbox_relay_interval_seconds": 0.001,
     "outbox_orphan_age_seconds": 0,
+    "outbox_watermark_interval_seconds": 0.001,
     "conflict_retries": 0,
     "backoff_initial_seconds": 0.001,
     "backoff_max_seconds": 0.001,

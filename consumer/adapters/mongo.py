@@ -12,7 +12,7 @@ are listed in docs/architecture.md ("Fields this service adds to a user document
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -22,7 +22,7 @@ import pymongo
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
-from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
+from pymongo import ASCENDING, AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -30,6 +30,13 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo_bulk import write_users
 from consumer.adapters.mongo_commands import CommandCounter
 from consumer.adapters.mongo_indexes import CACHE_INDEXES, ensure_indexes
+from consumer.adapters.mongo_outbox import (
+    RELAYS_COLLECTION,
+    RelaySources,
+    clear_outboxes,
+    reject_entries,
+    scan_outboxes,
+)
 from consumer.adapters.mongo_sweeps import (
     CHECKPOINT_INDEXES,
     SWEEPS_COLLECTION,
@@ -41,7 +48,6 @@ from consumer.adapters.mongo_sweeps import (
     unreadable_query,
 )
 from consumer.adapters.store_ports import OutboxScan
-from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE, clearing_steps, rejecting_steps
 from consumer.domain.rules import read_int
 from consumer.domain.user_update import (
     CHECKED_AT,
@@ -50,6 +56,7 @@ from consumer.domain.user_update import (
     UserUpdate,
     write_change,
 )
+from consumer.domain.watermarks import Watermark
 from consumer.errors import (
     ConfigError,
     DocumentRejectedError,
@@ -118,6 +125,7 @@ class MongoCacheStore:
         )
         self._check_log: AsyncCollection[Document] = db[settings.collection_check_log]
         self._checkpoints = SweepCheckpoints(db[SWEEPS_COLLECTION], self._op)
+        self._relays = RelaySources(db[RELAYS_COLLECTION], self._op)
         self._metrics = metrics
         self._batch_size = settings.sweep_batch_size
         self._read_budget = settings.read_batch_max_bytes
@@ -218,44 +226,14 @@ class MongoCacheStore:
         return await write_users(self._cache, self._op, writes, now, self.write_user, store_error)
 
     async def clear_outbox(self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]) -> None:
-        """Remove published entries from each document's outbox.
-
-        Usually the outbox holds exactly the entries published: one atomic update empties
-        it and its marker. If another write added entries meanwhile, only the published
-        ones are pulled (``$pullAll`` of the exact entries), and the marker stays for the
-        rest. Each step is one bulk command, whatever the number of documents.
-        """
-        if not docs:
-            return
-        emptied, pulled, unmarked = (
-            [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
-            for step in clearing_steps(docs)
-        )
-        with self._op("clear_outbox"):
-            if await self._update_each(emptied):
-                return
-            await self._update_each(pulled)
-            await self._update_each(unmarked)
+        """Remove published entries from each document's outbox (``mongo_outbox``)."""
+        await clear_outboxes(self._cache, self._op, docs)
 
     async def reject_outbox_entries(
         self, docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
     ) -> None:
-        """Move entries Kafka refused for good from each document's outbox to
-        ``pass_status_outbox_rejected`` (``rejecting_steps``); two bulk commands."""
-        moved, unmarked = (
-            [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
-            for step in rejecting_steps(docs)
-        )
-        with self._op("reject_outbox_entries"):
-            await self._update_each(moved)
-            await self._update_each(unmarked)
-
-    async def _update_each(self, updates: list[UpdateOne]) -> bool:
-        """Apply each update that matches (one unordered bulk); True if every one did."""
-        if not updates:
-            return True
-        result = await self._cache.bulk_write(updates, ordered=False)
-        return result.matched_count == len(updates)
+        """Move entries Kafka refused for good aside (``mongo_outbox``)."""
+        await reject_entries(self._cache, self._op, docs)
 
     async def due_users(
         self, tick_at: datetime, shard: int, shards: int
@@ -333,24 +311,27 @@ class MongoCacheStore:
         finally:
             await cursor.close()
 
-    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:
-        """Count pending outbox entries; return up to ``limit`` documents pending since
-        ``older_than`` or earlier (``_id``, ``user_id`` and the outbox fields only).
+    async def scan_outboxes(
+        self, older_than: datetime, limit: int, watermarks: Mapping[str, Watermark]
+    ) -> OutboxScan:
+        """Count entries not known published; return up to ``limit`` documents written at
+        ``older_than`` or earlier. One read, on the indexed relay key and legacy marker:
+        only documents with a backlog are read (``mongo_outbox.scan_outboxes``)."""
+        return await scan_outboxes(self._cache, self._op, older_than, limit, watermarks)
 
-        One read serves both the backlog gauge and the orphan relay: a range on the indexed
-        marker, so only documents with a backlog are read.
-        """
-        projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1}
-        backlog = 0
-        orphans: list[Document] = []
-        with self._op("scan_outboxes"):
-            async for doc in self._cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}, projection):
-                entries = doc.get(OUTBOX)
-                backlog += len(entries) if isinstance(entries, list) else 0
-                since = doc.get(OUTBOX_SINCE)
-                if len(orphans) < limit and isinstance(since, datetime) and since <= older_than:
-                    orphans.append(doc)
-        return OutboxScan(backlog, orphans)
+    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:
+        await self._relays.register(source, host, now)
+
+    async def save_relay_watermark(
+        self, source: str, mark: Watermark, now: datetime, *, done: bool
+    ) -> None:
+        await self._relays.save(source, mark, now, done=done)
+
+    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]:
+        return await self._relays.load(include_done=include_done)
+
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int:
+        return await self._relays.retire(silent_since, keep)
 
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int:
         """Insert a check-log document at its ``_id``, idempotently: if that ``_id`` holds
@@ -395,4 +376,3 @@ def _same_check_log(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> boo
 
 
 _MISSING = object()
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from consumer.domain.outbox import OUTBOX_SINCE
+from consumer.domain.outbox import OUTBOX_RELAY, OUTBOX_SINCE
 from consumer.domain.user_update import CHECKED_AT, NEXT_CHECK_AT
 from consumer.errors import ConfigError, IndexConflictError
 from consumer.logs import get_logger
@@ -59,7 +59,10 @@ class IndexPlan:
 CACHE_INDEXES = (
     IndexSpec("user_id_1", (("user_id", 1),), "lookups by user_id and sweeps in its order"),
     IndexSpec("next_check_at_1", ((NEXT_CHECK_AT, 1),), "finding due users", written=True),
-    IndexSpec("outbox_since_1", ((OUTBOX_SINCE, 1),), "finding outbox orphans", written=True),
+    IndexSpec(
+        "outbox_since_1", ((OUTBOX_SINCE, 1),), "finding legacy outbox orphans", written=True
+    ),
+    IndexSpec("outbox_relay_1", ((OUTBOX_RELAY, 1),), "finding unpublished outboxes", written=True),
     # Never-evaluated documents are due: found by this marker's absence.
     IndexSpec("checked_at_1", ((CHECKED_AT, 1),), "finding unevaluated users", written=True),
 )

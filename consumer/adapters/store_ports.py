@@ -7,13 +7,14 @@ at once: what :class:`consumer.adapters.mongo.MongoCacheStore` provides.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from consumer.adapters.mongo_sweeps import SweepChunk, SweepProgress
 from consumer.domain.user_update import UserUpdate
+from consumer.domain.watermarks import Watermark
 
 Document = dict[str, Any]
 OutboxDocs = Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
@@ -21,10 +22,12 @@ OutboxDocs = Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
 
 @dataclass(frozen=True, slots=True)
 class OutboxScan:
-    """Every pending outbox at one look: the backlog, and the oldest documents to relay."""
+    """Every outbox not known published at one look: the backlog (entries), the oldest
+    documents to relay, and the relay keys those documents hold."""
 
     backlog: int
     orphans: list[Document]
+    unpublished_keys: frozenset[str] = frozenset()
 
 
 class UserStore(Protocol):
@@ -41,11 +44,20 @@ class UserStore(Protocol):
 
 
 class OutboxStore(Protocol):
-    """Clear, move aside and scan the status-change outboxes of users' documents."""
+    """Clear, move aside and scan the status-change outboxes of users' documents; keep
+    the relay sources' watermarks (``consumer.domain.watermarks``)."""
 
     async def clear_outbox(self, docs: OutboxDocs) -> None: ...
     async def reject_outbox_entries(self, docs: OutboxDocs) -> None: ...
-    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan: ...
+    async def scan_outboxes(
+        self, older_than: datetime, limit: int, watermarks: Mapping[str, Watermark]
+    ) -> OutboxScan: ...
+    async def register_relay_source(self, source: str, host: str, now: datetime) -> None: ...
+    async def save_relay_watermark(
+        self, source: str, mark: Watermark, now: datetime, *, done: bool
+    ) -> None: ...
+    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]: ...
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int: ...
 
 
 class CheckLogStore(Protocol):

@@ -19,6 +19,7 @@ from consumer.domain.outbox import (
     OUTBOX_SINCE,
     REVISION,
     ConditionalChange,
+    Relaying,
     as_read,
     conditional_write,
     pending_outbox,
@@ -79,6 +80,9 @@ class UserUpdate:
     writes_document: bool
     # Set for a full sweep's write: its transitions are recorded in the document with it.
     sweep: SweepMark | None = None
+    # The relay that publishes what this write appends, and whether the outbox as read is
+    # known published (consumer.domain.outbox.conditional_write).
+    relaying: Relaying | None = None
 
     @property
     def transitions_count(self) -> int:
@@ -96,6 +100,7 @@ def plan_user_update(
     now: datetime,
     default_cause: Cause,
     sweep_id: str | None = None,
+    relaying: Relaying | None = None,
 ) -> UserUpdate:
     """Apply ``events`` in order, evaluate at ``now``, and describe the resulting write.
 
@@ -142,6 +147,7 @@ def plan_user_update(
         next_check_at=next_check_at,
         writes_document=writes,
         sweep=None if sweep_id is None else sweep_mark(doc, sweep_id),
+        relaying=relaying,
     )
 
 
@@ -177,10 +183,10 @@ def write_change(
     for transition in update.evaluation.transitions:
         sets[f"passes.{transition.index}.status"] = transition.to_status
     if update.sweep is None or not update.evaluation.transitions:
-        return conditional_write(read, sets, update.outbox, now)
+        return conditional_write(read, sets, update.outbox, update.relaying)
     # A full sweep records its transitions with them; the record is derived from the one
     # read, so the write is conditioned on it too.
     sets[SWEEP_LOG] = recording(read, update.sweep, update.evaluation.transitions)
-    write = conditional_write(read, sets, update.outbox, now)
+    write = conditional_write(read, sets, update.outbox, update.relaying)
     condition = {**write.condition, **as_read(read, (SWEEP_LOG,))}
     return ConditionalChange(write.doc_id, condition, write.change)

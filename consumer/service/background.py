@@ -63,6 +63,9 @@ class BackgroundJobs:
         # The committed offset last seen per partition, and when it was first seen.
         self._commits: dict[tuple[str, int], tuple[int, float]] = {}
 
+    async def keep_watermark(self) -> None:
+        await self._relay.keep_watermark(datetime.now(UTC))
+
     async def relay_orphans(self) -> None:
         backlog = await self._relay.relay_orphans(
             datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)

@@ -1,9 +1,12 @@
 """Relay of status-change events from document outboxes to Kafka.
 
 The lifecycle and its invariants are in :mod:`consumer.domain.outbox`; this is its I/O:
-publish, wait for the broker's acknowledgements, then clear exactly what was
-acknowledged. A crash in between leaves the entries, published again with the same
-``event_id``.
+each relay takes a ticket (:meth:`OutboxRelay.batch`) whose key its writes stamp on the
+documents; it publishes, waits for the broker's acknowledgements, and closes the ticket:
+the source's watermark (:mod:`consumer.service.relay_ledger`), saved about once a second,
+then says published, and no document is written again for it. A crash or a fault in
+between leaves the entries under an unpublished key: the orphan relay publishes them
+again with the same ``event_id`` and clears them by exact value.
 
 Order (invariant I4): within this process one relay at a time handles a document (a
 ticket-used batch, a tick's sweep and the orphan relay share this object), each
@@ -24,11 +27,12 @@ is raised and leaves every entry queued: once an operator fixes it, they drain a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -37,12 +41,18 @@ from consumer.adapters.kafka import OutRecord, Publisher
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import OutboxStore
 from consumer.domain.outbox import pending_outbox
+from consumer.domain.watermarks import parse_relay_key
 from consumer.errors import RecordRejectedError
 from consumer.logs import get_logger
 from consumer.policy import Action, Path, decide
 from consumer.service.doclocks import DocumentLocks
+from consumer.service.relay_ledger import RelayLedger, RelayTicket
 
 log = get_logger(__name__)
+
+# A source that has not saved its watermark for this long crashed (a live one saves every
+# second); once none of its entries waits, the orphan relay stops asking for its entries.
+RETIRE_SILENT_SOURCES_AFTER = timedelta(minutes=15)
 
 Pending = Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
 
@@ -72,20 +82,74 @@ class _Entry:
 
 class OutboxRelay:
     def __init__(
-        self, store: OutboxStore, publisher: Publisher, metrics: Metrics, topic: str
+        self,
+        store: OutboxStore,
+        publisher: Publisher,
+        metrics: Metrics,
+        topic: str,
+        ledger: RelayLedger,
+        host: str = "",
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._metrics = metrics
         self._topic = topic
         self._locks: DocumentLocks[_Relayed] = DocumentLocks(_Relayed)
+        self.ledger = ledger
+        self._host = host
+        self._registered = False
+        self._registering = asyncio.Lock()
 
-    async def relay(self, pending: Pending) -> int:
-        """Publish each document's pending entries, then clear them. Returns events published.
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[RelayTicket]:
+        """A relay's ticket, for its writes to stamp; closed as published if the block
+        ends without an exception (its relay acknowledged), else as failed."""
+        ticket = await self.open_ticket()
+        published = False
+        try:
+            yield ticket
+            published = True
+        finally:
+            self.ledger.close(ticket, published=published)
+
+    async def open_ticket(self) -> RelayTicket:
+        """A relay's ticket, registering this source first if needed; the caller closes it
+        (``ledger.close``) once its relay is over."""
+        await self._register()
+        return self.ledger.open()
+
+    async def _register(self) -> None:
+        """Register this source before its first stamped write (I2), and learn every
+        source's watermark once."""
+        if self._registered:
+            return
+        async with self._registering:
+            if not self._registered:
+                now = datetime.now(UTC)
+                await self._store.register_relay_source(self.ledger.source, self._host, now)
+                self.ledger.learn(await self._store.relay_watermarks(include_done=True))
+                self._registered = True
+                log.info("relay_source_registered", source=self.ledger.source, host=self._host)
+
+    async def keep_watermark(self, now: datetime, *, final: bool = False) -> None:
+        """Save this source's watermark (and heartbeat; ``done`` when ``final`` with every
+        relay published), then learn the other sources' current ones."""
+        if not self._registered:
+            return
+        done = final and self.ledger.idle
+        await self._store.save_relay_watermark(
+            self.ledger.source, self.ledger.watermark(), now, done=done
+        )
+        if not final:
+            self.ledger.learn(await self._store.relay_watermarks(include_done=False))
+
+    async def relay(self, pending: Pending, *, clear: bool = False) -> int:
+        """Publish each document's pending entries (and, with ``clear``, remove them from
+        their outboxes: the orphan relay). Returns events published.
 
         Entries Kafka refuses for what they hold are moved aside (I6), never raised; a
-        transient fault or a refusal of the topic raises and leaves every entry not yet
-        cleared in its outbox.
+        transient fault or a refusal of the topic raises and leaves every entry in its
+        outbox, unpublished.
         """
         docs = [(doc_id, entries) for doc_id, entries in pending if entries]
         if not docs:
@@ -108,11 +172,13 @@ class OutboxRelay:
             self._metrics.outbox_published.inc(len(todo) - len(refused))
             if refused:
                 await self._reject(refused)
-            cleared = []
-            for doc_id, entries in docs:
-                moved = relayed[_key(doc_id)].rejected
-                cleared.append((doc_id, [e for e in entries if str(e["event_id"]) not in moved]))
-            await self._store.clear_outbox(cleared)
+            if clear:
+                cleared = []
+                for doc_id, entries in docs:
+                    moved = relayed[_key(doc_id)].rejected
+                    kept = [e for e in entries if str(e["event_id"]) not in moved]
+                    cleared.append((doc_id, kept))
+                await self._store.clear_outbox(cleared)
         return len(todo) - len(refused)
 
     async def _one_at_a_time(self, todo: Sequence[_Entry]) -> list[tuple[_Entry, str]]:
@@ -174,11 +240,21 @@ class OutboxRelay:
         backlog gauge's value), counted in the same read that finds the orphans.
         """
         started = time.perf_counter()
-        scan = await self._store.scan_outboxes(now - older_than, limit)
+        others = await self._store.relay_watermarks(include_done=False)
+        self.ledger.learn(others)
+        marks = {**others, self.ledger.source: self.ledger.watermark()}
+        scan = await self._store.scan_outboxes(now - older_than, limit, marks)
         docs = scan.orphans
-        published = await self.relay([(d["_id"], pending_outbox(d)) for d in docs])
+        published = await self.relay([(d["_id"], pending_outbox(d)) for d in docs], clear=True)
         # Documents whose outbox was already empty only need their marker cleared.
         await self._store.clear_outbox([(d["_id"], []) for d in docs if not pending_outbox(d)])
+        self.ledger.retire_failed(scan.unpublished_keys)
+        holding = {parsed[0] for k in scan.unpublished_keys if (parsed := parse_relay_key(k))}
+        retired = await self._store.retire_relay_sources(
+            now - RETIRE_SILENT_SOURCES_AFTER, holding | {self.ledger.source}
+        )
+        if retired:
+            log.info("relay_sources_retired", sources=retired)
         if published:
             log.warning(
                 "outbox_orphans_published",

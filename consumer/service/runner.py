@@ -126,6 +126,9 @@ class Runner:
             asyncio.create_task(
                 every(self._settings.outbox_relay_interval_seconds, jobs.relay_orphans)
             ),
+            asyncio.create_task(
+                every(self._settings.outbox_watermark_interval_seconds, jobs.keep_watermark)
+            ),
             asyncio.create_task(every(5.0, observe)),
         ]
         log.info("consumer_started", topics=topics, group_id=self._settings.group_id)

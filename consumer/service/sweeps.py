@@ -22,6 +22,7 @@ read is reported under ``user_id`` 0 with its ``_id`` and marked evaluated (appl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from consumer.policy import Action, Path, Verdict, decide
 from consumer.service.checklog import CheckLogSink, Emit, IntervalSummary
 from consumer.service.outbox import OutboxRelay
 from consumer.service.pool import for_each_bounded, in_groups
+from consumer.service.relay_ledger import RelayTicket
 from consumer.service.sweep_progress import SweepProgressTracker
 from consumer.service.writer import RoundOutcome, UserToWrite, UserWriter, WriteOptions
 
@@ -173,6 +175,10 @@ class _SweepRun:
         self._spill = spill
         self.tracker: SweepProgressTracker | None = None
         self._pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
+        # Relay tickets of groups written and not yet published; those whose entries are
+        # all queued in ``_pending`` (consumer.service.relay_ledger).
+        self._open_tickets: list[RelayTicket] = []
+        self._queued_tickets: list[RelayTicket] = []
         self._flush_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._checkpoint_failed = False
@@ -195,19 +201,33 @@ class _SweepRun:
         async def group(users: list[tuple[int, Mapping[str, Any]]]) -> None:
             self.read += len(users)
             self._s.metrics.sweep_documents_read.labels(self._mode).inc(len(users))
+            # One relay ticket per group: closed (published) by the first flush after
+            # every entry the group appended is queued for relay.
+            ticket = await self._s.relay.open_ticket() if self._apply else None
+            if ticket is not None:
+                self._open_tickets.append(ticket)
             outcomes = await self._s.writer.update_round(
-                [UserToWrite(doc, (), self._cause) for _, doc in users], self._now, self._options
+                [UserToWrite(doc, (), self._cause) for _, doc in users],
+                self._now,
+                dataclasses.replace(self._options, ticket=ticket),
             )
             for (index, doc), outcome in zip(users, outcomes, strict=True):
                 await self._user(index, await self._one(doc, outcome))
+            if ticket is not None:
+                self._queued_tickets.append(ticket)
 
         # One group of ``concurrency`` users at a time, planned together and written in
         # one bulk (UserWriter.update_round): as many users in hand as before (the setting
         # bounds them, and memory), one write command per group instead of one per changed
         # user; the next group's documents are read ahead.
         size = self._s.concurrency
-        await for_each_bounded(in_groups(numbered(), size), group, 1)
-        await self._flush()
+        try:
+            await for_each_bounded(in_groups(numbered(), size), group, 1)
+            await self._flush()
+        finally:
+            for ticket in self._open_tickets:  # not published: their relays did not happen
+                self._s.relay.ledger.close(ticket, published=False)
+            self._open_tickets.clear()
 
     async def _user(self, index: int, entry: UserLog | None) -> None:
         if self.tracker is None:
@@ -317,7 +337,12 @@ class _SweepRun:
     async def _flush(self) -> None:
         async with self._flush_lock:
             pending, self._pending = self._pending, []
+            # Only the groups whose every entry is in ``pending`` are over with this relay.
+            tickets, self._queued_tickets = self._queued_tickets, []
             await self._s.relay.relay(pending)
+            for ticket in tickets:
+                self._open_tickets.remove(ticket)
+                self._s.relay.ledger.close(ticket, published=True)
             if pending:
                 # From the time the tick asked for (its cause) to the changes published.
                 latency = max(0.0, time.time() - self._now.timestamp())

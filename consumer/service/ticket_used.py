@@ -26,6 +26,7 @@ from consumer.policy import Action, Fault, Path, decide
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord, dead_letter, failure_reason
 from consumer.service.outbox import OutboxRelay
+from consumer.service.relay_ledger import RelayTicket
 from consumer.service.writer import RoundOutcome, UserToWrite, UserWriter, WriteOptions
 from consumer.settings import DEAD_LETTER_MAX_BYTES
 
@@ -108,17 +109,20 @@ class TicketUsedHandler:
             work.events.append(event)
 
         tally = _Tally()
-        try:
-            results = await self._users(by_user, now, tally)
-        finally:
-            tally.add_to(self._metrics)
         pending: list[tuple[Any, tuple[dict[str, Any], ...]]] = []
         timestamps: dict[str, int] = {}
-        for user_dead, user_pending, user_timestamps in results:
-            dead.extend(user_dead)
-            pending.extend(user_pending)
-            timestamps.update(user_timestamps)
-        await self._relay.relay(pending)
+        # One relay per batch: its writes stamp its key, and once it is acknowledged the
+        # source's watermark says so (no second write of any document).
+        async with self._relay.batch() as ticket:
+            try:
+                results = await self._users(by_user, now, tally, ticket)
+            finally:
+                tally.add_to(self._metrics)
+            for user_dead, user_pending, user_timestamps in results:
+                dead.extend(user_dead)
+                pending.extend(user_pending)
+                timestamps.update(user_timestamps)
+            await self._relay.relay(pending)
         published = time.time()
         latency = self._metrics.end_to_end_latency.labels("ticket_used")  # once, not per event
         for ts_ms in timestamps.values():
@@ -128,13 +132,13 @@ class TicketUsedHandler:
             self._metrics.record_consumed(record.topic, record.partition, record.timestamp_ms)
 
     async def _users(
-        self, by_user: dict[int, _UserWork], now: datetime, tally: _Tally
+        self, by_user: dict[int, _UserWork], now: datetime, tally: _Tally, ticket: RelayTicket
     ) -> list[_UserOutcome]:
         """Every user's read-modify-write. One query reads every user of the batch, in
         rounds within the read budget; a round is planned, written in one bulk and settled
         (``UserWriter.update_round``: conflicts re-read one by one) before the next is read."""
         results: list[_UserOutcome] = []
-        options = WriteOptions(self._concurrency, relay_pending=True)
+        options = WriteOptions(self._concurrency, relay_pending=True, ticket=ticket)
         if by_user:
             async for docs in self._store.find_users(list(by_user)):
                 round_users = [(uid, by_user.pop(uid)) for uid in docs]

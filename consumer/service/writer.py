@@ -24,6 +24,7 @@ from consumer.domain.user_update import UserUpdate, plan_user_update
 from consumer.errors import DocumentError, PassStatusError, WriteConflictError
 from consumer.logs import get_logger
 from consumer.service.pool import gather_or_first_error
+from consumer.service.relay_ledger import RelayLedger, RelayTicket
 
 log = get_logger(__name__)
 
@@ -57,21 +58,34 @@ RoundOutcome = UserResult | Exception
 @dataclass(frozen=True, slots=True)
 class WriteOptions:
     """How a round is written: ``apply`` (False: a dry run, nothing written);
-    ``relay_pending`` (the ticket-used partition owner relays a user's whole pending
-    outbox even when it writes nothing); ``sweep_id`` of a resumable full sweep
+    ``relay_pending`` (the ticket-used partition owner relays a user's outbox not known
+    published even when it writes nothing); ``ticket``: the relay whose key the writes
+    stamp; ``sweep_id`` of a resumable full sweep
     (``consumer.domain.sweep_log``); ``concurrency``: conflicted users re-read at once."""
 
     concurrency: int
     apply: bool = True
     relay_pending: bool = False
     sweep_id: str | None = None
+    # The relay that publishes what the round appends (OutboxRelay.batch); needed to write.
+    ticket: RelayTicket | None = None
 
 
 class UserWriter:
-    def __init__(self, store: UserStore, metrics: Metrics, conflict_retries: int) -> None:
+    def __init__(
+        self, store: UserStore, metrics: Metrics, conflict_retries: int, ledger: RelayLedger
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._retries = conflict_retries
+        self._ledger = ledger
+
+    def _plan(
+        self, read: Mapping[str, Any], user: UserToWrite, now: datetime, options: WriteOptions
+    ) -> UserUpdate:
+        ticket = options.ticket
+        relaying = None if ticket is None else self._ledger.relaying(ticket, read)
+        return plan_user_update(read, user.events, now, user.cause, options.sweep_id, relaying)
 
     async def update_round(
         self, users: Sequence[UserToWrite], now: datetime, options: WriteOptions
@@ -81,9 +95,7 @@ class UserWriter:
         plans: list[UserUpdate | DocumentError] = []
         for user in users:
             try:
-                plans.append(
-                    plan_user_update(user.read, user.events, now, user.cause, options.sweep_id)
-                )
+                plans.append(self._plan(user.read, user, now, options))
             except DocumentError as exc:  # this user's document: its outcome, not the round's
                 plans.append(exc)
         writes = [
@@ -91,6 +103,7 @@ class UserWriter:
             for user, plan in zip(users, plans, strict=True)
             if options.apply and isinstance(plan, UserUpdate) and plan.writes_document
         ]
+        _stamping(writes, options)
         written = iter(await self._store.write_users(writes, now) if writes else ())
         outcomes: list[RoundOutcome | None] = []
         conflicted: list[tuple[int, int]] = []  # (position, user_id)
@@ -140,9 +153,10 @@ class UserWriter:
         for _attempt in range(self._retries + 1 if attempts is None else attempts):
             if doc is None:
                 raise DocumentError("document disappeared between read and write")
-            update = plan_user_update(doc, user.events, now, user.cause, options.sweep_id)
+            update = self._plan(doc, user, now, options)
             if not options.apply or not update.writes_document:
                 return _unwritten(doc, update, options)
+            _stamping([(doc, update)], options)
             if await self._store.write_user(doc, update, now):
                 return _written(doc, update, options)
             self._conflict(update.user_id)
@@ -167,9 +181,22 @@ class UserWriter:
         log.info("write_conflict", user_id=user_id)
 
 
+def _stamping(
+    writes: Sequence[tuple[Mapping[str, Any], UserUpdate]], options: WriteOptions
+) -> None:
+    """Mark the ticket stamped before writes that append are sent: once sent, one may
+    land even if its answer never comes (consumer.service.relay_ledger)."""
+    if options.ticket is not None and any(update.outbox for _, update in writes):
+        options.ticket.stamped = True
+
+
 def _written(read: Mapping[str, Any], update: UserUpdate, options: WriteOptions) -> UserResult:
     relay = relay_after_write(
-        read, update.outbox, written=True, relay_pending=options.relay_pending
+        read,
+        update.outbox,
+        written=True,
+        relay_pending=options.relay_pending,
+        relaying=update.relaying,
     )
     return UserResult(read["_id"], update, True, relay)
 
@@ -177,5 +204,7 @@ def _written(read: Mapping[str, Any], update: UserUpdate, options: WriteOptions)
 def _unwritten(read: Mapping[str, Any], update: UserUpdate, options: WriteOptions) -> UserResult:
     if not options.apply:
         return UserResult(read["_id"], update, False, ())
-    relay = relay_after_write(read, (), written=False, relay_pending=options.relay_pending)
+    relay = relay_after_write(
+        read, (), written=False, relay_pending=options.relay_pending, relaying=update.relaying
+    )
     return UserResult(read["_id"], update, False, relay)

@@ -24,6 +24,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from consumer.adapters.mongo_outbox import RELAYS_COLLECTION
+from consumer.domain.watermarks import Watermark
 from consumer.errors import MessageTooLargeError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -533,6 +535,18 @@ class Scenario:
         finally:
             await client.close()
 
+    async def watermarks(self) -> dict[str, Watermark]:
+        """Every relay source's saved watermark: what its relays published."""
+        client: AsyncMongoClient[Document] = AsyncMongoClient(self.mongodb_uri, tz_aware=True)
+        try:
+            relays = client[self.service.settings.mongodb_database][RELAYS_COLLECTION]
+            return {
+                d["_id"]: Watermark(d["through"], frozenset(d["unsettled"]))
+                async for d in relays.find({})
+            }
+        finally:
+            await client.close()
+
     async def _inputs(self) -> tuple[list[Document], list[Document]]:
         settings = self.service.settings
         assert self.traffic is not None
@@ -568,7 +582,7 @@ class Scenario:
         settings = self.service.settings
         deadline = time.monotonic() + wait
         while True:
-            docs_report = check(expected, await self.documents(), [])
+            docs_report = check(expected, await self.documents(), [], (), await self.watermarks())
             docs_done = not any("status" in x or "first_use" in x for x in docs_report.lost)
             if (docs_done and docs_report.pending_outbox == 0) or time.monotonic() > deadline:
                 break
@@ -587,6 +601,7 @@ class Scenario:
                 await self.documents(),
                 [r.value for r in published],
                 [d for d in await self._dead_letters() if not self.is_poison(d)],
+                await self.watermarks(),
             )
             if report.ok or time.monotonic() > deadline:
                 return expected, report

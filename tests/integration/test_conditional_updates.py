@@ -18,7 +18,7 @@ import pytest
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.events import Cause, CauseType
-from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
+from consumer.domain.outbox import OUTBOX, OUTBOX_RELAY, OUTBOX_SINCE
 from consumer.domain.user_update import UserUpdate, plan_user_update
 from consumer.errors import DocumentRejectedError, TransientError
 from consumer.settings import Settings
@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.conftest import Document
 from tests.integration.factories import a_pass, a_user
+from tests.unit.fakes import STAMP
 
 CAUSE = Cause(CauseType.TICK, "test-tick")
 
@@ -54,7 +55,7 @@ async def store_for(mongodb_uri: str, mongo_db: AsyncDatabase[Document]) -> Asyn
 
 
 def _expiring_plan(doc: Document, now: datetime) -> UserUpdate:
-    return plan_user_update(doc, [], now, CAUSE)
+    return plan_user_update(doc, [], now, CAUSE, relaying=STAMP)
 
 
 async def test_write_applies_while_the_passes_are_as_read(
@@ -74,7 +75,8 @@ async def test_write_applies_while_the_passes_are_as_read(
     assert doc is not None
     assert doc["passes"][0]["status"] == "EXPIRED"
     assert [e["to_status"] for e in doc[OUTBOX]] == ["EXPIRED"]
-    assert doc[OUTBOX_SINCE] is not None
+    assert doc[OUTBOX_RELAY] == STAMP.key  # the relay that publishes it
+    assert doc.get(OUTBOX_SINCE) is None
 
 
 async def test_write_is_refused_after_a_concurrent_change(

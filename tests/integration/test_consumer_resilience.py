@@ -11,6 +11,7 @@ from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.ids import status_changed_event_id
 from consumer.domain.times import format_instant
+from consumer.service.relay_ledger import RelayLedger, RelayTicket
 from consumer.service.writer import UserResult, UserToWrite, UserWriter, WriteOptions
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.collection import AsyncCollection
@@ -24,6 +25,7 @@ from tests.integration.harness import (
     read_topic,
     values,
 )
+from tests.unit.fakes import STAMP
 
 Collection = AsyncCollection[dict[str, Any]]
 
@@ -51,7 +53,7 @@ async def test_a_concurrent_change_between_read_and_write_is_not_lost(
     client = make_client(service_env.settings)
     try:
         store = MongoCacheStore(client, service_env.settings, metrics)
-        writer = UserWriter(store, metrics, conflict_retries=3)
+        writer = UserWriter(store, metrics, 3, RelayLedger("tests"))
         event = ticket_used(55, first["pass_uuid"])
         import orjson  # noqa: PLC0415
         from consumer.parsing import parse_ticket_used  # noqa: PLC0415 - the edge parser, as the consumer uses it
@@ -59,7 +61,9 @@ async def test_a_concurrent_change_between_read_and_write_is_not_lost(
         parsed = parse_ticket_used(orjson.dumps(event), 65536)
         cause = Cause(CauseType.TICKET_USED, event["event_id"])
         (result,) = await writer.update_round(
-            [UserToWrite(stale, [parsed], cause)], now, WriteOptions(concurrency=4)
+            [UserToWrite(stale, [parsed], cause)],
+            now,
+            WriteOptions(concurrency=4, ticket=RelayTicket(1, STAMP.key)),
         )
     finally:
         await client.close()

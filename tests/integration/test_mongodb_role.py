@@ -108,7 +108,7 @@ async def test_runbook_role_grants_exactly_the_actions_the_service_uses(
         await c.store.ensure_indexes()
         result = await c.sweeper.full(None, True, now, Cause(CauseType.TICK, "role-test"))
         assert result is not None
-        await c.store.scan_outboxes(now + timedelta(minutes=5), 10)
+        await c.store.scan_outboxes(now + timedelta(minutes=5), 10, c.relay.ledger.watermarks())
         async for doc in c.store.unreadable_users(0):
             await c.store.mark_unreadable(doc, now)
         logs = c.client[settings.mongodb_database][settings.collection_check_log]
@@ -121,6 +121,7 @@ async def test_runbook_role_grants_exactly_the_actions_the_service_uses(
         settings.collection_cache: "bytemark_tickets_cache",
         settings.collection_check_log: "bytemark_cache_status_check_log",
         "pass_status_sweeps": "pass_status_sweeps",
+        "pass_status_relays": "pass_status_relays",
     }
     used = {(names.get(coll, coll), action) for coll, action in listener.used}
     granted = runbook_role()

@@ -17,11 +17,13 @@ from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.outbox import OUTBOX, OUTBOX_SINCE
 from consumer.domain.user_update import plan_user_update
+from consumer.domain.watermarks import Watermark
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.conftest import Document
+from tests.unit.fakes import STAMP
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TICK = Cause(CauseType.TICK, "tick-1")
@@ -66,13 +68,16 @@ async def test_a_write_from_a_read_older_than_a_clear_is_refused_and_its_retry_i
     assert stale is not None
     await store.clear_outbox([("d7", owners)])  # the owner clears its acknowledged entry
 
-    update = plan_user_update(stale, (), NOW, TICK)
+    update = plan_user_update(stale, (), NOW, TICK, relaying=STAMP)
     assert [t.status_log for t in update.evaluation.transitions] == ["USING -> EXPIRED"]
     assert await store.write_user(stale, update, NOW) is False  # the sweep's stale write
 
     fresh = await store.find_user(7)
     assert fresh is not None
-    assert await store.write_user(fresh, plan_user_update(fresh, (), NOW, TICK), NOW) is True
-    scan = await store.scan_outboxes(NOW + timedelta(hours=1), 10)
+    assert (
+        await store.write_user(fresh, plan_user_update(fresh, (), NOW, TICK, relaying=STAMP), NOW)
+        is True
+    )
+    scan = await store.scan_outboxes(NOW + timedelta(hours=1), 10, {"tests": Watermark()})
     assert scan.backlog == 1
     assert [[e["status_log"] for e in d[OUTBOX]] for d in scan.orphans] == [["USING -> EXPIRED"]]

@@ -25,6 +25,7 @@ from consumer.adapters.mongo import MongoCacheStore, make_client
 from consumer.domain.outbox import OUTBOX, OUTBOX_REJECTED, OUTBOX_SINCE
 from consumer.errors import PublishRejectedError
 from consumer.service.outbox import OutboxRelay
+from consumer.service.relay_ledger import RelayLedger
 from consumer.settings import Settings
 from prometheus_client import CollectorRegistry
 from pymongo.asynchronous.database import AsyncDatabase
@@ -88,7 +89,9 @@ async def _relay_twice(settings: Settings, topic: str) -> tuple[Metrics, int]:
     await producer.start()
     try:
         store = MongoCacheStore(client, settings, metrics)
-        relay = OutboxRelay(store, KafkaPublisher(producer, metrics), metrics, topic)
+        relay = OutboxRelay(
+            store, KafkaPublisher(producer, metrics), metrics, topic, RelayLedger("tests")
+        )
         await relay.relay_orphans(NOW, timedelta(seconds=30))
         return metrics, await relay.relay_orphans(NOW, timedelta(seconds=30))
     finally:

@@ -12,7 +12,10 @@ the service creates (``MongoCacheStore.ensure_indexes``):
   never evaluated), with a fixed number due among users half of whom hold only terminal
   passes, stored as the service stores them (``due_users``: every due tick);
 - the query for documents whose ``user_id`` is not a number (``unreadable_query``: every
-  full check), with a fixed number of them.
+  full check), with a fixed number of them;
+- the orphan relay's query for outboxes not known published (``unpublished_query``: every
+  relay interval), where every document holds a relay key, all but a fixed number of them
+  published according to the source's watermark.
 
 The lookups (by ``user_id``, ``$in``, the unreadable ``user_id``s, the first page of the
 full check sorted by ``user_id``) are measured again on collections of 1,000 and 20,000
@@ -36,8 +39,10 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from consumer.adapters.mongo_outbox import unpublished_query
 from consumer.adapters.mongo_sweeps import due_query, unreadable_query
 from consumer.domain.user_update import stored_next_check_at
+from consumer.domain.watermarks import Watermark, relay_key
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -46,6 +51,8 @@ from tests.store.conftest import Document
 SIZES = (1_000, 10_000, 100_000)
 BOUND = 5.0
 DUE = 10
+UNPUBLISHED = 10
+SOURCE = "0123456789abcdef"
 CHUNK = 2_000
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # Repeats per operation (median taken); a slow operation stops repeating after its budget.
@@ -93,6 +100,9 @@ def _user(user_id: int) -> Document:
         ],
         "next_check_at": stored_next_check_at(None if terminal else next_check_at),
         "pass_status_checked_at": NOW - timedelta(days=1),
+        # Each document's last relay: published, but for those above the watermark.
+        "pass_status_outbox": [{"event_id": f"e{user_id}"}],
+        "pass_status_outbox_relay": relay_key(SOURCE, user_id),
     }
 
 
@@ -111,6 +121,7 @@ async def _seed(cache: Any, size: int, *, unique_user_id: bool = False) -> float
     await cache.create_index([("next_check_at", ASCENDING)], name="next_check_at_1")
     await cache.create_index([("pass_status_outbox_since", ASCENDING)], name="outbox_since_1")
     await cache.create_index([("pass_status_checked_at", ASCENDING)], name="checked_at_1")
+    await cache.create_index([("pass_status_outbox_relay", ASCENDING)], name="outbox_relay_1")
     started = time.perf_counter()
     for first in range(1, size + 1, CHUNK):
         last = min(first + CHUNK, size + 1)
@@ -177,6 +188,14 @@ def _operations(cache: Any, size: int, unreadable_count: int) -> dict[str, Opera
         assert len(docs) == unreadable_count
         return seconds
 
+    async def unpublished(rng: random.Random) -> float:
+        # The source published all but its last few relays and two failed ones.
+        mark = Watermark(size - UNPUBLISHED, frozenset({1, 2}))
+        query = unpublished_query({SOURCE: mark})
+        docs, seconds = await _timed(cache.find(query).to_list())
+        assert len(docs) == UNPUBLISHED + 2
+        return seconds
+
     async def first_page(rng: random.Random) -> float:
         cursor = cache.find({}).sort("user_id", ASCENDING).limit(FIRST_PAGE)
         docs, seconds = await _timed(cursor.to_list())
@@ -189,6 +208,7 @@ def _operations(cache: Any, size: int, unreadable_count: int) -> dict[str, Opera
         "{_id, passes} write": conditional_write,
         "due query": due,
         "unreadable user_ids": unreadable,
+        "unpublished outboxes": unpublished,
         "first page by user_id": first_page,
     }
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,13 +27,16 @@ import orjson
 from aiokafka import TopicPartition
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
+from consumer.adapters.mongo_outbox import fold_scan, unpublished_query
 from consumer.adapters.mongo_sweeps import SweepChunk, SweepProgress, due_query
 from consumer.adapters.store_ports import OutboxScan
 from consumer.bootstrap import build_parts, build_runner
 from consumer.domain.outbox import (
     OUTBOX,
+    OUTBOX_RELAY,
     OUTBOX_SINCE,
     ConditionalChange,
+    Relaying,
     clearing_steps,
     rejecting_steps,
 )
@@ -45,6 +48,7 @@ from consumer.domain.user_update import (
     UserUpdate,
     write_change,
 )
+from consumer.domain.watermarks import Watermark, key_published, parse_relay_key, relay_key
 from consumer.errors import PublishRejectedError, RecordRejectedError
 from consumer.service.health import Health
 from consumer.service.runner import Runner
@@ -53,7 +57,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.mongo_semantics import Document, apply_update, matches, stored
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A relay key for tests that plan and write outside the service's writer.
+STAMP = Relaying(relay_key("tests", 1), earlier_published=False)
 
 
 class Gate:
@@ -142,6 +147,9 @@ class FakeCacheStore(_Interleavings):
         self._after_write_errors: dict[int, list[BaseException]] = {}
         self.sweep_chunks: dict[str, list[SweepChunk]] = {}
         self.finished_sweeps: set[str] = set()
+        # Relay sources as saved: their watermark, and whether done.
+        self.relay_sources: dict[str, tuple[Watermark, bool]] = {}
+        self.heartbeats: dict[str, datetime] = {}
         self._writes_by_user: dict[int, int] = {}
         self.bulk_sizes: list[int] = []  # writes per write_users call
         self.single_writes: list[int] = []  # the users of write_user calls, in order
@@ -303,19 +311,50 @@ class FakeCacheStore(_Interleavings):
         self.finished_sweeps.add(sweep_id)
         self.sweep_chunks.pop(sweep_id, None)
 
-    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:
+    async def scan_outboxes(
+        self, older_than: datetime, limit: int, watermarks: Mapping[str, Watermark]
+    ) -> OutboxScan:
         await self.enter("scan_outboxes")
-        backlog = 0
-        orphans: list[Document] = []
-        for doc in self.cache.find({OUTBOX_SINCE: {"$gt": _EPOCH}}):
-            entries = doc.get(OUTBOX)
-            backlog += len(entries) if isinstance(entries, list) else 0
-            since = doc.get(OUTBOX_SINCE)
-            if len(orphans) < limit and isinstance(since, datetime) and since <= older_than:
-                orphans.append(
-                    {k: doc[k] for k in ("_id", "user_id", OUTBOX, OUTBOX_SINCE) if k in doc}
-                )
-        return OutboxScan(backlog, orphans)
+        found = self.cache.find(unpublished_query(watermarks))
+        projected = [
+            {k: d[k] for k in ("_id", "user_id", OUTBOX, OUTBOX_SINCE, OUTBOX_RELAY) if k in d}
+            for d in found
+        ]
+        return fold_scan(projected, older_than, limit)
+
+    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:  # noqa: ARG002 - the port's signature
+        await self.enter("register_relay_source")
+        if source in self.relay_sources:
+            raise AssertionError(f"relay source {source} registered twice")
+        self.relay_sources[source] = (Watermark(), False)
+        self.heartbeats[source] = now
+
+    async def save_relay_watermark(
+        self,
+        source: str,
+        mark: Watermark,
+        now: datetime,
+        *,
+        done: bool,
+    ) -> None:
+        await self.enter("save_relay_watermark")
+        self.relay_sources[source] = (mark, done)
+        self.heartbeats[source] = now
+
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int:
+        await self.enter("retire_relay_sources")
+        retired = [
+            s
+            for s, (_mark, done) in self.relay_sources.items()
+            if not done and s not in keep and self.heartbeats[s] < silent_since
+        ]
+        for source in retired:
+            self.relay_sources[source] = (self.relay_sources[source][0], True)
+        return len(retired)
+
+    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]:
+        await self.enter("relay_watermarks")
+        return {s: m for s, (m, done) in self.relay_sources.items() if include_done or not done}
 
     async def ping(self) -> None:
         await self.enter("ping")
@@ -334,12 +373,25 @@ class FakeCacheStore(_Interleavings):
         return self.cache.get(doc_id)
 
     def lost_outboxes(self) -> list[Any]:
-        """Documents holding outbox entries that the orphan scan would never find."""
+        """Documents holding outbox entries that the orphan scan would never find: no
+        legacy marker, and no relay key of a registered source."""
         return [
             d["_id"]
             for d in self.cache.docs
-            if d.get(OUTBOX) and not isinstance(d.get(OUTBOX_SINCE), datetime)
+            if d.get(OUTBOX)
+            and not isinstance(d.get(OUTBOX_SINCE), datetime)
+            and (parse_relay_key(d.get(OUTBOX_RELAY)) or ("",))[0] not in self.relay_sources
         ]
+
+    def unpublished(self) -> dict[Any, list[Any]]:
+        """Each document's outbox entries (event ids) not published according to the
+        saved watermarks: what a scan would count."""
+        marks = {s: m for s, (m, _done) in self.relay_sources.items()}
+        return {
+            d["_id"]: [e.get("event_id") for e in d[OUTBOX]]
+            for d in self.cache.docs
+            if d.get(OUTBOX) and not key_published(d.get(OUTBOX_RELAY), marks)
+        }
 
 
 class FakePublisher(_Interleavings):
@@ -420,6 +472,12 @@ class FakeService:
 
     def status_events(self) -> list[dict[str, Any]]:
         return self.publisher.values(self.STATUS_TOPIC)
+
+    async def unpublished(self) -> dict[Any, list[Any]]:
+        """Save this replica's watermark (its periodic job), then what the store says is
+        not published (:meth:`FakeCacheStore.unpublished`)."""
+        await self.relay.keep_watermark(datetime.now(UTC))
+        return self.store.unpublished()
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.publisher.values(self.DEAD_LETTER_TOPIC)

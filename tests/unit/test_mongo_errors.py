@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, WriteError
 
 from tests.integration.factories import a_pass, a_user
+from tests.unit.fakes import STAMP
 
 TOO_LARGE = WriteError(
     "Resulting document after update is larger than 16777216",
@@ -55,7 +56,7 @@ async def store() -> AsyncIterator[MongoCacheStore]:
 async def _write(store: MongoCacheStore, error: Exception) -> None:
     now = datetime.now(UTC)
     read = {"_id": "d1", **a_user(77, [a_pass(expires_in=timedelta(hours=-1), now=now)])}
-    plan = plan_user_update(read, [], now, Cause(CauseType.TICK, "t"))
+    plan = plan_user_update(read, [], now, Cause(CauseType.TICK, "t"), relaying=STAMP)
     store._cache = _Refusing(error)  # type: ignore[assignment]
     await store.write_user(read, plan, now)
 

@@ -103,26 +103,65 @@ async def test_i3_a_clear_removes_only_the_acknowledged_entries() -> None:
     store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x"), **{OUTBOX: []}))
     service = FakeService(store)
     acknowledged = [pending_entry("z", "USABLE -> USING")]
-    await service.sweeper.due(NOW, 0, 1, True, TICK)  # relays and clears its own entry
+    await service.sweeper.due(NOW, 0, 1, True, TICK)  # relays its own entry
+    own = store.doc("d7")[OUTBOX]
+    assert [e["status_log"] for e in own] == ["USING -> EXPIRED"]
     await store.clear_outbox([("d7", acknowledged)])  # a stale clear of another entry
-    assert store.doc("d7")[OUTBOX] == []
+    assert store.doc("d7")[OUTBOX] == own
 
     store.cache.update_one({"_id": "d7"}, {"$set": {OUTBOX: [*acknowledged, {"event_id": "x"}]}})
     await store.clear_outbox([("d7", acknowledged)])
     assert store.doc("d7")[OUTBOX] == [{"event_id": "x"}]  # a concurrent append stays
 
 
-async def test_i5_a_republished_entry_carries_the_same_event_id() -> None:
-    store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x")))
+async def test_i3_a_published_outbox_is_kept_until_the_next_write_which_drops_it() -> None:
+    """No second write per change: the relay's acknowledgement is recorded in the source's
+    watermark, not in the document; the document's next write drops the entries."""
+    store = FakeCacheStore(
+        user_doc(a_pass("a", "USABLE", timedelta(days=1)), a_pass("b", "USABLE", timedelta(days=1)))
+    )
     service = FakeService(store)
-    store.fail_next("clear_outbox", BrokerUnavailableError("store down"))  # crash after ack
-    with pytest.raises(BrokerUnavailableError):
-        await service.sweeper.due(NOW, 0, 1, True, TICK)
-    await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
-    first, again = service.status_events()
+    await service.ticket_used.handle([ticket_used("a", 0)])
+    writes = store.doc("d7")["pass_status_rev"]
+    assert [e["pass_uuid"] for e in store.doc("d7")[OUTBOX]] == ["a"]
+    assert await service.unpublished() == {}
+    assert store.doc("d7")["pass_status_rev"] == writes  # the relay wrote no document
+
+    await service.ticket_used.handle([ticket_used("b", 1)])
+    assert [e["pass_uuid"] for e in store.doc("d7")[OUTBOX]] == ["b"]  # a's dropped
+    assert [e["pass_uuid"] for e in service.status_events()] == ["a", "b"]  # no duplicate
+
+
+async def test_i3_a_write_from_a_stale_watermark_keeps_and_relays_what_it_cannot_know() -> None:
+    """Replica B has not yet read A's watermark: to B, A's entry may be unpublished, so B
+    keeps it and publishes it again ahead of its own (same ``event_id``), never drops it."""
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(hours=1))))
+    replica_a = FakeService(store)
+    replica_b = FakeService(store, replica_a.publisher)
+    await replica_b.relay.keep_watermark(NOW)  # B registered; A's state not known to it
+    await replica_b.relay.open_ticket()
+    await replica_a.ticket_used.handle([ticket_used("p")])
+
+    await replica_b.sweeper.due(datetime.now(UTC) + timedelta(hours=2), 0, 1, True, TICK)
+
+    logs = [e["status_log"] for e in replica_a.status_events()]
+    assert logs == ["USABLE -> USING", "USABLE -> USING", "USING -> EXPIRED"]
+    assert [e["status_log"] for e in store.doc("d7")[OUTBOX]] == logs[1:]
+    assert await replica_b.unpublished() == {}
+
+
+async def test_i5_a_republished_entry_carries_the_same_event_id() -> None:
+    """A crash after the broker acknowledged, before the watermark was saved: the entry's
+    key reads unpublished, and any replica's orphan relay publishes it again."""
+    store = FakeCacheStore(user_doc(a_pass("b", "USING", -timedelta(hours=1), "x")))
+    crashed = FakeService(store)
+    await crashed.sweeper.due(NOW, 0, 1, True, TICK)  # published; watermark never saved
+    survivor = FakeService(store, crashed.publisher)
+    await survivor.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
+    first, again = crashed.status_events()
     assert first == again
     assert store.lost_outboxes() == []
-    assert store.doc("d7")[OUTBOX] == []
+    assert store.doc("d7")[OUTBOX] == []  # the orphan relay clears what it published
 
 
 async def test_i4_a_passes_events_are_published_in_the_order_of_its_transitions() -> None:
@@ -146,8 +185,8 @@ async def test_i4_a_passes_events_are_published_in_the_order_of_its_transitions(
 
     logs = [e["status_log"] for e in service.status_events()]
     assert logs == ["USABLE -> USING", "USING -> EXPIRED"]
-    assert store.doc("d7")[OUTBOX] == []
-    assert store.doc("d7")[OUTBOX_SINCE] is None
+    assert await service.unpublished() == {}
+    assert store.doc("d7").get(OUTBOX_SINCE) is None
     assert len(service.relay._locks) == 0  # no per-document state outlives its relays
 
 
@@ -171,7 +210,8 @@ async def test_i4_across_replicas_each_events_first_publication_keeps_the_order(
     by_id = {e["event_id"]: e["status_log"] for e in events}
     assert [by_id[i] for i in first_seen] == ["USABLE -> USING", "USING -> EXPIRED"]
     assert store.lost_outboxes() == []
-    assert store.doc("d7")[OUTBOX] == []
+    await replica_a.relay.keep_watermark(NOW)
+    assert await replica_b.unpublished() == {}
 
 
 def refuse_pass(uuid: str) -> Any:
@@ -209,7 +249,8 @@ async def test_i6_an_event_kafka_refuses_for_good_leaves_the_outbox_and_later_on
     # b's event went out (again, with the same event_id, when the relay sought the refused one).
     assert {e["pass_uuid"] for e in service.status_events()} == {"b"}
     doc = store.doc("d7")
-    assert doc[OUTBOX] == []
+    assert [e["pass_uuid"] for e in doc[OUTBOX]] == ["b"]  # published, kept until next write
+    assert await service.unpublished() == {}
     assert doc[OUTBOX_SINCE] is None
     assert doc[OUTBOX_REJECTED] == [refused]  # whole, for a replay
     assert service.metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
@@ -242,7 +283,8 @@ async def test_i6_a_refused_event_of_a_ticket_used_batch_does_not_dead_letter_it
     doc = store.doc("d7")
     assert [p["status"] for p in doc["passes"]] == ["USING", "USING"]
     assert [e["pass_uuid"] for e in doc[OUTBOX_REJECTED]] == ["a"]
-    assert doc[OUTBOX] == []
+    assert [e["pass_uuid"] for e in doc[OUTBOX]] == ["b"]
+    assert await service.unpublished() == {}
     assert service.metrics.registry.get_sample_value("pass_status_outbox_rejected_total") == 1
 
 

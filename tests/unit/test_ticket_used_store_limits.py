@@ -25,6 +25,7 @@ from consumer.errors import DocumentRejectedError
 from consumer.service.checklog import IntervalSummary
 from consumer.service.deadletter import InputRecord
 from consumer.service.outbox import OutboxRelay
+from consumer.service.relay_ledger import RelayLedger
 from consumer.service.ticket_used import TicketUsedHandler
 from consumer.service.writer import UserWriter
 from prometheus_client import CollectorRegistry
@@ -97,8 +98,20 @@ class RoundsStore:
     def all_users(self, user_id: int | None) -> AsyncIterator[Any]:
         raise NotImplementedError
 
-    async def scan_outboxes(self, older_than: datetime, limit: int) -> OutboxScan:  # noqa: ARG002
+    async def scan_outboxes(self, older_than: datetime, limit: int, watermarks: Any) -> OutboxScan:  # noqa: ARG002
         return OutboxScan(0, [])
+
+    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:  # noqa: ARG002
+        return None
+
+    async def retire_relay_sources(self, *_: Any) -> int:
+        return 0
+
+    async def save_relay_watermark(self, *_: Any, **__: Any) -> None:
+        return None
+
+    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Any]:  # noqa: ARG002
+        return {}
 
     async def ping(self) -> None:
         return None
@@ -117,10 +130,11 @@ class Published:
 
 def _handler(store: RoundsStore, publisher: Published) -> TicketUsedHandler:
     metrics = Metrics(CollectorRegistry())
+    ledger = RelayLedger("tests")
     return TicketUsedHandler(
         store,
-        UserWriter(store, metrics, 3),
-        OutboxRelay(store, publisher, metrics, "status"),
+        UserWriter(store, metrics, 3, ledger),
+        OutboxRelay(store, publisher, metrics, "status", ledger),
         publisher,
         IntervalSummary(),
         metrics,

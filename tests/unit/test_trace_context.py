@@ -20,6 +20,7 @@ from consumer.replay import parse_dead_letter
 from consumer.service.checklog import CheckLogSink
 from consumer.service.deadletter import InputRecord, dead_letter
 from consumer.service.outbox import OutboxRelay
+from consumer.service.relay_ledger import RelayLedger
 from prometheus_client import CollectorRegistry
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa4ba902b7-01"
@@ -78,7 +79,11 @@ async def test_status_changes_carry_the_cause_traceparent_as_a_header_only() -> 
     assert entry["traceparent"] == TRACEPARENT  # kept in the outbox entry
     publisher = _Publisher()
     relay = OutboxRelay(
-        cast("OutboxStore", _Store()), publisher, Metrics(CollectorRegistry()), "sc"
+        cast("OutboxStore", _Store()),
+        publisher,
+        Metrics(CollectorRegistry()),
+        "sc",
+        RelayLedger("tests"),
     )
     assert await relay.relay([("doc", [entry])]) == 1
     (record,) = publisher.records

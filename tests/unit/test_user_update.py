@@ -15,6 +15,8 @@ from consumer.domain.user_update import (
     write_change,
 )
 
+from tests.unit.fakes import STAMP
+
 NOW = datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=UTC)
 TICK = Cause(CauseType.TICK, "tick-1")
 
@@ -137,7 +139,7 @@ def test_pending_outbox_reads_only_well_formed_entries() -> None:
 
 def test_a_write_names_the_user_id_as_read_so_a_sharded_cluster_targets_one_shard() -> None:
     read = doc(a_pass("a", "USABLE", "2026-03-01T07:00:00Z"))
-    update = plan_user_update(read, [], NOW, TICK)
+    update = plan_user_update(read, [], NOW, TICK, relaying=STAMP)
     write = write_change(read, update, NOW)
     assert write.doc_id == "d1"
     assert write.condition["user_id"] == 7

@@ -7,13 +7,14 @@ from typing import Any
 
 from consumer.domain.events import Cause, CauseType
 from consumer.errors import WriteConflictError
+from consumer.service.relay_ledger import RelayTicket
 from consumer.service.writer import UserResult, UserToWrite, WriteOptions
 
-from tests.unit.fakes import FakeCacheStore, FakeService
+from tests.unit.fakes import STAMP, FakeCacheStore, FakeService
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TICK = Cause(CauseType.TICK, "tick-1")
-OPTIONS = WriteOptions(concurrency=4)
+OPTIONS = WriteOptions(concurrency=4, ticket=RelayTicket(1, STAMP.key))
 
 
 def a_pass(uuid: str, status: str, expires_in: timedelta) -> dict[str, Any]:

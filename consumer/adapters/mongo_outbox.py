@@ -1,0 +1,190 @@
+"""The outbox's store side (MongoDB): relay sources and their watermarks
+(``pass_status_relays``), the scan for outboxes not known published, and the updates that
+clear or move aside entries.
+
+Each running process is one relay source: one small document, registered before its first
+write, that it alone updates about once a second with its watermark
+(:mod:`consumer.domain.watermarks`) and a heartbeat; ``done`` once it stopped with every
+relay published. The orphan relay asks, in one query on the cache's indexed relay key,
+for the documents each source that is not done has not published, and for legacy
+entries by their marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from consumer.adapters.store_ports import OutboxScan
+from consumer.domain.outbox import (
+    OUTBOX,
+    OUTBOX_RELAY,
+    OUTBOX_SINCE,
+    clearing_steps,
+    rejecting_steps,
+    written_at,
+)
+from consumer.domain.watermarks import Watermark, unpublished_filter
+
+Document = dict[str, Any]
+RELAYS_COLLECTION = "pass_status_relays"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class RelaySources:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        op: Callable[[str], AbstractContextManager[None]],
+    ) -> None:
+        self.collection = collection
+        self._op = op
+
+    async def register(self, source: str, host: str, now: datetime) -> None:
+        with self._op("register_relay_source"):
+            await self.collection.insert_one(
+                {
+                    "_id": source,
+                    "through": 0,
+                    "unsettled": [],
+                    "host": host,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "done": False,
+                }
+            )
+
+    async def save(self, source: str, mark: Watermark, now: datetime, *, done: bool) -> None:
+        change = {
+            "through": mark.through,
+            "unsettled": sorted(mark.unsettled),
+            "heartbeat_at": now,
+            "done": done,
+        }
+        with self._op("save_relay_watermark"):
+            await self.collection.update_one({"_id": source}, {"$set": change})
+
+    async def retire(self, silent_since: datetime, keep: Collection[str]) -> int:
+        """Mark done the sources silent since before ``silent_since`` (crashed: a live
+        one saves every second), but those in ``keep`` (still holding unpublished
+        entries). A live source's next save sets ``done`` back to false."""
+        query = {"done": False, "heartbeat_at": {"$lt": silent_since}, "_id": {"$nin": list(keep)}}
+        with self._op("retire_relay_sources"):
+            result = await self.collection.update_many(query, {"$set": {"done": True}})
+        return result.modified_count
+
+    async def load(self, *, include_done: bool) -> dict[str, Watermark]:
+        query: Document = {} if include_done else {"done": False}
+        marks: dict[str, Watermark] = {}
+        with self._op("load_relay_watermarks"):
+            async for doc in self.collection.find(query, {"through": 1, "unsettled": 1}):
+                mark = _watermark(doc)
+                if isinstance(doc.get("_id"), str) and mark is not None:
+                    marks[doc["_id"]] = mark
+        return marks
+
+
+def _watermark(doc: Mapping[str, Any]) -> Watermark | None:
+    through, unsettled = doc.get("through"), doc.get("unsettled")
+    if not isinstance(through, int) or not isinstance(unsettled, list):
+        return None
+    return Watermark(through, frozenset(s for s in unsettled if isinstance(s, int)))
+
+
+def unpublished_query(watermarks: Mapping[str, Watermark]) -> Document:
+    """Documents with entries not known published: legacy ones (their marker set) and
+    those whose relay key each source's watermark does not cover."""
+    branches: list[Document] = [{OUTBOX_SINCE: {"$gt": _EPOCH}}]
+    for source, mark in sorted(watermarks.items()):
+        found = unpublished_filter(OUTBOX_RELAY, source, mark)
+        branches.extend(found.get("$or", [found]))
+    return {"$or": branches}
+
+
+async def scan_outboxes(
+    cache: AsyncCollection[Document],
+    op: Callable[[str], AbstractContextManager[None]],
+    older_than: datetime,
+    limit: int,
+    watermarks: Mapping[str, Watermark],
+) -> OutboxScan:
+    """Count entries not known published; return up to ``limit`` documents written at
+    ``older_than`` or earlier (``_id``, ``user_id`` and the outbox fields only)."""
+    projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1, OUTBOX_RELAY: 1}
+    with op("scan_outboxes"):
+        docs = await cache.find(unpublished_query(watermarks), projection).to_list()
+    return fold_scan(docs, older_than, limit)
+
+
+def fold_scan(docs: Iterable[Mapping[str, Any]], older_than: datetime, limit: int) -> OutboxScan:
+    """The scan's answer from the documents :func:`unpublished_query` found."""
+    backlog = 0
+    orphans: list[Document] = []
+    keys: set[str] = set()
+    for doc in docs:
+        entries = doc.get(OUTBOX)
+        if not isinstance(entries, list) or not entries:
+            if len(orphans) < limit and doc.get(OUTBOX_SINCE) is not None:
+                orphans.append(dict(doc))  # a legacy marker alone: to be cleared
+            continue
+        backlog += len(entries)
+        if isinstance(doc.get(OUTBOX_RELAY), str):
+            keys.add(doc[OUTBOX_RELAY])
+        at = written_at(doc)
+        if len(orphans) < limit and (at is None or at <= older_than):
+            orphans.append(dict(doc))
+    return OutboxScan(backlog, orphans, frozenset(keys))
+
+
+async def clear_outboxes(
+    cache: AsyncCollection[Document],
+    op: Callable[[str], AbstractContextManager[None]],
+    docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]],
+) -> None:
+    """Remove published entries from each document's outbox (the orphan relay).
+
+    Usually the outbox holds exactly the entries published: one atomic update empties
+    it, its key and its marker. If another write changed it meanwhile, only the published
+    ones are pulled (``$pullAll`` of the exact entries), and the key stays for the rest.
+    Each step is one bulk command, whatever the number of documents.
+    """
+    if not docs:
+        return
+    emptied, pulled, unmarked = (
+        [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
+        for step in clearing_steps(docs)
+    )
+    with op("clear_outbox"):
+        if await _update_each(cache, emptied):
+            return
+        await _update_each(cache, pulled)
+        await _update_each(cache, unmarked)
+
+
+async def reject_entries(
+    cache: AsyncCollection[Document],
+    op: Callable[[str], AbstractContextManager[None]],
+    docs: Sequence[tuple[Any, Sequence[Mapping[str, Any]]]],
+) -> None:
+    """Move entries Kafka refused for good from each document's outbox to
+    ``pass_status_outbox_rejected`` (``rejecting_steps``); two bulk commands."""
+    moved, unmarked = (
+        [UpdateOne({"_id": c.doc_id, **c.condition}, c.change) for c in step]
+        for step in rejecting_steps(docs)
+    )
+    with op("reject_outbox_entries"):
+        await _update_each(cache, moved)
+        await _update_each(cache, unmarked)
+
+
+async def _update_each(cache: AsyncCollection[Document], updates: list[UpdateOne]) -> bool:
+    """Apply each update that matches (one unordered bulk); True if every one did."""
+    if not updates:
+        return True
+    result = await cache.bulk_write(updates, ordered=False)
+    return result.matched_count == len(updates)
