@@ -249,6 +249,7 @@ async def test_a_value_bson_cannot_hold_is_rejected_for_good_naming_the_user(
         outbox=({**plan.outbox[0], "extra": {1, 2}},),
         rejected=plan.rejected,
         next_check_at=plan.next_check_at,
+        relaying=plan.relaying,
         writes_document=True,
     )
 
@@ -296,6 +297,7 @@ async def test_a_bulk_with_a_value_bson_cannot_hold_fails_that_user_alone(
         outbox=({**plan.outbox[0], "extra": {1, 2}},),
         rejected=plan.rejected,
         next_check_at=plan.next_check_at,
+        relaying=plan.relaying,
         writes_document=True,
     )
 

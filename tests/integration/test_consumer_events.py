@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from consumer import schemas
+from consumer.domain.watermarks import Watermark, key_published
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.integration.factories import a_pass, a_user, tick, ticket_used
@@ -27,6 +28,10 @@ from tests.integration.harness import (
 Collection = AsyncCollection[dict[str, Any]]
 
 
+def _watermarks(found: list[dict[str, Any]]) -> dict[str, Watermark]:
+    return {d["_id"]: Watermark(d["through"], frozenset(d["unsettled"])) for d in found}
+
+
 def _strip_service_fields(doc: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(doc)
     for key in (
@@ -36,6 +41,7 @@ def _strip_service_fields(doc: dict[str, Any]) -> dict[str, Any]:
         "pass_status_write",
         "pass_status_outbox",
         "pass_status_outbox_since",
+        "pass_status_outbox_relay",
     ):
         out.pop(key, None)
     return out
@@ -66,12 +72,17 @@ async def test_ticket_used_sets_using_once_and_duplicate_changes_nothing(
     assert changes[0]["cause"] == {"type": "ticket_used", "event_id": event["event_id"]}
     assert records[0].key == b"101"
 
-    # The outbox entry is cleared right after the broker acknowledged the event.
-    after = await eventually(
-        lambda: cache.find_one({"user_id": 101}),
-        lambda d: d is not None and not d["pass_status_outbox"],
-    )
+    # Once the broker acknowledged the event, the relay's source says so in its saved
+    # watermark; the document is not written again for it.
+    after = await cache.find_one({"user_id": 101})
     assert after is not None
+    assert [e["event_id"] for e in after["pass_status_outbox"]] == [changes[0]["event_id"]]
+    relays = cache.database["pass_status_relays"]
+    marks = await eventually(
+        lambda: relays.find({}).to_list(),
+        lambda found: key_published(after["pass_status_outbox_relay"], _watermarks(found)),
+    )
+    assert marks
     assert after["passes"][0]["status"] == "USING"
     assert after["passes"][0]["payload"]["first_use"] == event["used_at"]
     # Everything but the status and first_use is untouched, unknown fields included.

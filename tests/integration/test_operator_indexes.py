@@ -43,6 +43,7 @@ async def test_operators_unique_user_id_index_under_another_name_is_used_not_dup
             "refresher_user_id",
             "next_check_at_1",
             "outbox_since_1",
+            "outbox_relay_1",
             "checked_at_1",
         }
     assert indexes["refresher_user_id"].get("unique") is True
