@@ -312,12 +312,18 @@ class MongoCacheStore:
             await cursor.close()
 
     async def scan_outboxes(
-        self, older_than: datetime, limit: int, watermarks: Mapping[str, Watermark]
+        self,
+        older_than: datetime,
+        limit: int,
+        watermarks: Mapping[str, Watermark],
+        counted_before: datetime | None = None,
     ) -> OutboxScan:
         """Count entries not known published; return up to ``limit`` documents written at
         ``older_than`` or earlier. One read, on the indexed relay key and legacy marker:
         only documents with a backlog are read (``mongo_outbox.scan_outboxes``)."""
-        return await scan_outboxes(self._cache, self._op, older_than, limit, watermarks)
+        return await scan_outboxes(
+            self._cache, self._op, older_than, limit, watermarks, counted_before
+        )
 
     async def register_relay_source(self, source: str, host: str, now: datetime) -> None:
         await self._relays.register(source, host, now)

@@ -112,16 +112,23 @@ async def scan_outboxes(
     older_than: datetime,
     limit: int,
     watermarks: Mapping[str, Watermark],
+    counted_before: datetime | None = None,
 ) -> OutboxScan:
-    """Count entries not known published; return up to ``limit`` documents written at
-    ``older_than`` or earlier (``_id``, ``user_id`` and the outbox fields only)."""
+    """Count entries not known published (written before ``counted_before``, if given);
+    return up to ``limit`` documents written at ``older_than`` or earlier (``_id``,
+    ``user_id`` and the outbox fields only)."""
     projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1, OUTBOX_RELAY: 1}
     with op("scan_outboxes"):
         docs = await cache.find(unpublished_query(watermarks), projection).to_list()
-    return fold_scan(docs, older_than, limit)
+    return fold_scan(docs, older_than, limit, counted_before)
 
 
-def fold_scan(docs: Iterable[Mapping[str, Any]], older_than: datetime, limit: int) -> OutboxScan:
+def fold_scan(
+    docs: Iterable[Mapping[str, Any]],
+    older_than: datetime,
+    limit: int,
+    counted_before: datetime | None = None,
+) -> OutboxScan:
     """The scan's answer from the documents :func:`unpublished_query` found."""
     backlog = 0
     orphans: list[Document] = []
@@ -132,10 +139,11 @@ def fold_scan(docs: Iterable[Mapping[str, Any]], older_than: datetime, limit: in
             if len(orphans) < limit and doc.get(OUTBOX_SINCE) is not None:
                 orphans.append(dict(doc))  # a legacy marker alone: to be cleared
             continue
-        backlog += len(entries)
         if isinstance(doc.get(OUTBOX_RELAY), str):
             keys.add(doc[OUTBOX_RELAY])
         at = written_at(doc)
+        if counted_before is None or at is None or at <= counted_before:
+            backlog += len(entries)
         if len(orphans) < limit and (at is None or at <= older_than):
             orphans.append(dict(doc))
     return OutboxScan(backlog, orphans, frozenset(keys))

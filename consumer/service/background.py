@@ -67,8 +67,13 @@ class BackgroundJobs:
         await self._relay.keep_watermark(datetime.now(UTC))
 
     async def relay_orphans(self) -> None:
+        # Another replica's relays read as unpublished until it saves its watermark (about
+        # once a second): entries younger than a few of its intervals are in flight.
+        in_flight = max(5.0, 3 * self._settings.outbox_watermark_interval_seconds)
         backlog = await self._relay.relay_orphans(
-            datetime.now(UTC), timedelta(seconds=self._settings.outbox_orphan_age_seconds)
+            datetime.now(UTC),
+            timedelta(seconds=self._settings.outbox_orphan_age_seconds),
+            in_flight=timedelta(seconds=in_flight),
         )
         self._metrics.outbox_backlog.set(backlog)
 

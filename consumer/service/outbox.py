@@ -233,17 +233,25 @@ class OutboxRelay:
             headers=_trace(entry),
         )
 
-    async def relay_orphans(self, now: datetime, older_than: timedelta, limit: int = 500) -> int:
+    async def relay_orphans(
+        self,
+        now: datetime,
+        older_than: timedelta,
+        limit: int = 500,
+        in_flight: timedelta = timedelta(0),
+    ) -> int:
         """Publish outbox entries left behind (by a crash) for longer than ``older_than``.
 
         Returns the number of events still waiting in outboxes when the scan was made (the
-        backlog gauge's value), counted in the same read that finds the orphans.
+        backlog gauge's value), counted in the same read that finds the orphans: those
+        written more than ``in_flight`` ago (younger ones are in their relay, or published
+        by another replica that has not saved its watermark yet).
         """
         started = time.perf_counter()
         others = await self._store.relay_watermarks(include_done=False)
         self.ledger.learn(others)
         marks = {**others, self.ledger.source: self.ledger.watermark()}
-        scan = await self._store.scan_outboxes(now - older_than, limit, marks)
+        scan = await self._store.scan_outboxes(now - older_than, limit, marks, now - in_flight)
         docs = scan.orphans
         published = await self.relay([(d["_id"], pending_outbox(d)) for d in docs], clear=True)
         # Documents whose outbox was already empty only need their marker cleared.

@@ -62,6 +62,7 @@ REPEATS = {
     "{_id, passes} write": 31,
     "due query": 9,
     "unreadable user_ids": 9,
+    "unpublished outboxes": 9,
     "first page by user_id": 9,
 }
 UNIQUE_SIZES = (1_000, 20_000)

@@ -312,7 +312,11 @@ class FakeCacheStore(_Interleavings):
         self.sweep_chunks.pop(sweep_id, None)
 
     async def scan_outboxes(
-        self, older_than: datetime, limit: int, watermarks: Mapping[str, Watermark]
+        self,
+        older_than: datetime,
+        limit: int,
+        watermarks: Mapping[str, Watermark],
+        counted_before: datetime | None = None,
     ) -> OutboxScan:
         await self.enter("scan_outboxes")
         found = self.cache.find(unpublished_query(watermarks))
@@ -320,7 +324,7 @@ class FakeCacheStore(_Interleavings):
             {k: d[k] for k in ("_id", "user_id", OUTBOX, OUTBOX_SINCE, OUTBOX_RELAY) if k in d}
             for d in found
         ]
-        return fold_scan(projected, older_than, limit)
+        return fold_scan(projected, older_than, limit, counted_before)
 
     async def register_relay_source(self, source: str, host: str, now: datetime) -> None:  # noqa: ARG002 - the port's signature
         await self.enter("register_relay_source")

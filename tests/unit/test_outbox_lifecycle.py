@@ -305,3 +305,23 @@ async def test_i6_a_refusal_of_the_topic_itself_leaves_every_event_queued() -> N
     await service.relay.relay_orphans(NOW + timedelta(hours=1), timedelta(seconds=30))
     assert [e["status_log"] for e in service.status_events()] == ["USING -> EXPIRED"]
     assert store.doc("d7")[OUTBOX] == []
+
+
+async def test_the_backlog_counts_entries_waiting_past_the_in_flight_grace_only() -> None:
+    """Replica A's relay published; until A saves its watermark, A's entry reads
+    unpublished to B. The backlog gauge (and its alert) counts it only once it has waited
+    longer than a relay takes and a watermark save comes."""
+    store = FakeCacheStore(user_doc(a_pass("p", "USABLE", timedelta(hours=1))))
+    replica_a = FakeService(store)
+    replica_b = FakeService(store, replica_a.publisher)
+    await replica_a.ticket_used.handle([ticket_used("p")])
+    now = datetime.now(UTC)
+    grace = timedelta(seconds=5)
+
+    orphan_age = timedelta(seconds=30)
+    assert await replica_b.relay.relay_orphans(now, orphan_age, in_flight=grace) == 0
+    later = now + timedelta(seconds=10)
+    assert await replica_b.relay.relay_orphans(later, orphan_age, in_flight=grace) == 1
+    await replica_a.relay.keep_watermark(later)
+    assert await replica_b.relay.relay_orphans(later, orphan_age, in_flight=grace) == 0
+    assert len(replica_a.status_events()) == 1  # never an orphan: not published again
