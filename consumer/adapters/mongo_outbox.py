@@ -12,6 +12,7 @@ entries by their marker.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from consumer.adapters.store_ports import OutboxScan
 from consumer.domain.outbox import (
@@ -46,7 +48,9 @@ class RelaySources:
         self._op = op
 
     async def register(self, source: str, host: str, now: datetime) -> None:
-        with self._op("register_relay_source"):
+        """Insert the source's document; one already there is this source's own (its id is
+        fresh and random): an earlier attempt that landed though its answer was lost."""
+        with contextlib.suppress(DuplicateKeyError), self._op("register_relay_source"):
             await self.collection.insert_one(
                 {
                     "_id": source,
