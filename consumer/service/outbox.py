@@ -19,7 +19,7 @@ Refusals (invariant I6): if Kafka refuses a record for what it holds
 (``RecordRejectedError``: too large, invalid), the relay publishes the entries again one
 at a time, head first, to find those refused; it moves each refused entry to the
 document's ``pass_status_outbox_rejected`` (counted, logged with user, pass and
-``event_id``) and clears the others as usual. Such a refusal never fails the relay: the
+``event_id``) and the others are published as usual. Such a refusal never fails the relay: the
 user's later entries flow, and the input that caused the event is not dead-lettered (it
 was applied). A refusal of the topic itself (``PublishRejectedError``: not authorized)
 is raised and leaves every entry queued: once an operator fixes it, they drain alone.
