@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,8 +52,8 @@ class Parts:
 def build_parts(
     settings: Settings, store: CacheStore, publisher: Publisher, metrics: Metrics
 ) -> Parts:
-    # This process is one relay source: a fresh id at each start (consumer.domain.watermarks).
-    ledger = RelayLedger(secrets.token_hex(8))
+    # This process is one relay source, numbered when it registers (consumer.domain.watermarks).
+    ledger = RelayLedger()
     relay = OutboxRelay(
         store, publisher, metrics, settings.topic_status_changed, ledger, socket.gethostname()
     )

@@ -315,7 +315,7 @@ class MongoCacheStore:
         self,
         older_than: datetime,
         limit: int,
-        watermarks: Mapping[str, Watermark],
+        watermarks: Mapping[int, Watermark],
         counted_before: datetime | None = None,
     ) -> OutboxScan:
         """Count entries not known published; return up to ``limit`` documents written at
@@ -325,18 +325,18 @@ class MongoCacheStore:
             self._cache, self._op, older_than, limit, watermarks, counted_before
         )
 
-    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:
-        await self._relays.register(source, host, now)
+    async def register_relay_source(self, token: str, host: str, now: datetime) -> int:
+        return await self._relays.register(token, host, now)
 
     async def save_relay_watermark(
-        self, source: str, mark: Watermark, now: datetime, *, done: bool
+        self, source: int, mark: Watermark, now: datetime, *, done: bool
     ) -> None:
         await self._relays.save(source, mark, now, done=done)
 
-    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]:
+    async def relay_watermarks(self, *, include_done: bool) -> dict[int, Watermark]:
         return await self._relays.load(include_done=include_done)
 
-    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int:
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[int]) -> int:
         return await self._relays.retire(silent_since, keep)
 
     async def insert_check_log(self, doc: Mapping[str, Any]) -> int:

@@ -12,11 +12,10 @@ entries by their marker.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -31,10 +30,12 @@ from consumer.domain.outbox import (
     rejecting_steps,
     written_at,
 )
-from consumer.domain.watermarks import Watermark, unpublished_filter
+from consumer.domain.watermarks import Watermark, parse_relay_key, unpublished_filter
+from consumer.errors import StoreRefusedError
 
 Document = dict[str, Any]
 RELAYS_COLLECTION = "pass_status_relays"
+_REGISTER_ATTEMPTS = 20
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -47,23 +48,39 @@ class RelaySources:
         self.collection = collection
         self._op = op
 
-    async def register(self, source: str, host: str, now: datetime) -> None:
-        """Insert the source's document; one already there is this source's own (its id is
-        fresh and random): an earlier attempt that landed though its answer was lost."""
-        with contextlib.suppress(DuplicateKeyError), self._op("register_relay_source"):
-            await self.collection.insert_one(
-                {
-                    "_id": source,
-                    "through": 0,
-                    "unsettled": [],
-                    "host": host,
-                    "started_at": now,
-                    "heartbeat_at": now,
-                    "done": False,
-                }
-            )
+    async def register(self, token: str, host: str, now: datetime) -> int:
+        """Register a new source: the next number, never used before (sources are never
+        deleted). ``token`` tells this registration's own insert, landed though its answer
+        was lost, from another process's that took the number first."""
+        for _ in range(_REGISTER_ATTEMPTS):
+            with self._op("register_relay_source"):
+                last = await self.collection.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+            number = (last["_id"] if last is not None and isinstance(last["_id"], int) else 0) + 1
+            doc = {
+                "_id": number,
+                "token": token,
+                "through": 0,
+                "unsettled": [],
+                "host": host,
+                "started_at": now,
+                "heartbeat_at": now,
+                "done": False,
+            }
+            try:
+                with self._op("register_relay_source"):
+                    await self.collection.insert_one(doc)
+            except DuplicateKeyError:
+                with self._op("register_relay_source"):
+                    mine = await self.collection.find_one({"_id": number, "token": token})
+                if mine is None:
+                    continue  # another process took this number first: the next one
+            return number
+        raise StoreRefusedError(
+            f"no relay source number after {_REGISTER_ATTEMPTS} attempts (too many processes"
+            " starting at once?)"
+        )
 
-    async def save(self, source: str, mark: Watermark, now: datetime, *, done: bool) -> None:
+    async def save(self, source: int, mark: Watermark, now: datetime, *, done: bool) -> None:
         change = {
             "through": mark.through,
             "unsettled": sorted(mark.unsettled),
@@ -73,7 +90,7 @@ class RelaySources:
         with self._op("save_relay_watermark"):
             await self.collection.update_one({"_id": source}, {"$set": change})
 
-    async def retire(self, silent_since: datetime, keep: Collection[str]) -> int:
+    async def retire(self, silent_since: datetime, keep: Collection[int]) -> int:
         """Mark done the sources silent since before ``silent_since`` (crashed: a live
         one saves every second), but those in ``keep`` (still holding unpublished
         entries). A live source's next save sets ``done`` back to false."""
@@ -82,13 +99,13 @@ class RelaySources:
             result = await self.collection.update_many(query, {"$set": {"done": True}})
         return result.modified_count
 
-    async def load(self, *, include_done: bool) -> dict[str, Watermark]:
+    async def load(self, *, include_done: bool) -> dict[int, Watermark]:
         query: Document = {} if include_done else {"done": False}
-        marks: dict[str, Watermark] = {}
+        marks: dict[int, Watermark] = {}
         with self._op("load_relay_watermarks"):
             async for doc in self.collection.find(query, {"through": 1, "unsettled": 1}):
                 mark = _watermark(doc)
-                if isinstance(doc.get("_id"), str) and mark is not None:
+                if isinstance(doc.get("_id"), int) and mark is not None:
                     marks[doc["_id"]] = mark
         return marks
 
@@ -100,7 +117,7 @@ def _watermark(doc: Mapping[str, Any]) -> Watermark | None:
     return Watermark(through, frozenset(s for s in unsettled if isinstance(s, int)))
 
 
-def unpublished_query(watermarks: Mapping[str, Watermark]) -> Document:
+def unpublished_query(watermarks: Mapping[int, Watermark]) -> Document:
     """Documents with entries not known published: legacy ones (their marker set) and
     those whose relay key each source's watermark does not cover."""
     branches: list[Document] = [{OUTBOX_SINCE: {"$gt": _EPOCH}}]
@@ -115,7 +132,7 @@ async def scan_outboxes(
     op: Callable[[str], AbstractContextManager[None]],
     older_than: datetime,
     limit: int,
-    watermarks: Mapping[str, Watermark],
+    watermarks: Mapping[int, Watermark],
     counted_before: datetime | None = None,
 ) -> OutboxScan:
     """Count entries not known published (written before ``counted_before``, if given);
@@ -136,15 +153,16 @@ def fold_scan(
     """The scan's answer from the documents :func:`unpublished_query` found."""
     backlog = 0
     orphans: list[Document] = []
-    keys: set[str] = set()
+    keys: set[int] = set()
     for doc in docs:
         entries = doc.get(OUTBOX)
         if not isinstance(entries, list) or not entries:
             if len(orphans) < limit and doc.get(OUTBOX_SINCE) is not None:
                 orphans.append(dict(doc))  # a legacy marker alone: to be cleared
             continue
-        if isinstance(doc.get(OUTBOX_RELAY), str):
-            keys.add(doc[OUTBOX_RELAY])
+        key = doc.get(OUTBOX_RELAY)
+        if parse_relay_key(key) is not None:
+            keys.add(int(cast("int", key)))
         at = written_at(doc)
         if counted_before is None or at is None or at <= counted_before:
             backlog += len(entries)

@@ -27,7 +27,7 @@ class OutboxScan:
 
     backlog: int
     orphans: list[Document]
-    unpublished_keys: frozenset[str] = frozenset()
+    unpublished_keys: frozenset[int] = frozenset()
 
 
 class UserStore(Protocol):
@@ -53,15 +53,15 @@ class OutboxStore(Protocol):
         self,
         older_than: datetime,
         limit: int,
-        watermarks: Mapping[str, Watermark],
+        watermarks: Mapping[int, Watermark],
         counted_before: datetime | None = None,
     ) -> OutboxScan: ...
-    async def register_relay_source(self, source: str, host: str, now: datetime) -> None: ...
+    async def register_relay_source(self, token: str, host: str, now: datetime) -> int: ...
     async def save_relay_watermark(
-        self, source: str, mark: Watermark, now: datetime, *, done: bool
+        self, source: int, mark: Watermark, now: datetime, *, done: bool
     ) -> None: ...
-    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]: ...
-    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int: ...
+    async def relay_watermarks(self, *, include_done: bool) -> dict[int, Watermark]: ...
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[int]) -> int: ...
 
 
 class CheckLogStore(Protocol):

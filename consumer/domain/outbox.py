@@ -126,7 +126,7 @@ class Relaying:
     ``earlier_published``, whether the outbox the document held when read is known to be
     published (its key's watermark says so, or it is empty)."""
 
-    key: str
+    key: int
     earlier_published: bool
 
 

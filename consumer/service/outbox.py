@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ class OutboxRelay:
         async with self._registering:
             if not self._registered:
                 now = datetime.now(UTC)
-                await self._store.register_relay_source(self.ledger.source, self._host, now)
+                token = secrets.token_hex(8)
+                self.ledger.start(await self._store.register_relay_source(token, self._host, now))
                 self.ledger.learn(await self._store.relay_watermarks(include_done=True))
                 self._registered = True
                 log.info("relay_source_registered", source=self.ledger.source, host=self._host)

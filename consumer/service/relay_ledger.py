@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.domain.outbox import OUTBOX, OUTBOX_RELAY, Relaying
-from consumer.domain.watermarks import Watermark, parse_relay_key, relay_key
+from consumer.domain.watermarks import MAX_SEQ, Watermark, parse_relay_key, relay_key
 
 # A failed relay's seq stays unsettled at least this long, and until no document holds
 # its key unpublished: a write sent with that key whose answer never came could still
@@ -32,20 +32,34 @@ class RelayTicket:
     with this key was sent (it may have landed, even if its answer never came)."""
 
     seq: int
-    key: str
+    key: int
     stamped: bool = False
 
 
 class RelayLedger:
-    def __init__(self, source: str, clock: Callable[[], float] = time.monotonic) -> None:
+    """``source``: this process's number, allotted when it registers (:meth:`start`)."""
+
+    def __init__(self, source: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self._clock = clock
         self._last = 0  # the last seq allotted
         self._open: set[int] = set()
         self._failed: dict[int, float] = {}  # seq -> when it failed (clock)
-        self._others: dict[str, Watermark] = {}
+        self._others: dict[int, Watermark] = {}
+
+    @property
+    def started(self) -> bool:
+        return self.source > 0
+
+    def start(self, source: int) -> None:
+        self.source = source
 
     def open(self) -> RelayTicket:
+        if not self.started:
+            raise RuntimeError("a relay ticket before this source was registered")
+        if self._last >= MAX_SEQ:
+            # 4 billion relays in one process's life; restarting gives a new source.
+            raise RuntimeError(f"relay source {self.source} has used every seq")
         self._last += 1
         self._open.add(self._last)
         return RelayTicket(self._last, relay_key(self.source, self._last))
@@ -81,17 +95,17 @@ class RelayLedger:
         known = not read.get(OUTBOX) or self.published(read.get(OUTBOX_RELAY))
         return Relaying(ticket.key, known)
 
-    def learn(self, watermarks: Mapping[str, Watermark]) -> None:
+    def learn(self, watermarks: Mapping[int, Watermark]) -> None:
         """Take the persisted watermarks of other sources (they only ever rise)."""
         for source, mark in watermarks.items():
             if source != self.source:
                 self._others[source] = mark
 
-    def watermarks(self) -> dict[str, Watermark]:
+    def watermarks(self) -> dict[int, Watermark]:
         """Every source's watermark known here, this one's exact."""
         return {**self._others, self.source: self.watermark()}
 
-    def retire_failed(self, still_unpublished: frozenset[str]) -> None:
+    def retire_failed(self, still_unpublished: frozenset[int]) -> None:
         """Settle the failed seqs held long enough whose keys no document holds
         unpublished any more (the orphan relay, or a later write, published them)."""
         held = self._clock() - FAILED_SEQ_HOLD_SECONDS

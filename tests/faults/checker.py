@@ -374,7 +374,7 @@ def compare_documents(
     expected: Expected,
     documents: Iterable[Mapping[str, Any]],
     made: Made | None = None,
-    watermarks: Mapping[str, Watermark] | None = None,
+    watermarks: Mapping[int, Watermark] | None = None,
 ) -> Report:
     """Compare the model with the cache documents as they are now (MongoDB).
 
@@ -573,7 +573,7 @@ def check(
     documents: Iterable[Mapping[str, Any]],
     published: Sequence[bytes],
     dead_letters: Sequence[bytes] = (),
-    watermarks: Mapping[str, Watermark] | None = None,
+    watermarks: Mapping[int, Watermark] | None = None,
 ) -> Report:
     """Both comparisons in one report."""
     report = compare_documents(expected, documents, _made(published), watermarks)

@@ -535,7 +535,7 @@ class Scenario:
         finally:
             await client.close()
 
-    async def watermarks(self) -> dict[str, Watermark]:
+    async def watermarks(self) -> dict[int, Watermark]:
         """Every relay source's saved watermark: what its relays published."""
         client: AsyncMongoClient[Document] = AsyncMongoClient(self.mongodb_uri, tz_aware=True)
         try:

@@ -28,7 +28,7 @@ from tests.integration.harness import (
 Collection = AsyncCollection[dict[str, Any]]
 
 
-def _watermarks(found: list[dict[str, Any]]) -> dict[str, Watermark]:
+def _watermarks(found: list[dict[str, Any]]) -> dict[int, Watermark]:
     return {d["_id"]: Watermark(d["through"], frozenset(d["unsettled"])) for d in found}
 
 

@@ -53,7 +53,7 @@ async def test_a_concurrent_change_between_read_and_write_is_not_lost(
     client = make_client(service_env.settings)
     try:
         store = MongoCacheStore(client, service_env.settings, metrics)
-        writer = UserWriter(store, metrics, 3, RelayLedger("tests"))
+        writer = UserWriter(store, metrics, 3, RelayLedger(999))
         event = ticket_used(55, first["pass_uuid"])
         import orjson  # noqa: PLC0415
         from consumer.parsing import parse_ticket_used  # noqa: PLC0415 - the edge parser, as the consumer uses it

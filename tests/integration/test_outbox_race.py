@@ -78,6 +78,6 @@ async def test_a_write_from_a_read_older_than_a_clear_is_refused_and_its_retry_i
         await store.write_user(fresh, plan_user_update(fresh, (), NOW, TICK, relaying=STAMP), NOW)
         is True
     )
-    scan = await store.scan_outboxes(NOW + timedelta(hours=1), 10, {"tests": Watermark()})
+    scan = await store.scan_outboxes(NOW + timedelta(hours=1), 10, {999: Watermark()})
     assert scan.backlog == 1
     assert [[e["status_log"] for e in d[OUTBOX]] for d in scan.orphans] == [["USING -> EXPIRED"]]

@@ -90,7 +90,7 @@ async def _relay_twice(settings: Settings, topic: str) -> tuple[Metrics, int]:
     try:
         store = MongoCacheStore(client, settings, metrics)
         relay = OutboxRelay(
-            store, KafkaPublisher(producer, metrics), metrics, topic, RelayLedger("tests")
+            store, KafkaPublisher(producer, metrics), metrics, topic, RelayLedger(999)
         )
         await relay.relay_orphans(NOW, timedelta(seconds=30))
         return metrics, await relay.relay_orphans(NOW, timedelta(seconds=30))

@@ -52,7 +52,7 @@ SIZES = (1_000, 10_000, 100_000)
 BOUND = 5.0
 DUE = 10
 UNPUBLISHED = 10
-SOURCE = "0123456789abcdef"
+SOURCE = 77
 CHUNK = 2_000
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 # Repeats per operation (median taken); a slow operation stops repeating after its budget.

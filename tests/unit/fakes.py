@@ -58,7 +58,7 @@ from prometheus_client import CollectorRegistry
 from tests.unit.mongo_semantics import Document, apply_update, matches, stored
 
 # A relay key for tests that plan and write outside the service's writer.
-STAMP = Relaying(relay_key("tests", 1), earlier_published=False)
+STAMP = Relaying(relay_key(999, 1), earlier_published=False)
 
 
 class Gate:
@@ -148,8 +148,8 @@ class FakeCacheStore(_Interleavings):
         self.sweep_chunks: dict[str, list[SweepChunk]] = {}
         self.finished_sweeps: set[str] = set()
         # Relay sources as saved: their watermark, and whether done.
-        self.relay_sources: dict[str, tuple[Watermark, bool]] = {}
-        self.heartbeats: dict[str, datetime] = {}
+        self.relay_sources: dict[int, tuple[Watermark, bool]] = {}
+        self.heartbeats: dict[int, datetime] = {}
         self._writes_by_user: dict[int, int] = {}
         self.bulk_sizes: list[int] = []  # writes per write_users call
         self.single_writes: list[int] = []  # the users of write_user calls, in order
@@ -315,7 +315,7 @@ class FakeCacheStore(_Interleavings):
         self,
         older_than: datetime,
         limit: int,
-        watermarks: Mapping[str, Watermark],
+        watermarks: Mapping[int, Watermark],
         counted_before: datetime | None = None,
     ) -> OutboxScan:
         await self.enter("scan_outboxes")
@@ -326,16 +326,16 @@ class FakeCacheStore(_Interleavings):
         ]
         return fold_scan(projected, older_than, limit, counted_before)
 
-    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:  # noqa: ARG002 - the port's signature
+    async def register_relay_source(self, token: str, host: str, now: datetime) -> int:  # noqa: ARG002 - the port's signature
         await self.enter("register_relay_source")
-        if source in self.relay_sources:
-            raise AssertionError(f"relay source {source} registered twice")
+        source = len(self.relay_sources) + 1
         self.relay_sources[source] = (Watermark(), False)
         self.heartbeats[source] = now
+        return source
 
     async def save_relay_watermark(
         self,
-        source: str,
+        source: int,
         mark: Watermark,
         now: datetime,
         *,
@@ -345,7 +345,7 @@ class FakeCacheStore(_Interleavings):
         self.relay_sources[source] = (mark, done)
         self.heartbeats[source] = now
 
-    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[str]) -> int:
+    async def retire_relay_sources(self, silent_since: datetime, keep: Collection[int]) -> int:
         await self.enter("retire_relay_sources")
         retired = [
             s
@@ -356,7 +356,7 @@ class FakeCacheStore(_Interleavings):
             self.relay_sources[source] = (self.relay_sources[source][0], True)
         return len(retired)
 
-    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Watermark]:
+    async def relay_watermarks(self, *, include_done: bool) -> dict[int, Watermark]:
         await self.enter("relay_watermarks")
         return {s: m for s, (m, done) in self.relay_sources.items() if include_done or not done}
 
@@ -384,7 +384,7 @@ class FakeCacheStore(_Interleavings):
             for d in self.cache.docs
             if d.get(OUTBOX)
             and not isinstance(d.get(OUTBOX_SINCE), datetime)
-            and (parse_relay_key(d.get(OUTBOX_RELAY)) or ("",))[0] not in self.relay_sources
+            and (parse_relay_key(d.get(OUTBOX_RELAY)) or (0,))[0] not in self.relay_sources
         ]
 
     def unpublished(self) -> dict[Any, list[Any]]:

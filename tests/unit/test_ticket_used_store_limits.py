@@ -101,8 +101,8 @@ class RoundsStore:
     async def scan_outboxes(self, *_: Any) -> OutboxScan:
         return OutboxScan(0, [])
 
-    async def register_relay_source(self, source: str, host: str, now: datetime) -> None:  # noqa: ARG002
-        return None
+    async def register_relay_source(self, token: str, host: str, now: datetime) -> int:  # noqa: ARG002
+        return 1
 
     async def retire_relay_sources(self, *_: Any) -> int:
         return 0
@@ -110,7 +110,7 @@ class RoundsStore:
     async def save_relay_watermark(self, *_: Any, **__: Any) -> None:
         return None
 
-    async def relay_watermarks(self, *, include_done: bool) -> dict[str, Any]:  # noqa: ARG002
+    async def relay_watermarks(self, *, include_done: bool) -> dict[int, Any]:  # noqa: ARG002
         return {}
 
     async def ping(self) -> None:
@@ -130,7 +130,7 @@ class Published:
 
 def _handler(store: RoundsStore, publisher: Published) -> TicketUsedHandler:
     metrics = Metrics(CollectorRegistry())
-    ledger = RelayLedger("tests")
+    ledger = RelayLedger(999)
     return TicketUsedHandler(
         store,
         UserWriter(store, metrics, 3, ledger),

@@ -83,7 +83,7 @@ async def test_status_changes_carry_the_cause_traceparent_as_a_header_only() -> 
         publisher,
         Metrics(CollectorRegistry()),
         "sc",
-        RelayLedger("tests"),
+        RelayLedger(999),
     )
     assert await relay.relay([("doc", [entry])]) == 1
     (record,) = publisher.records
