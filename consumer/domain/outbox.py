@@ -5,8 +5,9 @@ relay (:mod:`consumer.service.outbox`) publishes as it says. Three fields of the
 cache document hold the outbox:
 
 - ``pass_status_outbox``: the events of the document's last relay, oldest first;
-- ``pass_status_outbox_relay``: the key of that relay (``<source>/<seq>``,
-  :mod:`consumer.domain.watermarks`), the one that publishes the whole outbox; indexed;
+- ``pass_status_outbox_relay``: the key of that relay (an integer naming its source and
+  seq, :mod:`consumer.domain.watermarks`), the one that publishes the whole outbox;
+  indexed;
 - ``pass_status_outbox_since``: a date while entries written by an earlier version wait
   (indexed, found by the orphan relay); new writes leave it null.
 
@@ -131,11 +132,18 @@ class Relaying:
 
 
 def earlier_entries(read: Mapping[str, Any], relaying: Relaying | None) -> list[dict[str, Any]]:
-    """The entries of ``read``'s outbox that a write keeps: all of them, unless known
+    """The entries of ``read``'s outbox that a write relays: all of them, unless known
     published (I3: only those are dropped)."""
     if relaying is not None and relaying.earlier_published:
         return []
     return pending_outbox(read)
+
+
+def _kept(read: Mapping[str, Any], relaying: Relaying) -> list[Any]:
+    """What a write keeps of ``read``'s outbox, as stored (an item no relay can read is
+    kept as it is, not silently dropped): nothing once known published."""
+    stored = read.get(OUTBOX)
+    return [] if relaying.earlier_published or not isinstance(stored, list) else list(stored)
 
 
 def conditional_write(
@@ -160,7 +168,7 @@ def conditional_write(
     if entries:
         if relaying is None:
             raise ValueError("a write that appends outbox entries needs a relay key")
-        all_sets[OUTBOX] = [*earlier_entries(read, relaying), *(dict(e) for e in entries)]
+        all_sets[OUTBOX] = [*_kept(read, relaying), *(dict(e) for e in entries)]
         all_sets[OUTBOX_RELAY] = relaying.key
         if read.get(OUTBOX_SINCE) is not None:
             all_sets[OUTBOX_SINCE] = None  # legacy entries carried: this relay publishes them

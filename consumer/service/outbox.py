@@ -43,7 +43,7 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import OutboxStore
 from consumer.domain.outbox import pending_outbox
 from consumer.domain.watermarks import parse_relay_key
-from consumer.errors import RecordRejectedError
+from consumer.errors import RecordRejectedError, StoreUnavailableError
 from consumer.logs import get_logger
 from consumer.policy import Action, Path, decide
 from consumer.service.doclocks import DocumentLocks
@@ -52,8 +52,10 @@ from consumer.service.relay_ledger import RelayLedger, RelayTicket
 log = get_logger(__name__)
 
 # A source that has not saved its watermark for this long crashed (a live one saves every
-# second); once none of its entries waits, the orphan relay stops asking for its entries.
+# second, and writes nothing once it could not save for UNSAVED_WATERMARK_LIMIT); once none
+# of its entries waits, the orphan relay stops asking for its entries.
 RETIRE_SILENT_SOURCES_AFTER = timedelta(minutes=15)
+UNSAVED_WATERMARK_LIMIT = timedelta(minutes=5)
 
 Pending = Sequence[tuple[Any, Sequence[Mapping[str, Any]]]]
 
@@ -99,6 +101,7 @@ class OutboxRelay:
         self.ledger = ledger
         self._host = host
         self._registered = False
+        self._saved_at = 0.0  # the ledger's clock at the last save (or registration)
         self._registering = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -115,8 +118,19 @@ class OutboxRelay:
 
     async def open_ticket(self) -> RelayTicket:
         """A relay's ticket, registering this source first if needed; the caller closes it
-        (``ledger.close``) once its relay is over."""
+        (``ledger.close``) once its relay is over.
+
+        Refused (a transient fault: the caller backs off) while this source has not saved
+        its watermark for :data:`UNSAVED_WATERMARK_LIMIT`: other replicas take a source
+        that long silent for a crashed one and stop looking for its entries, so it must
+        not write new ones until its next save says it is alive."""
         await self._register()
+        unsaved = self.ledger.clock() - self._saved_at
+        if unsaved > UNSAVED_WATERMARK_LIMIT.total_seconds():
+            raise StoreUnavailableError(
+                f"relay source {self.ledger.source}: watermark not saved for {unsaved:.0f} s;"
+                " no outbox write until it is"
+            )
         return self.ledger.open()
 
     async def _register(self) -> None:
@@ -130,6 +144,7 @@ class OutboxRelay:
                 token = secrets.token_hex(8)
                 self.ledger.start(await self._store.register_relay_source(token, self._host, now))
                 self.ledger.learn(await self._store.relay_watermarks(include_done=True))
+                self._saved_at = self.ledger.clock()
                 self._registered = True
                 log.info("relay_source_registered", source=self.ledger.source, host=self._host)
 
@@ -139,9 +154,11 @@ class OutboxRelay:
         if not self._registered:
             return
         done = final and self.ledger.idle
+        saving = self.ledger.clock()
         await self._store.save_relay_watermark(
             self.ledger.source, self.ledger.watermark(), now, done=done
         )
+        self._saved_at = saving
         if not final:
             self.ledger.learn(await self._store.relay_watermarks(include_done=False))
 

@@ -41,7 +41,7 @@ class RelayLedger:
 
     def __init__(self, source: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
-        self._clock = clock
+        self.clock = clock
         self._last = 0  # the last seq allotted
         self._open: set[int] = set()
         self._failed: dict[int, float] = {}  # seq -> when it failed (clock)
@@ -69,7 +69,7 @@ class RelayLedger:
         unpublished entries under its key, so the seq stays unsettled."""
         self._open.discard(ticket.seq)
         if not published and ticket.stamped:
-            self._failed[ticket.seq] = self._clock()
+            self._failed[ticket.seq] = self.clock()
 
     def watermark(self) -> Watermark:
         """This source's watermark, as it must be persisted."""
@@ -108,7 +108,7 @@ class RelayLedger:
     def retire_failed(self, still_unpublished: frozenset[int]) -> None:
         """Settle the failed seqs held long enough whose keys no document holds
         unpublished any more (the orphan relay, or a later write, published them)."""
-        held = self._clock() - FAILED_SEQ_HOLD_SECONDS
+        held = self.clock() - FAILED_SEQ_HOLD_SECONDS
         for seq, failed_at in list(self._failed.items()):
             if failed_at <= held and relay_key(self.source, seq) not in still_unpublished:
                 del self._failed[seq]

@@ -14,8 +14,9 @@ import orjson
 import pytest
 from consumer.domain.events import Cause, CauseType
 from consumer.domain.outbox import OUTBOX, OUTBOX_REJECTED, OUTBOX_SINCE
-from consumer.errors import BrokerUnavailableError, PublishRejectedError
+from consumer.errors import BrokerUnavailableError, PublishRejectedError, StoreUnavailableError
 from consumer.service.deadletter import InputRecord
+from consumer.service.outbox import RETIRE_SILENT_SOURCES_AFTER, UNSAVED_WATERMARK_LIMIT
 
 from tests.unit.fakes import FakeCacheStore, FakeService
 
@@ -325,3 +326,31 @@ async def test_the_backlog_counts_entries_waiting_past_the_in_flight_grace_only(
     await replica_a.relay.keep_watermark(later)
     assert await replica_b.relay.relay_orphans(later, orphan_age, in_flight=grace) == 0
     assert len(replica_a.status_events()) == 1  # never an orphan: not published again
+
+
+async def test_a_source_that_cannot_save_its_watermark_stops_writing_before_it_may_be_retired() -> (
+    None
+):
+    """Other replicas take a source silent for 15 minutes for a crashed one and stop
+    looking for its entries: one whose saves fail must stop stamping new entries well
+    before that, and go on once a save succeeds."""
+    assert UNSAVED_WATERMARK_LIMIT < RETIRE_SILENT_SOURCES_AFTER
+    store = FakeCacheStore(
+        user_doc(a_pass("a", "USABLE", timedelta(days=1)), a_pass("b", "USABLE", timedelta(days=1)))
+    )
+    service = FakeService(store)
+    clock = [1000.0]
+    service.relay.ledger.clock = lambda: clock[0]
+    await service.ticket_used.handle([ticket_used("a", 0)])  # registers: saved at 1000
+    clock[0] += UNSAVED_WATERMARK_LIMIT.total_seconds() + 1
+    store.fail_next("save_relay_watermark", BrokerUnavailableError("relays refused"))
+    with pytest.raises(BrokerUnavailableError):
+        await service.relay.keep_watermark(NOW)
+
+    with pytest.raises(StoreUnavailableError, match="watermark not saved"):
+        await service.ticket_used.handle([ticket_used("b", 1)])
+    assert store.doc("d7")["passes"][1]["status"] == "USABLE"  # nothing written
+
+    await service.relay.keep_watermark(NOW)
+    await service.ticket_used.handle([ticket_used("b", 1)])
+    assert store.doc("d7")["passes"][1]["status"] == "USING"

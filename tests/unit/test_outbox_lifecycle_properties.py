@@ -104,8 +104,8 @@ class _World:
         await self.replicas[replica].relay.keep_watermark(self.now)
 
     async def orphans(self, _offset: int, replica: int) -> None:
-        relay = self.replicas[replica].relay
-        await relay.relay_orphans(self.now + timedelta(days=1), timedelta(0))
+        # At the real time (every replica's clock), every entry old enough to be an orphan.
+        await self.replicas[replica].relay.relay_orphans(datetime.now(UTC), timedelta(0))
 
     def in_outboxes(self) -> set[str]:
         return {e["event_id"] for d in self.store.cache.docs for e in d.get(OUTBOX) or []}
