@@ -55,7 +55,13 @@ def build_parts(
     # This process is one relay source, numbered when it registers (consumer.domain.watermarks).
     ledger = RelayLedger()
     relay = OutboxRelay(
-        store, publisher, metrics, settings.topic_status_changed, ledger, socket.gethostname()
+        store,
+        publisher,
+        metrics,
+        settings.topic_status_changed,
+        ledger,
+        socket.gethostname(),
+        settings.outbox_watermark_interval_seconds,
     )
     sink = CheckLogSink(
         store, publisher, metrics, settings.topic_check_log, settings.check_log_max_bytes

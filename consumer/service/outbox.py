@@ -43,7 +43,7 @@ from consumer.adapters.metrics import Metrics
 from consumer.adapters.store_ports import OutboxStore
 from consumer.domain.outbox import pending_outbox
 from consumer.domain.watermarks import parse_relay_key
-from consumer.errors import RecordRejectedError, StoreUnavailableError
+from consumer.errors import RecordRejectedError, StoreUnavailableError, TransientError
 from consumer.logs import get_logger
 from consumer.policy import Action, Path, decide
 from consumer.service.doclocks import DocumentLocks
@@ -92,6 +92,7 @@ class OutboxRelay:
         topic: str,
         ledger: RelayLedger,
         host: str = "",
+        save_every: float = 1.0,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -102,6 +103,7 @@ class OutboxRelay:
         self._host = host
         self._registered = False
         self._saved_at = 0.0  # the ledger's clock at the last save (or registration)
+        self._save_every = save_every  # seconds between saves made by the relays themselves
         self._registering = asyncio.Lock()
 
     @contextlib.asynccontextmanager
@@ -120,11 +122,16 @@ class OutboxRelay:
         """A relay's ticket, registering this source first if needed; the caller closes it
         (``ledger.close``) once its relay is over.
 
-        Refused (a transient fault: the caller backs off) while this source has not saved
-        its watermark for :data:`UNSAVED_WATERMARK_LIMIT`: other replicas take a source
-        that long silent for a crashed one and stop looking for its entries, so it must
-        not write new ones until its next save says it is alive."""
+        It saves the watermark first when the last save is older than the save interval:
+        a one-shot command (``check --all``) runs no periodic job, yet its sweep may last
+        minutes. Refused (a transient fault: the caller backs off) while this source has
+        not saved its watermark for :data:`UNSAVED_WATERMARK_LIMIT`: other replicas take a
+        source that long silent for a crashed one and stop looking for its entries, so it
+        must not write new ones until a save says it is alive."""
         await self._register()
+        if self.ledger.clock() - self._saved_at >= self._save_every:
+            with contextlib.suppress(TransientError):  # judged just below, by its age
+                await self._save(datetime.now(UTC), final=False)
         unsaved = self.ledger.clock() - self._saved_at
         if unsaved > UNSAVED_WATERMARK_LIMIT.total_seconds():
             raise StoreUnavailableError(
@@ -153,14 +160,16 @@ class OutboxRelay:
         relay published), then learn the other sources' current ones."""
         if not self._registered:
             return
-        done = final and self.ledger.idle
-        saving = self.ledger.clock()
-        await self._store.save_relay_watermark(
-            self.ledger.source, self.ledger.watermark(), now, done=done
-        )
-        self._saved_at = saving
+        await self._save(now, final=final)
         if not final:
             self.ledger.learn(await self._store.relay_watermarks(include_done=False))
+
+    async def _save(self, now: datetime, *, final: bool) -> None:
+        saving = self.ledger.clock()
+        await self._store.save_relay_watermark(
+            self.ledger.source, self.ledger.watermark(), now, done=final and self.ledger.idle
+        )
+        self._saved_at = saving
 
     async def relay(self, pending: Pending, *, clear: bool = False) -> int:
         """Publish each document's pending entries (and, with ``clear``, remove them from

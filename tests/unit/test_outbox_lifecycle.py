@@ -343,8 +343,9 @@ async def test_a_source_that_cannot_save_its_watermark_stops_writing_before_it_m
     service.relay.ledger.clock = lambda: clock[0]
     await service.ticket_used.handle([ticket_used("a", 0)])  # registers: saved at 1000
     clock[0] += UNSAVED_WATERMARK_LIMIT.total_seconds() + 1
-    store.fail_next("save_relay_watermark", BrokerUnavailableError("relays refused"))
-    with pytest.raises(BrokerUnavailableError):
+    # The periodic job's save fails, and so does the one the next relay tries itself.
+    store.fail_next("save_relay_watermark", StoreUnavailableError("relays refused"), times=2)
+    with pytest.raises(StoreUnavailableError):
         await service.relay.keep_watermark(NOW)
 
     with pytest.raises(StoreUnavailableError, match="watermark not saved"):
@@ -354,3 +355,32 @@ async def test_a_source_that_cannot_save_its_watermark_stops_writing_before_it_m
     await service.relay.keep_watermark(NOW)
     await service.ticket_used.handle([ticket_used("b", 1)])
     assert store.doc("d7")["passes"][1]["status"] == "USING"
+
+
+async def test_a_long_sweep_without_the_service_s_periodic_job_keeps_its_watermark_saved() -> None:
+    """A one-shot command (``check --all``, a sweep of a million users: minutes) runs no
+    periodic job: its relays save the watermark themselves, at most once an interval, so
+    it never takes itself for a silent source (found by the 1M-user full-check benchmark)."""
+    store = FakeCacheStore(
+        *(
+            {
+                **user_doc(a_pass("p", "USING", -timedelta(hours=1), "x")),
+                "_id": f"d{u}",
+                "user_id": u,
+            }
+            for u in range(1, 9)
+        )
+    )
+    service = FakeService(store)
+    clock = [1000.0]
+    service.relay.ledger.clock = lambda: clock[0]
+
+    async def minutes_pass() -> None:
+        clock[0] += UNSAVED_WATERMARK_LIMIT.total_seconds() / 2
+
+    for _ in range(8):
+        store.before("write_user", minutes_pass)
+    await service.sweeper.full(None, True, NOW, TICK)
+
+    assert [d["passes"][0]["status"] for d in store.cache.docs] == ["EXPIRED"] * 8
+    assert await service.unpublished() == {}
