@@ -169,7 +169,7 @@ class Metrics:
         )
         self.outbox_backlog = Gauge(
             p + "outbox_backlog_events",
-            "Status-change events queued in MongoDB, not known published, written over 5 s ago.",
+            "Status-change events queued in MongoDB, not known published, past their relay.",
             registry=registry,
         )
         self.outbox_published = Counter(

@@ -3,7 +3,7 @@
 clear or move aside entries.
 
 Each running process is one relay source: one small document, registered before its first
-write, that it alone updates about once a second with its watermark
+write, that it alone updates every few seconds with its watermark
 (:mod:`consumer.domain.watermarks`) and a heartbeat; ``done`` once it stopped with every
 relay published. The orphan relay asks, in one query on the cache's indexed relay key,
 for the documents each source that is not done has not published, and for legacy
@@ -92,7 +92,7 @@ class RelaySources:
 
     async def retire(self, silent_since: datetime, keep: Collection[int]) -> int:
         """Mark done the sources silent since before ``silent_since`` (crashed: a live
-        one saves every second), but those in ``keep`` (still holding unpublished
+        one saves every few seconds), but those in ``keep`` (still holding unpublished
         entries). A live source's next save sets ``done`` back to false."""
         query = {"done": False, "heartbeat_at": {"$lt": silent_since}, "_id": {"$nin": list(keep)}}
         with self._op("retire_relay_sources"):

@@ -31,7 +31,7 @@ An entry's life:
    (docs/operations.md).
 
 So a status change costs one document write; the watermark is one small write per source
-about once a second, whatever the number of changes.
+every few seconds, whatever the number of changes.
 
 Invariants (each has a test in ``tests/unit/test_outbox_lifecycle.py``):
 

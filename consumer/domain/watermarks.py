@@ -6,7 +6,7 @@ will publish its whole outbox (:data:`consumer.domain.outbox.OUTBOX_RELAY`): an 
 when it registers, never reused) and the *seq* one relay of it (a ticket-used batch, a
 group of a sweep). After the broker acknowledged that relay, nothing is written to the
 documents: the source records, in one small document of ``pass_status_relays`` written
-about once a second, its :class:`Watermark`: every seq up to ``through`` except those
+every few seconds, its :class:`Watermark`: every seq up to ``through`` except those
 listed ``unsettled`` (in flight, or failed) is published.
 
 So "published" is known without rewriting a document, and only ever grows: a copy of a

@@ -68,7 +68,7 @@ class BackgroundJobs:
 
     async def relay_orphans(self) -> None:
         # Another replica's relays read as unpublished until it saves its watermark (about
-        # once a second): entries younger than a few of its intervals are in flight.
+        # every watermark interval): entries younger than a few intervals are in flight.
         in_flight = max(5.0, 3 * self._settings.outbox_watermark_interval_seconds)
         backlog = await self._relay.relay_orphans(
             datetime.now(UTC),

@@ -3,7 +3,7 @@
 The lifecycle and its invariants are in :mod:`consumer.domain.outbox`; this is its I/O:
 each relay takes a ticket (:meth:`OutboxRelay.batch`) whose key its writes stamp on the
 documents; it publishes, waits for the broker's acknowledgements, and closes the ticket:
-the source's watermark (:mod:`consumer.service.relay_ledger`), saved about once a second,
+the source's watermark (:mod:`consumer.service.relay_ledger`), saved every few seconds,
 then says published, and no document is written again for it. A crash or a fault in
 between leaves the entries under an unpublished key: the orphan relay publishes them
 again with the same ``event_id`` and clears them by exact value.
