@@ -12,10 +12,10 @@ entries by their marker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -30,7 +30,12 @@ from consumer.domain.outbox import (
     rejecting_steps,
     written_at,
 )
-from consumer.domain.watermarks import Watermark, parse_relay_key, unpublished_filter
+from consumer.domain.watermarks import (
+    Watermark,
+    parse_relay_key,
+    relay_key,
+    unpublished_filter,
+)
 from consumer.errors import StoreRefusedError
 
 Document = dict[str, Any]
@@ -139,36 +144,45 @@ async def scan_outboxes(
     return up to ``limit`` documents written at ``older_than`` or earlier (``_id``,
     ``user_id`` and the outbox fields only)."""
     projection = {"user_id": 1, OUTBOX: 1, OUTBOX_SINCE: 1, OUTBOX_RELAY: 1}
+    fold = ScanFold(older_than, limit, counted_before)
     with op("scan_outboxes"):
-        docs = await cache.find(unpublished_query(watermarks), projection).to_list()
-    return fold_scan(docs, older_than, limit, counted_before)
+        # Streamed: a large backlog (Kafka down for long) is counted, not held in memory.
+        async for doc in cache.find(unpublished_query(watermarks), projection):
+            fold.add(doc)
+    return fold.result()
 
 
-def fold_scan(
-    docs: Iterable[Mapping[str, Any]],
-    older_than: datetime,
-    limit: int,
-    counted_before: datetime | None = None,
-) -> OutboxScan:
-    """The scan's answer from the documents :func:`unpublished_query` found."""
-    backlog = 0
-    orphans: list[Document] = []
-    keys: set[int] = set()
-    for doc in docs:
+class ScanFold:
+    """The scan's answer, built one document :func:`unpublished_query` found at a time."""
+
+    def __init__(
+        self, older_than: datetime, limit: int, counted_before: datetime | None = None
+    ) -> None:
+        self._older_than = older_than
+        self._limit = limit
+        self._counted_before = counted_before
+        self._backlog = 0
+        self._orphans: list[Document] = []
+        self._keys: set[int] = set()
+
+    def add(self, doc: Mapping[str, Any]) -> None:
         entries = doc.get(OUTBOX)
+        room = len(self._orphans) < self._limit
         if not isinstance(entries, list) or not entries:
-            if len(orphans) < limit and doc.get(OUTBOX_SINCE) is not None:
-                orphans.append(dict(doc))  # a legacy marker alone: to be cleared
-            continue
-        key = doc.get(OUTBOX_RELAY)
-        if parse_relay_key(key) is not None:
-            keys.add(int(cast("int", key)))
+            if room and doc.get(OUTBOX_SINCE) is not None:
+                self._orphans.append(dict(doc))  # a legacy marker alone: to be cleared
+            return
+        parsed = parse_relay_key(doc.get(OUTBOX_RELAY))
+        if parsed is not None:
+            self._keys.add(relay_key(*parsed))
         at = written_at(doc)
-        if counted_before is None or at is None or at <= counted_before:
-            backlog += len(entries)
-        if len(orphans) < limit and (at is None or at <= older_than):
-            orphans.append(dict(doc))
-    return OutboxScan(backlog, orphans, frozenset(keys))
+        if self._counted_before is None or at is None or at <= self._counted_before:
+            self._backlog += len(entries)
+        if room and (at is None or at <= self._older_than):
+            self._orphans.append(dict(doc))
+
+    def result(self) -> OutboxScan:
+        return OutboxScan(self._backlog, self._orphans, frozenset(self._keys))
 
 
 async def clear_outboxes(

@@ -278,7 +278,9 @@ class OutboxRelay:
         started = time.perf_counter()
         others = await self._store.relay_watermarks(include_done=False)
         self.ledger.learn(others)
-        marks = {**others, self.ledger.source: self.ledger.watermark()}
+        marks = dict(others)
+        if self.ledger.started:  # this source's own state, exact; none before its first write
+            marks[self.ledger.source] = self.ledger.watermark()
         scan = await self._store.scan_outboxes(now - older_than, limit, marks, now - in_flight)
         docs = scan.orphans
         published = await self.relay([(d["_id"], pending_outbox(d)) for d in docs], clear=True)

@@ -27,7 +27,7 @@ import orjson
 from aiokafka import TopicPartition
 from consumer.adapters.kafka import OutRecord
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.mongo_outbox import fold_scan, unpublished_query
+from consumer.adapters.mongo_outbox import ScanFold, unpublished_query
 from consumer.adapters.mongo_sweeps import SweepChunk, SweepProgress, due_query
 from consumer.adapters.store_ports import OutboxScan
 from consumer.bootstrap import build_parts, build_runner
@@ -324,7 +324,10 @@ class FakeCacheStore(_Interleavings):
             {k: d[k] for k in ("_id", "user_id", OUTBOX, OUTBOX_SINCE, OUTBOX_RELAY) if k in d}
             for d in found
         ]
-        return fold_scan(projected, older_than, limit, counted_before)
+        fold = ScanFold(older_than, limit, counted_before)
+        for doc in projected:
+            fold.add(doc)
+        return fold.result()
 
     async def register_relay_source(self, token: str, host: str, now: datetime) -> int:  # noqa: ARG002 - the port's signature
         await self.enter("register_relay_source")
