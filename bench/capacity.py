@@ -45,10 +45,12 @@ class Assumptions:
     min_replicas: int = 2
     shard_cores: int = 8  # vCPUs of one MongoDB shard's primary
     shard_cpu_target: float = 0.5
-    # MongoDB's CPU per data command (an indexed point read, or a conditional write by _id,
-    # of a ~1.4 KB document): not measurable here. The local store's measured cost is
-    # shown beside it as an upper bound. Measure it on the target cluster and set it here.
-    store_cpu_per_op: float = 100e-6
+    # MongoDB's CPU per document of ~1.4 KB read by an indexed `$in` and per document
+    # rewritten by a conditional update inside an unordered bulk (index upkeep, oplog and
+    # journal included): not measurable here. The local store's measured costs are shown
+    # beside them as an upper bound. Measure them on the target cluster and set them here.
+    mongodb_cpu_per_read: float = 50e-6
+    mongodb_cpu_per_write: float = 150e-6
     shard_data_gb: float = 500.0  # data per shard (the working set is the indexes + hot users)
     index_overhead: float = 0.2  # index bytes per document byte (user_id, next_check_at, ...)
     due_per_user_per_day: float = 0.1  # 3 passes, each changing by time about every 30 days
@@ -67,7 +69,13 @@ class Measured:
     consumer_cpu_per_event: float  # core-seconds
     store_cpu_per_event: float
     kafka_cpu_per_event: float
-    store_ops_per_event: float
+    # the store's work: cache documents read and rewritten per event (uniform drain), and
+    # the local store's CPU per document read (`$in`) and bulk-written, measured on the
+    # same documents by `bench.store_ops` in the same run
+    reads_per_event: float
+    writes_per_event: float
+    local_cpu_per_read: float
+    local_cpu_per_write: float
     consumer_rss_mb: float
     full_users: int  # largest full check measured
     full_docs_per_second: float
@@ -89,6 +97,15 @@ def _per_event(drain: dict[str, Any], key: str) -> float:
     cpu = drain["cpu_percent"]
     value = cpu.get(key, cpu.get("ferretdb", 0.0) if key == "store" else 0.0)
     return float(value) / 100 / max(float(drain["events_per_second"]), 1e-9)
+
+
+def _documents(drain: dict[str, Any], kind: str) -> float:
+    """Cache documents read or written per event in a drain (runs before 2026-12-04
+    evening did not count them)."""
+    value = drain.get(f"documents_{kind}_per_event")
+    if value is None:
+        raise ValueError(f"the {drain['distribution']} drain did not count documents {kind}")
+    return float(value)
 
 
 def _complete_sweeps(results: dict[str, Any], *kinds: str) -> list[dict[str, Any]]:
@@ -125,6 +142,9 @@ def measured(results: dict[str, Any], source: str = "") -> Measured:
     large = full_rows[-1]
     query, per_due = due_costs(due_rows[-1])
     tu = results["ticket_used"]
+    if not tu.get("per_document"):
+        raise ValueError("the results have no per-document store costs (bench.store_ops)")
+    per_doc = tu["per_document"][-1]
     rss = [d["peak_rss_mb"] for d in tu["throughput"] if d["pipeline"] == "service"]
     rss.append((tu.get("latency_peak_rss_mb") or {}).get("service", 0.0))
     return Measured(
@@ -134,7 +154,10 @@ def measured(results: dict[str, Any], source: str = "") -> Measured:
         consumer_cpu_per_event=_per_event(drain, "pipeline"),
         store_cpu_per_event=_per_event(drain, "store"),
         kafka_cpu_per_event=_per_event(drain, "kafka"),
-        store_ops_per_event=float(drain.get("store_ops_per_event") or 0.0),
+        reads_per_event=_documents(drain, "read"),
+        writes_per_event=_documents(drain, "written"),
+        local_cpu_per_read=per_doc["read_store_cpu_ms_per_document"] / 1000,
+        local_cpu_per_write=per_doc["write_store_cpu_ms_per_document"] / 1000,
         consumer_rss_mb=float(max(rss)),
         full_users=int(large["users"]),
         full_docs_per_second=large["full"]["documents_read"]
@@ -158,9 +181,9 @@ class Plan:
     replicas: int
     partitions: int
     consumer_cores: float
-    store_ops_per_second: float
-    store_cores: float  # at the assumed MongoDB cost per command
-    local_store_cores: float  # at the local store's measured cost (an upper bound)
+    store_documents_per_second: float  # read + rewritten
+    store_cores: float  # at the assumed MongoDB costs per document
+    local_store_cores: float  # at the local store's measured costs (an upper bound)
     shards: int
     shards_by: str  # "CPU" or "data"
     data_gb: float
@@ -174,9 +197,19 @@ class Plan:
     replica_memory_mb: int
 
 
-def local_store_cpu_per_op(m: Measured) -> float:
-    """The local store's CPU per data command, as measured in the uniform drain."""
-    return m.store_cpu_per_event / max(m.store_ops_per_event, 1e-9)
+def store_cpu_per_event(m: Measured, reads: float, writes: float) -> float:
+    """The local store's CPU per event for ``reads`` and ``writes`` documents per event, at
+    ``bench.store_ops``' costs per document (no calibration on the drain)."""
+    return reads * m.local_cpu_per_read + writes * m.local_cpu_per_write
+
+
+def local_store_fit(m: Measured) -> float:
+    """The uniform drain's store CPU per event against reading and bulk-writing its
+    documents alone: what the service's store work costs beyond those two (watermarks,
+    bookkeeping, small bulks). 1.0 is no overhead."""
+    return m.store_cpu_per_event / max(
+        store_cpu_per_event(m, m.reads_per_event, m.writes_per_event), 1e-12
+    )
 
 
 def plan(users: int, rate: int, m: Measured, a: Assumptions) -> Plan:
@@ -185,10 +218,15 @@ def plan(users: int, rate: int, m: Measured, a: Assumptions) -> Plan:
     partitions = max(a.min_partitions, replicas * a.partitions_per_replica)
     partitions = math.ceil(partitions / 6) * 6  # divisible by 1, 2, 3 and 6 replicas alike
     due_per_second = users * a.due_per_user_per_day / 86_400
-    # each due user: one read (in the sweep's cursor) and one conditional write
-    ops = rate * m.store_ops_per_event + 2 * due_per_second
-    store_cores = ops * a.store_cpu_per_op / a.shard_cpu_target
-    local_cores = ops * local_store_cpu_per_op(m) / a.shard_cpu_target
+    # the store's work is per document: each event reads and rewrites what the uniform
+    # drain measured; each due user is read once (in the sweep's cursor) and written once
+    reads = rate * m.reads_per_event + due_per_second
+    writes = rate * m.writes_per_event + due_per_second
+    docs = reads + writes
+    mongo = reads * a.mongodb_cpu_per_read + writes * a.mongodb_cpu_per_write
+    store_cores = mongo / a.shard_cpu_target
+    local = (reads * m.local_cpu_per_read + writes * m.local_cpu_per_write) * local_store_fit(m)
+    local_cores = local / a.shard_cpu_target
     data_gb = users * m.doc_bytes * (1 + a.index_overhead) / 1e9
     by_cpu = math.ceil(store_cores / a.shard_cores)
     by_data = math.ceil(data_gb / a.shard_data_gb)
@@ -207,7 +245,7 @@ def plan(users: int, rate: int, m: Measured, a: Assumptions) -> Plan:
         replicas=replicas,
         partitions=partitions,
         consumer_cores=round(consumer_cores, 2),
-        store_ops_per_second=round(ops),
+        store_documents_per_second=round(docs),
         store_cores=round(store_cores, 1),
         local_store_cores=round(local_cores),
         shards=shards,
@@ -250,18 +288,32 @@ class Point:
 
 def points(results: dict[str, Any], m: Measured) -> list[Point]:
     """Measured points, each predicted from other measurements of the same run."""
-    out: list[Point] = []
-    # 1. Zipf throughput from the uniform drain's costs. The consumer's and the store's
-    # work is per user written (read, conditional write, outbox clear), so both are
-    # charged per store command; Kafka's per event. Zipf's batches hold fewer distinct
-    # users, hence fewer commands per event (a store-independent count, measured).
+    out: list[Point] = [
+        # 1. The store's CPU per event from its cost per document alone: bench.store_ops
+        # reads and bulk-writes the same documents apart from the service, and the drain
+        # counted the documents each event read and rewrote.
+        Point(
+            "store CPU per event, uniform drain",
+            1e3 * store_cpu_per_event(m, m.reads_per_event, m.writes_per_event),
+            1e3 * m.store_cpu_per_event,
+            "ms",
+            "documents read and rewritten per event in the drain, at bench.store_ops' store "
+            "CPU per document read (`$in`) and bulk-written",
+        )
+    ]
+    # 2. Zipf throughput from the uniform drain's costs: the store's work is per document
+    # (Zipf's batches hold fewer distinct users: fewer documents per event, counted in its
+    # drain), calibrated by the uniform drain's store CPU against its documents; the
+    # consumer's and Kafka's per event (the consumer's is charged in full, though it too
+    # shrinks with fewer documents: the model errs towards more capacity).
     try:
         zipf = _service_drain(results, "zipf")
-    except KeyError:
+        docs_z = (_documents(zipf, "read"), _documents(zipf, "written"))
+    except (KeyError, ValueError):
         zipf = None
-    if zipf is not None and zipf.get("store_ops_per_event") and m.store_ops_per_event:
-        per_op = (m.consumer_cpu_per_event + m.store_cpu_per_event) / m.store_ops_per_event
-        cost_z = per_op * zipf["store_ops_per_event"] + m.kafka_cpu_per_event
+    if zipf is not None:
+        store_z = store_cpu_per_event(m, *docs_z) * local_store_fit(m)
+        cost_z = m.consumer_cpu_per_event + store_z + m.kafka_cpu_per_event
         busy_z = sum(zipf["cpu_percent"].get(k, 0.0) for k in ("pipeline", "store", "kafka"))
         out.append(
             Point(
@@ -269,8 +321,9 @@ def points(results: dict[str, Any], m: Measured) -> list[Point]:
                 busy_z / 100 / cost_z,
                 zipf["events_per_second"],
                 "events/s",
-                "uniform drain's consumer + store CPU per store command and Kafka CPU per "
-                "event; Zipf's commands per event and the CPU the three used in its drain",
+                "Zipf's documents read and rewritten per event at the uniform drain's store "
+                "CPU per document, the uniform drain's consumer and Kafka CPU per event, and "
+                "the CPU the three used in the Zipf drain",
             )
         )
     due_rows = _complete_sweeps(results, "due", "due_fixed")
@@ -354,8 +407,11 @@ def render(m: Measured, a: Assumptions, results: dict[str, Any]) -> str:
         f"| consumer CPU per event | {1e6 * m.consumer_cpu_per_event:,.0f} µs |",
         f"| store CPU per event (local store) | {1e6 * m.store_cpu_per_event:,.0f} µs |",
         f"| Kafka CPU per event | {1e6 * m.kafka_cpu_per_event:,.0f} µs |",
-        f"| store commands per event | {m.store_ops_per_event:.2f} |",
-        f"| store CPU per command, local store | {1e6 * local_store_cpu_per_op(m):,.0f} µs |",
+        f"| cache documents read per event | {m.reads_per_event:.2f} |",
+        f"| cache documents rewritten per event | {m.writes_per_event:.2f} |",
+        f"| local store CPU per document read (`$in`) | {1e6 * m.local_cpu_per_read:,.0f} µs |",
+        f"| local store CPU per document bulk-written | {1e6 * m.local_cpu_per_write:,.0f} µs |",
+        f"| store CPU per event / its documents' read + write | {local_store_fit(m):.2f} |",
         f"| consumer peak RSS under load | {m.consumer_rss_mb:,.0f} MB |",
         f"| full check: documents/s (one process) | {m.full_docs_per_second:,.0f} |",
         f"| full check: CPU per document | {1e6 * m.full_cpu_per_doc:,.0f} µs |",
@@ -369,7 +425,8 @@ def render(m: Measured, a: Assumptions, results: dict[str, Any]) -> str:
         "**Assumptions**: " + ", ".join(f"`{k}` = {v}" for k, v in asdict(a).items()) + ".",
         "",
         (
-            "| users | events/s | partitions | consumer replicas (cores) | store commands/s "
+            "| users | events/s | partitions | consumer replicas (cores) | documents read + "
+            "written/s "
             "| MongoDB cores (local store's) | MongoDB shards (bound) | data GB | due per tick "
             "| tick shards "
             "| due sweep s | due queries per tick | full check h (processes) "
@@ -379,7 +436,7 @@ def render(m: Measured, a: Assumptions, results: dict[str, Any]) -> str:
     ]
     lines.extend(
         f"| {_n(p.users)} | {_n(p.events_per_second)} | {p.partitions} "
-        f"| {p.replicas} ({p.consumer_cores:g}) | {_n(p.store_ops_per_second)} "
+        f"| {p.replicas} ({p.consumer_cores:g}) | {_n(p.store_documents_per_second)} "
         f"| {p.store_cores:g} ({p.local_store_cores:,}) | {p.shards} ({p.shards_by}) "
         f"| {p.data_gb:g} "
         f"| {p.due_per_tick:g} | {p.tick_shards} | {p.due_sweep_seconds:g} "

@@ -76,6 +76,10 @@ class Drain:
     store_commands_per_batch: float | None = None
     store_commands: dict[str, int] = field(default_factory=dict)
     conflicts_per_batch: float | None = None
+    # Per event committed: cache documents the service read (its batches' distinct users,
+    # plus read-backs) and rewrote; what the capacity model charges the store for.
+    documents_read_per_event: float | None = None
+    documents_written_per_event: float | None = None
 
 
 def event(user_id: int, index: int) -> dict[str, Any]:
@@ -146,6 +150,8 @@ def _service_figures(metrics: str, rewrites: dict[str, int] | None) -> dict[str,
         total = rewrites.get("user_writes", 0) + rewrites.get("other", 0)
         out["rewrites_per_applied_event"] = _ratio(total, applied)
         out["user_writes_per_applied_event"] = _ratio(rewrites.get("user_writes", 0), applied)
+        out["documents_read"] = rewrites.get("documents_read")
+        out["documents_written"] = total
     return out
 
 
@@ -222,6 +228,11 @@ async def drain(
     spent = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     if service:
         service["events_per_batch"] = _ratio(done, service["batches"], 1)
+        read, written = service.pop("documents_read", None), service.pop("documents_written", None)
+        if read is not None:
+            service["documents_read_per_event"] = _ratio(read, done)
+        if written is not None:
+            service["documents_written_per_event"] = _ratio(written, done)
         if "store" in spent:
             service["store_cpu_ms_per_applied_event"] = _ratio(
                 1000 * spent["store"], service["applied_events"]

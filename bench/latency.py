@@ -10,11 +10,18 @@ Kafka timestamp of the output - Kafka timestamp of the input, matched by (user_i
 pass_uuid). Per point: p50/p95/p99/max, whether the backlog drained within
 ``drain_seconds`` afterwards, the lag growth (events/s by which the uncommitted backlog
 grew while the rate was offered), the pipeline's peak RSS so far and the CPU of the
-pipeline, store, Kafka and machine over the point (offer and drain).
+pipeline, store, Kafka and machine over the point (offer and drain); for the service, its
+events per batch, store commands per batch and the store's CPU per event over the point
+(a small batch costs the store more per event than the sustained rate's large ones).
+
+Before the first point, each deployment is offered ``WARM_UP_SECONDS`` of the first rate
+with pass 1 of the same users (not measured): the points measure a running pipeline, not
+its first seconds (connections, the relay source's registration, the first scans).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +32,18 @@ import orjson
 from bench.common import (
     Endpoints,
     Names,
+    Pipeline,
     committed_total,
     cpu_snapshot,
     percentile,
     proc_status_kb,
     produce_paced,
+    prometheus_sum,
     read_all,
 )
-from bench.drain import deployment, event, wait_committed
+from bench.drain import DATA_COMMANDS, deployment, event, wait_committed
+
+WARM_UP_SECONDS = 3.0
 
 
 @dataclass(slots=True)
@@ -55,6 +66,10 @@ class Latency:
     lag_growth_per_second: float | None = None
     peak_rss_mb: float | None = None
     cpu_percent: dict[str, float] = field(default_factory=dict)
+    # the service's, over the point (None for the other pipelines)
+    events_per_batch: float | None = None
+    store_commands_per_batch: float | None = None
+    store_cpu_ms_per_event: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +114,23 @@ def plan(
     return points[:-1], points[-1:]
 
 
+def _batches(proc: Pipeline) -> tuple[float, float]:
+    """The service's (batches, store data commands) so far; zeros for other pipelines."""
+    if not proc.name.startswith("service"):
+        return 0.0, 0.0
+    text = proc.metrics_text()
+    commands = sum(
+        prometheus_sum(text, f'pass_status_mongodb_commands_total{{command="{name}"}}')
+        for name in DATA_COMMANDS
+    )
+    return prometheus_sum(text, "pass_status_batch_size_events_count"), commands
+
+
 async def _offer(
-    ep: Endpoints, admin: Any, names: Names, point: Point, sent: int
+    ep: Endpoints, admin: Any, names: Names, point: Point, sent: int, pass_index: int = 2
 ) -> tuple[list[dict[str, Any]], float, float]:
     """Offer one point's events; (events, achieved rate, lag growth in events/s)."""
-    events = [event(u, 2) for u in point.user_ids]
+    events = [event(u, pass_index) for u in point.user_ids]
     backlog0 = sent - await committed_total(admin, names.prefix, names.ticket_used)
     began = time.monotonic()
     _elapsed, achieved = await produce_paced(ep.bootstrap, names.ticket_used, events, point.rate)
@@ -127,14 +154,16 @@ async def paced(
     backlog does not drain (a higher rate would measure only that backlog)."""
     rows: list[tuple[Point, Latency, list[dict[str, Any]]]] = []
     async with deployment(ep, pipeline, database, partitions) as (names, proc, admin):
-        sent = 0
+        sent = await _warm_up(ep, admin, names, points[0]) if points else 0
         for point in points:
             cpu0, t0 = cpu_snapshot(proc.pid, ep), time.monotonic()
+            batches0 = await asyncio.to_thread(_batches, proc)
             events, achieved, growth = await _offer(ep, admin, names, point, sent)
             sent += len(events)
             deadline = time.monotonic() + drain_seconds
             done, _ = await wait_committed(admin, names.prefix, names.ticket_used, sent, deadline)
             cpu1, seconds = cpu_snapshot(proc.pid, ep), max(1e-6, time.monotonic() - t0)
+            batches1 = await asyncio.to_thread(_batches, proc)
             row = Latency(
                 *(rnd, pipeline, point.rate, round(achieved, 1), len(events), 0, done >= sent),
                 *(float("nan"),) * 4,
@@ -148,12 +177,33 @@ async def paced(
                     k: round(100 * (cpu1[k] - cpu0.get(k, 0.0)) / seconds, 1) for k in cpu1
                 },
             )
+            _per_batch(row, batches1[0] - batches0[0], batches1[1] - batches0[1])
+            if "store" in cpu1 and batches1[0] > batches0[0]:
+                spent = cpu1["store"] - cpu0.get("store", 0.0)
+                row.store_cpu_ms_per_event = round(1000 * spent / max(1, len(events)), 3)
             rows.append((point, row, events))
             if not row.drained:
                 break
         inputs = await read_all(ep.bootstrap, names.ticket_used, expect=sent, wait=30)
         outputs = await read_all(ep.bootstrap, names.status_changed, expect=sent, wait=5)
     return [_percentiles(row, events, inputs, outputs) for _, row, events in rows]
+
+
+async def _warm_up(ep: Endpoints, admin: Any, names: Names, first: Point) -> int:
+    """Offer ``WARM_UP_SECONDS`` of the first point's rate (pass 1 of its users: their own
+    outputs, never matched with the measured ones) and wait for it; the events sent."""
+    count = min(len(first.user_ids), max(1, int(first.rate * WARM_UP_SECONDS)))
+    warm = Point(first.kind, first.rate, first.fraction, WARM_UP_SECONDS, first.user_ids[:count])
+    await _offer(ep, admin, names, warm, 0, pass_index=1)
+    deadline = time.monotonic() + 60
+    await wait_committed(admin, names.prefix, names.ticket_used, count, deadline)
+    return count
+
+
+def _per_batch(row: Latency, batches: float, commands: float) -> None:
+    if batches > 0:
+        row.events_per_batch = round(row.sent / batches, 1)
+        row.store_commands_per_batch = round(commands / batches, 2)
 
 
 def _key(value: bytes) -> tuple[int, str]:

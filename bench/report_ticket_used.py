@@ -143,16 +143,19 @@ def _latency(tu: dict[str, Any]) -> list[str]:
         (
             "| pipeline | point | offered/s | achieved/s | sent | received | drained | p50 ms "
             "| p95 ms | p99 ms | max ms | backlog growth ev/s | peak RSS MB "
-            "| CPU % of a core (pipeline / store / kafka / machine) |"
+            "| CPU % of a core (pipeline / store / kafka / machine) "
+            "| events per batch | store commands per batch | store CPU ms per event |"
         ),
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     out.extend(
         f"| {r['pipeline']} | {_point(r)} | {fmt(r['offered_rate'])} "
         f"| {fmt(r['achieved_rate'])} | {fmt(r['sent'])} | {fmt(r['received'])} "
         f"| {'yes' if r['drained'] else 'no'} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} "
         f"| {fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {cell(r, 'lag_growth_per_second')} "
-        f"| {cell(r, 'peak_rss_mb')} | {_cpu(r.get('cpu_percent') or {})} |"
+        f"| {cell(r, 'peak_rss_mb')} | {_cpu(r.get('cpu_percent') or {})} "
+        f"| {cell(r, 'events_per_batch')} | {cell(r, 'store_commands_per_batch')} "
+        f"| {cell(r, 'store_cpu_ms_per_event')} |"
         for r in tu["latency"]
     )
     return [*out, ""]

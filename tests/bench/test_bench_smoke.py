@@ -58,6 +58,11 @@ async def test_ticket_used_benchmark_runs(endpoints: Endpoints) -> None:
     assert service["batches"] >= 1, service
     assert service["store_commands_per_batch"] > 0, service
     assert service["conflicts_per_batch"] >= 0, service
+    # the capacity model's inputs: each batch reads its distinct users' documents once
+    # (no conflict here, so no read-back); every event was applied, so the documents
+    # rewritten per event are the rewrites per applied event
+    assert 0 < service["documents_read_per_event"] <= 1, service
+    assert service["documents_written_per_event"] == service["rewrites_per_applied_event"]
     (per_doc,) = results["per_document"]
     assert per_doc["documents"] > 0, per_doc
     assert per_doc["read_ms_per_document"] > 0, per_doc
@@ -88,6 +93,12 @@ async def test_ticket_used_benchmark_runs(endpoints: Endpoints) -> None:
         assert lat["peak_rss_mb"] > 0, lat
         assert lat["lag_growth_per_second"] is not None, lat
         assert {"pipeline", "machine"} <= set(lat["cpu_percent"]), lat
+        # the service's batches over each point (what a small batch costs the store)
+        if lat["pipeline"] == "service":
+            assert lat["events_per_batch"] > 0, lat
+            assert lat["store_commands_per_batch"] > 0, lat
+        else:
+            assert lat["events_per_batch"] is None, lat
     assert set(results["latency_peak_rss_mb"]) == {"service", "passthrough"}
     assert [s["pipeline"] for s in results["seeding"]] == ["service", "naive"]
     assert all(s["users"] == 400 and s["seconds"] > 0 for s in results["seeding"])

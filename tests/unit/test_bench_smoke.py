@@ -195,9 +195,18 @@ def _linear_world() -> dict[str, Any]:
         row["full"]["cpu_seconds"] = users / 25_000
         sweeps.append(row)
     results["sweeps"] = sweeps
-    results["ticket_used"]["throughput"][0]["store_ops_per_event"] = 1.0
-    zipf = _drain("service", "zipf", 1200.0, pipeline=15.0, store=20.0, kafka=10.0)
-    zipf["store_ops_per_event"] = 0.5  # half the commands: half the consumer and store CPU
+    # uniform: 1,200 events/s with 40 % of a core in the store, one document read and one
+    # rewritten per event: 1/3 ms of store CPU per event, which store_ops' per-document
+    # costs (0.1 ms read + 0.2333 ms write) account for exactly
+    uniform = results["ticket_used"]["throughput"][0]
+    uniform.update(documents_read_per_event=1.0, documents_written_per_event=1.0)
+    results["ticket_used"]["per_document"] = [
+        {"read_store_cpu_ms_per_document": 0.1, "write_store_cpu_ms_per_document": 0.7 / 3}
+    ]
+    # Zipf: half the documents per event, so half the store CPU per event; the consumer's
+    # and Kafka's CPU per event as in the uniform drain
+    zipf = _drain("service", "zipf", 1200.0, pipeline=30.0, store=20.0, kafka=10.0)
+    zipf.update(documents_read_per_event=0.5, documents_written_per_event=0.5)
     results["ticket_used"]["throughput"].append(zipf)
     return results
 
@@ -210,7 +219,31 @@ def test_capacity_model_reproduces_a_linear_world() -> None:
     assert m.due_query_seconds == pytest.approx(0.05)
     got = capacity.points(results, m)
     assert [p.name for p in got if not p.reproduced] == []
-    assert len(got) == 5
+    assert len(got) == 6
+    assert capacity.local_store_fit(m) == pytest.approx(1.0)
+    by_name = {p.name: p for p in got}
+    assert by_name["service throughput, Zipf drain"].error == pytest.approx(0.0, abs=1e-9)
+    assert by_name["store CPU per event, uniform drain"].error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_capacity_model_says_when_the_store_costs_more_than_its_documents() -> None:
+    results = _linear_world()
+    # the same documents per event, but the store spent twice their read + write cost
+    results["ticket_used"]["throughput"][0]["cpu_percent"]["store"] = 80.0
+    m = capacity.measured(results, "synthetic")
+
+    got = {p.name: p for p in capacity.points(results, m)}
+    assert capacity.local_store_fit(m) == pytest.approx(2.0)
+    assert got["store CPU per event, uniform drain"].error == pytest.approx(-0.5)
+    assert not got["store CPU per event, uniform drain"].reproduced
+
+
+def test_capacity_model_refuses_a_run_that_did_not_count_documents() -> None:
+    results = _linear_world()
+    del results["ticket_used"]["throughput"][0]["documents_read_per_event"]
+
+    with pytest.raises(ValueError, match="did not count documents read"):
+        capacity.measured(results, "synthetic")
 
 
 def test_capacity_plans_grow_with_load_and_data() -> None:
@@ -382,12 +415,29 @@ def test_cost_goals_are_judged_and_name_what_bounds_them() -> None:
     assert store.met is False  # 4.8 ms against 1.25 x (1 + 2) ms
     assert "1.60x of 3.00 ms" in store.measured
     assert "1.00 beyond the user's write" in store.bound
+    assert "documents read per applied event" not in store.bound  # not counted in this run
     rewrites = got["document rewrites per applied event (uniform)"]
     assert rewrites.met is False
     assert "the outbox clear" in rewrites.bound
     commands = got["store commands per batch (uniform)"]
     assert commands.met is False  # 7 against 4 + 0 conflicts
     assert "getMore round trips: 4.0 per batch" in commands.bound
+
+
+def test_store_cost_goal_shows_the_documents_the_drain_read_and_rewrote() -> None:
+    results = _costly()
+    # 1,250 events, of which 1,000 applied; every event's user read, 1.6 rewrites each
+    results["ticket_used"]["throughput"][0].update(
+        processed=1250, documents_read_per_event=1.0, documents_written_per_event=1.6
+    )
+    store = _by_figure(results)["store CPU per applied event (uniform)"]
+
+    assert store.met is False
+    assert "1.25 documents read per applied event (20 % of the events changed nothing" in (
+        store.bound
+    )
+    # 4.8 ms per event against 1.0 x 1 ms + 1.6 x 2 ms = 4.2 ms
+    assert "its store CPU is 1.14x their read + bulk write" in store.bound
 
 
 def test_cost_goals_met() -> None:
