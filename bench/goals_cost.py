@@ -175,6 +175,8 @@ def _documents(drain: dict[str, Any], read: float, write: float) -> str:
     idle = 100 * (1 - applied / events)
     store = _num(drain.get("store_cpu_ms_per_event")) or 0.0
     counted = reads * read + writes * write
+    if counted <= 0:
+        return ""
     return (
         f"; {per_applied:.2f} documents read per applied event ({idle:.0f} % "
         "of the events changed nothing, their user read all the same); against the "

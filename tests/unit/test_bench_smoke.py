@@ -13,7 +13,7 @@ import orjson
 import pytest
 from bench.common import Endpoints
 
-from bench import capacity, goals, latency, report_ticket_used, run, sweeps
+from bench import capacity, goals, latency, report, report_ticket_used, run, sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -541,3 +541,12 @@ def test_a_results_file_without_the_new_figures_still_renders() -> None:
     assert "Store cost per document" in text
     assert verdicts["consumer CPU per event (uniform drain)"].measured == "not measured"
     assert verdicts["latency at 50 % of the sustained throughput"].met is None
+
+
+def test_report_names_the_store_and_its_collector_setting() -> None:
+    local = {"server": "FerretDB v1.24.2", "uri": "mongodb://h:1", "gogc": "400"}
+    assert report.store_line(local) == (
+        "Store: FerretDB v1.24.2 at `mongodb://h:1`, its Go collector at `GOGC=400`."
+    )
+    remote = {"server": "MongoDB 7.0", "uri": "mongodb://h:1", "gogc": None}
+    assert report.store_line(remote) == "Store: MongoDB 7.0 at `mongodb://h:1`."
