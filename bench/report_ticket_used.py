@@ -154,8 +154,8 @@ def _latency(tu: dict[str, Any]) -> list[str]:
         f"| {'yes' if r['drained'] else 'no'} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} "
         f"| {fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {cell(r, 'lag_growth_per_second')} "
         f"| {cell(r, 'peak_rss_mb')} | {_cpu(r.get('cpu_percent') or {})} "
-        f"| {cell(r, 'events_per_batch')} | {cell(r, 'store_commands_per_batch')} "
-        f"| {cell(r, 'store_cpu_ms_per_event')} |"
+        f"| {cell(r, 'events_per_batch', 1)} | {cell(r, 'store_commands_per_batch', 2)} "
+        f"| {cell(r, 'store_cpu_ms_per_event', 2)} |"
         for r in tu["latency"]
     )
     return [*out, ""]
