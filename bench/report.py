@@ -164,8 +164,8 @@ def _profile(results: dict[str, Any]) -> list[str]:
 
 
 def store_line(store: dict[str, Any]) -> str:
-    """What answered as the store; a local Go server's collector setting moves its CPU per
-    event by a fifth, so it is named when known."""
+    """What answered as the store; a local Go server's collector setting moved its CPU per
+    event by 22 %, so it is named when known."""
     line = f"Store: {store.get('server', 'unknown')} at `{store.get('uri', '?')}`"
     return line + (f", its Go collector at `GOGC={store['gogc']}`." if store.get("gogc") else ".")
 
